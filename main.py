@@ -1,0 +1,56 @@
+"""Start Neuron Studio: ``python main.py [--model M] [--device D] [--screenshot PATH]``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python main.py", description="Neuron Studio desktop application.")
+    parser.add_argument("--model", "-m", default=None, help="built-in name or path (default: the embedded 'rooms')")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--screenshot", metavar="PATH",
+                        help="build the window offscreen, load the model, generate once, save the window as PNG, exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.screenshot:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from widgets.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Neuron Studio")
+    app.setOrganizationName("Neuron Studio")
+    window = MainWindow(args.model, args.device)
+    window.resize(1280, 800)
+    window.show()
+    if not args.screenshot:
+        return app.exec()
+
+    status = {"code": 1}
+
+    def capture() -> None:
+        from studio.atomic import atomic_path
+
+        with atomic_path(args.screenshot, suffix=".png") as tmp:
+            window.grab().save(str(tmp), "PNG")
+        status["code"] = 0 if window.generator is not None else 1
+        window.close()
+        app.quit()
+
+    window.image_shown.connect(lambda: QTimer.singleShot(200, capture))
+    QTimer.singleShot(180_000, capture)  # never hang: give up after three minutes
+    app.exec()
+    if status["code"]:
+        print(f"error: {window.statusBar().currentMessage() or 'the model did not load'}", file=sys.stderr)
+    return status["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The one contract every model family implements; everything else is written once in ``studio/``.
+
+A family adapter overrides names and accessors, never algorithms (STYLE.md §4)::
+
+    gen = open_model("rooms")                      # models.registry
+    sample = gen.sample(seed=3, prompt="a bedroom with blue walls, a bed and two lamps")
+    image = gen.render([sample])                   # (1, 3, H, W) float32 in [0, 1]
+    info = gen.layer("blocks.3")                   # LayerInfo(name, units, size, ...)
+    acts = gen.trace([sample], ["blocks.3"])       # {"blocks.3": (1, C, h, w)}
+    same = gen.forward_from("blocks.3", acts["blocks.3"], [sample])   # only later layers run
+    with gen.editor() as editor:                   # unit edits through hooks
+        editor.set([UnitEdit("blocks.3", 12, "off")])
+        edited = gen.render([sample])
+"""
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Sequence
+
+import torch
+from torch import nn
+
+from studio.errors import LayerNotFound, UnsupportedOperation
+from studio.hooks import Editor, StepClock, Trace
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One inspectable layer: its dotted module path, unit (channel) count and spatial size."""
+
+    name: str
+    units: int
+    size: tuple[int, int] | None  # (h, w) of its activation; None for vector layers (mapping networks)
+    kind: str = "conv"  # conv | mapping | attention | resnet | block
+    partial: bool = False  # True when forward_from(name, ...) can re-render from this layer
+
+    def label(self) -> str:
+        res = f"{self.size[0]}×{self.size[1]}" if self.size else "vector"
+        return f"{self.name} · {self.units} units · {res}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What to render: a seed, a prompt for text models, and family options (truncation, steps, ...)."""
+
+    seed: int
+    prompt: str | None = None
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return self.options.get(name, default)
+
+    def with_seed(self, seed: int) -> "Sample":
+        return replace(self, seed=seed)
+
+    def to_json(self) -> dict:
+        return {"seed": self.seed, "prompt": self.prompt, "options": dict(self.options)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Sample":
+        return cls(int(data["seed"]), data.get("prompt"), dict(data.get("options") or {}))
+
+
+@dataclass(frozen=True)
+class CrossAttention:
+    """A cross-attention module whose key/value projections read text-token embeddings."""
+
+    name: str
+    to_k: nn.Linear
+    to_v: nn.Linear
+
+
+@dataclass
+class PromptEncoding:
+    """What the cross-attention k/v projections read for a prompt, one row per token position."""
+
+    embeddings: torch.Tensor  # (T, D)
+    tokens: list[str]  # T token strings, aligned with the rows
+    content: torch.Tensor  # (T,) bool: rows that are words of the prompt (not start/end/padding)
+
+
+class Generator(ABC):
+    """A loaded generator on a device. Subclasses fill in the family specifics."""
+
+    family: ClassVar[str] = "?"
+    supports_half: ClassVar[bool] = True
+    takes_prompt: ClassVar[bool] = False
+
+    def __init__(self, module: nn.Module, *, name: str, device: torch.device, dtype: torch.dtype,
+                 resolution: tuple[int, int], source: str | None = None) -> None:
+        self.module = module
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+        self.resolution = resolution
+        self.source = source or name  # built-in name or path: what a session records
+        self.clock = StepClock()
+        self.default_prompt = ""
+
+    # -- layers ---------------------------------------------------------------------------------
+    @abstractmethod
+    def layers(self) -> list[LayerInfo]:
+        """The layers users can inspect, in forward order."""
+
+    def layer(self, name: str) -> LayerInfo:
+        """One layer by name; an unknown name raises with the nearest names."""
+        layers = {info.name: info for info in self.layers()}
+        if name in layers:
+            return layers[name]
+        near = difflib.get_close_matches(name, list(layers), n=5, cutoff=0.3)
+        hint = f" Nearest: {', '.join(near)}." if near else f" Layers: {', '.join(list(layers)[:8])}..."
+        raise LayerNotFound(f"{self.name} has no layer '{name}'.{hint}")
+
+    # -- rendering ------------------------------------------------------------------------------
+    def sample(self, seed: int, prompt: str | None = None, **options: Any) -> Sample:
+        """A :class:`Sample` with the model's default prompt filled in for text models."""
+        if self.takes_prompt and not prompt:
+            prompt = self.default_prompt
+        return Sample(int(seed), prompt if self.takes_prompt else None, options)
+
+    @abstractmethod
+    def render(self, samples: Sequence[Sample]) -> torch.Tensor:
+        """Images for ``samples`` as (B, 3, H, W) float32 in [0, 1] on ``self.device``.
+
+        Active hooks (an :meth:`editor`) apply. Grad mode is the caller's: wrap in
+        ``torch.inference_mode()`` unless gradients are wanted.
+        """
+
+    def forward_from(self, layer: str, activation: torch.Tensor, samples: Sequence[Sample]) -> torch.Tensor:
+        """Re-render from ``activation`` at ``layer``: only the layers after it run.
+
+        ``activation.shape[0] == len(samples)``. Equals :meth:`render` when ``activation`` is that
+        layer's traced output (edits on later layers still apply through hooks).
+        """
+        raise UnsupportedOperation(f"{self.family} models cannot re-render from a cached layer.")
+
+    def trace(self, samples: Sequence[Sample], layers: Sequence[str], *, before_edits: bool = False,
+              stop: bool = True) -> dict[str, torch.Tensor]:
+        """Activations of ``layers`` for ``samples``; with ``stop`` later layers do not run."""
+        with Trace(self.module, layers, stop=stop, before_edits=before_edits) as trace:
+            self.render(samples)
+        return dict(trace.outputs)
+
+    def editor(self) -> Editor:
+        """A fresh hook editor over this model's layers (use it as a context manager)."""
+        return Editor(self.module, {info.name: info.units for info in self.layers()}, self.clock)
+
+    # -- text conditioning ------------------------------------------------------------------------
+    def cross_attention(self) -> list[CrossAttention]:
+        """Every cross-attention key/value projection pair (empty for unconditional models)."""
+        return []
+
+    def encode_prompt(self, prompt: str) -> PromptEncoding:
+        """Token embeddings that the k/v projections read for ``prompt``."""
+        raise UnsupportedOperation(f"{self.name} has no text conditioning: it takes no prompt.")
+
+    # -- description ----------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {"family": self.family, "name": self.name, "source": self.source, "device": str(self.device),
+                "dtype": str(self.dtype).removeprefix("torch."), "resolution": list(self.resolution),
+                "takes_prompt": self.takes_prompt}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model the registry can open by name (built-in) or that needs an optional package."""
+
+    name: str
+    family: str
+    description: str
+    available: bool = True
+    reason: str = ""  # why it is unavailable and what to install
+
+
+@dataclass
+class FileProbe:
+    """What the registry learned about a path before asking families whether it is theirs."""
+
+    path: Path
+    is_dir: bool
+    suffix: str
+    head: bytes = b""
+    safetensors_metadata: dict[str, str] | None = None
+    safetensors_keys: list[str] | None = None
+    zip_names: list[str] | None = None
+
+
+class Family(Protocol):
+    """What a family module exposes as ``FAMILY`` for the registry."""
+
+    name: str
+
+    def builtins(self) -> list[ModelEntry]: ...
+
+    def open_builtin(self, name: str, device: torch.device, precision: str) -> Generator: ...
+
+    def sniff(self, probe: FileProbe) -> bool: ...
+
+    def open_path(self, probe: FileProbe, device: torch.device, precision: str) -> Generator: ...

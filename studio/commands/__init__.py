@@ -1,0 +1,1 @@
+"""Subcommands of ``python -m studio``; each module has ``register(subparsers)``."""

@@ -1,0 +1,345 @@
+"""The hook engine: address layers by dotted path, trace them, and edit their units.
+
+Tracing (hooks live only inside the ``with``; ``stop=True`` skips the layers after the last one traced)::
+
+    with Trace(generator.module, ["blocks.3"], stop=True) as trace:
+        generator.render(samples)
+    activation = trace["blocks.3"]            # (B, C, H, W)
+
+Editing (one hook per edited layer, holding per-unit tensors that sliders change in place)::
+
+    with Editor(generator.module, {"blocks.3": 256}) as editor:
+        editor.set([UnitEdit("blocks.3", 17, "off"), UnitEdit("blocks.3", 4, "scale", 2.0, local=True)],
+                   mask=mask)                  # mask: (H, W) in [0, 1] at image resolution
+        image = generator.render(samples)
+        editor.layer("blocks.3").set_unit(4, "scale", 2.5)   # a slider frame: in place, nothing re-registered
+
+Every hook is removed when the ``with`` block ends, also when it ends with an exception.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable, Literal, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import LayerNotFound, StudioError
+
+Op = Literal["scale", "set", "off"]
+OPS: tuple[str, ...] = ("scale", "set", "off")
+# Step windows are half-open [start, stop); "no window" is the whole range.
+_NO_STOP = 2**31 - 1
+
+
+def layer_names(root: nn.Module) -> list[str]:
+    """Every addressable (dotted) module path under ``root``."""
+    return [name for name, _ in root.named_modules() if name]
+
+
+def get_module(root: nn.Module, name: str) -> nn.Module:
+    """The module at dotted path ``name``; an unknown name raises with the nearest names."""
+    modules = dict(root.named_modules())
+    if name in modules and name:
+        return modules[name]
+    near = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.4)
+    hint = f" Nearest names: {', '.join(near)}." if near else ""
+    raise LayerNotFound(f"The model has no layer '{name}'.{hint}")
+
+
+def first_tensor(output: object) -> torch.Tensor:
+    """The activation inside a module's output (a tensor, a tuple, or a diffusers output object)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    sample = getattr(output, "sample", None)
+    if isinstance(sample, torch.Tensor):
+        return sample
+    raise StudioError(f"Cannot edit a layer whose output is a {type(output).__name__}, not a tensor.")
+
+
+def replace_first(output: object, tensor: torch.Tensor) -> object:
+    """``output`` with its activation replaced by ``tensor``, keeping the container type."""
+    if isinstance(output, torch.Tensor):
+        return tensor
+    if isinstance(output, tuple):
+        return (tensor, *output[1:])
+    if isinstance(output, list):
+        return [tensor, *output[1:]]
+    output.sample = tensor  # diffusers BaseOutput
+    return output
+
+
+def count_hooks(root: nn.Module) -> int:
+    """Number of forward hooks registered anywhere under ``root`` (tests assert it returns to zero)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in root.modules())
+
+
+class StopForward(Exception):
+    """Raised by a stopping Trace once every traced layer has run; swallowed by the Trace."""
+
+
+class Trace:
+    """Record the outputs of some layers during one forward pass.
+
+    ``before_edits=True`` registers ahead of existing hooks, so it sees a layer's output before an
+    :class:`Editor` changes it (how the live renderer caches the unedited activation).
+    """
+
+    def __init__(self, root: nn.Module, layers: Sequence[str], *, stop: bool = False,
+                 detach: bool = True, before_edits: bool = False) -> None:
+        self.root, self.layers, self.stop, self.detach = root, list(layers), stop, detach
+        self.before_edits = before_edits
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._modules = [get_module(root, name) for name in self.layers]  # fail before registering
+
+    def __enter__(self) -> "Trace":
+        for name, module in zip(self.layers, self._modules):
+            self._handles.append(module.register_forward_hook(self._make_hook(name), prepend=self.before_edits))
+        return self
+
+    def _make_hook(self, name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            tensor = first_tensor(output)
+            self.outputs[name] = tensor.detach() if self.detach else tensor
+            if self.stop and len(self.outputs) == len(self.layers):
+                raise StopForward
+        return hook
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        return exc_type is StopForward
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.outputs:
+            raise StudioError(f"Layer '{name}' did not run during the traced forward pass.")
+        return self.outputs[name]
+
+
+@dataclass(frozen=True)
+class UnitEdit:
+    """One edit of one unit: ``scale`` by ``value``, ``set`` to ``value``, or switch ``off``.
+
+    ``local`` limits the edit to the mask; ``steps=(start, stop)`` to those denoising steps (diffusion).
+    """
+
+    layer: str
+    unit: int
+    op: Op = "scale"
+    value: float = 1.0
+    local: bool = False
+    steps: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise StudioError(f"Unknown unit edit '{self.op}': use one of {', '.join(OPS)}.")
+        if self.steps is not None and not (0 <= self.steps[0] < self.steps[1]):
+            raise StudioError(f"Step window {self.steps} is empty: give start < stop, both from 0.")
+
+    def gain_offset(self) -> tuple[float, float]:
+        """The per-unit affine map ``x -> gain * x + offset`` this edit stands for."""
+        if self.op == "off":
+            return 0.0, 0.0
+        if self.op == "set":
+            return 0.0, float(self.value)
+        return float(self.value), 0.0
+
+    def to_json(self) -> dict:
+        data = {"layer": self.layer, "unit": self.unit, "op": self.op, "value": self.value, "local": self.local}
+        if self.steps is not None:
+            data["steps"] = list(self.steps)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "UnitEdit":
+        steps = data.get("steps")
+        return cls(str(data["layer"]), int(data["unit"]), data.get("op", "scale"), float(data.get("value", 1.0)),
+                   bool(data.get("local", False)), tuple(steps) if steps is not None else None)
+
+
+class StepClock:
+    """The current denoising step, written by diffusion adapters and read by edits with step windows.
+
+    ``step is None`` (GANs) means every windowed edit is active.
+    """
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+
+
+def resize_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """A (H, W) or (B, H, W) mask in [0, 1] resized to ``size`` as (1|B, 1, h, w): area average when shrinking."""
+    m = mask if mask.dim() == 4 else (mask[None, None] if mask.dim() == 2 else mask[:, None])
+    h, w = int(size[0]), int(size[1])
+    if tuple(m.shape[-2:]) == (h, w):
+        return m
+    m = m.float()
+    if m.shape[-2] >= h and m.shape[-1] >= w:
+        return F.interpolate(m, size=(h, w), mode="area")
+    return F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def _per_unit(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A (C,) or (B', C) tensor shaped to broadcast against ``x`` (B, C, ...), repeating B' to B."""
+    t = t.to(device=x.device, dtype=x.dtype)
+    if t.dim() == 1:
+        t = t[None]
+    if t.shape[0] not in (1, x.shape[0]):
+        if x.shape[0] % t.shape[0]:
+            raise StudioError(f"Batch of {x.shape[0]} cannot take {t.shape[0]} per-sample edits.")
+        t = t.repeat(x.shape[0] // t.shape[0], 1)  # classifier-free guidance stacks [uncond, cond]
+    return t.reshape(t.shape[0], t.shape[1], *([1] * (x.dim() - 2)))
+
+
+def edit_activation(x: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
+                    local: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply per-unit ``gain * x + offset``; units with ``local`` set change only inside ``mask``.
+
+    gain, offset: (C,) or (B, C). local: (C,) bool. mask: (H, W) or (B, H, W) in [0, 1], any resolution.
+    """
+    edited = x * _per_unit(gain, x) + _per_unit(offset, x)
+    if local is None or mask is None or x.dim() != 4 or not bool(local.any()):
+        return edited
+    m = resize_mask(mask.to(x.device), x.shape[-2:]).to(x.dtype)
+    if m.shape[0] not in (1, x.shape[0]):
+        m = m.repeat(x.shape[0] // m.shape[0], 1, 1, 1)
+    blended = x + m * (edited - x)
+    return torch.where(local.to(x.device).view(1, -1, 1, 1), blended, edited)
+
+
+class LayerEdit:
+    """The single hook on one layer; its per-unit tensors are changed in place by sliders.
+
+    ``batch_gain``/``batch_offset`` (B, C), when set, replace the per-unit map with one per batch
+    element: how ranking switches off a different unit in every image of a batch.
+    """
+
+    def __init__(self, module: nn.Module, units: int, clock: StepClock | None = None) -> None:
+        self.module, self.units, self.clock = module, units, clock
+        self.gain = torch.ones(units)
+        self.offset = torch.zeros(units)
+        self.local = torch.zeros(units, dtype=torch.bool)
+        self.step_start = torch.zeros(units, dtype=torch.long)
+        self.step_stop = torch.full((units,), _NO_STOP, dtype=torch.long)
+        self.mask: torch.Tensor | None = None
+        self.batch_gain: torch.Tensor | None = None
+        self.batch_offset: torch.Tensor | None = None
+        self._edited = False
+        self._windowed = False
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _check(self, unit: int) -> None:
+        if not 0 <= unit < self.units:
+            raise StudioError(f"Unit {unit} is out of range: this layer has units 0..{self.units - 1}.")
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Back to the identity (no edit)."""
+        self.gain.fill_(1.0)
+        self.offset.zero_()
+        self.local.zero_()
+        self.step_start.zero_()
+        self.step_stop.fill_(_NO_STOP)
+        self.batch_gain = self.batch_offset = None
+        self._edited = self._windowed = False
+
+    @torch.no_grad()
+    def set_unit(self, unit: int, op: Op = "scale", value: float = 1.0, local: bool = False,
+                 steps: tuple[int, int] | None = None) -> None:
+        """Write one unit's edit in place (the per-frame slider path)."""
+        self._check(unit)
+        gain, offset = UnitEdit("", unit, op, value, local, steps).gain_offset()
+        self.gain[unit] = gain
+        self.offset[unit] = offset
+        self.local[unit] = local
+        self.step_start[unit] = steps[0] if steps else 0
+        self.step_stop[unit] = steps[1] if steps else _NO_STOP
+        self._edited = True
+        self._windowed = self._windowed or steps is not None
+
+    @property
+    def edited(self) -> bool:
+        return self._edited or self.batch_gain is not None
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """This layer's edit applied to an activation (used by the hook and by partial re-renders)."""
+        if self.batch_gain is not None:
+            offset = self.batch_offset if self.batch_offset is not None else torch.zeros_like(self.batch_gain)
+            return edit_activation(x, self.batch_gain, offset)
+        if not self._edited:
+            return x
+        gain, offset = self.gain, self.offset
+        step = self.clock.step if self.clock is not None else None
+        if self._windowed and step is not None:
+            inside = (self.step_start <= step) & (step < self.step_stop)
+            gain = torch.where(inside, gain, torch.ones_like(gain))
+            offset = torch.where(inside, offset, torch.zeros_like(offset))
+        return edit_activation(x, gain, offset, self.local, self.mask)
+
+    def _hook(self, module: nn.Module, args: object, output: object) -> object | None:
+        if not self.edited:
+            return None
+        return replace_first(output, self.apply(first_tensor(output)))
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+class Editor:
+    """All unit edits on one model: one :class:`LayerEdit` hook per edited layer, removed on exit."""
+
+    def __init__(self, root: nn.Module, units: Mapping[str, int], clock: StepClock | None = None) -> None:
+        self.root, self.units, self.clock = root, dict(units), clock
+        self.layers: dict[str, LayerEdit] = {}
+        self.mask: torch.Tensor | None = None
+
+    def __enter__(self) -> "Editor":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def layer(self, name: str) -> LayerEdit:
+        """The hook for ``name``, registered on first use and reused after."""
+        if name not in self.layers:
+            module = get_module(self.root, name)
+            if name not in self.units:
+                raise StudioError(f"Layer '{name}' has no units to edit (it is not one of the model's layers).")
+            edit = LayerEdit(module, self.units[name], self.clock)
+            edit.mask = self.mask
+            self.layers[name] = edit
+        return self.layers[name]
+
+    def set(self, edits: Iterable[UnitEdit], mask: torch.Tensor | None = None) -> None:
+        """Replace every edit by ``edits`` (and the mask used by local ones)."""
+        edits = list(edits)
+        self.set_mask(mask)
+        for layer in self.layers.values():
+            layer.reset()
+        for e in edits:
+            self.layer(e.layer).set_unit(e.unit, e.op, e.value, e.local, e.steps)
+
+    def set_mask(self, mask: torch.Tensor | None) -> None:
+        self.mask = mask
+        for layer in self.layers.values():
+            layer.mask = mask
+
+    def clear(self) -> None:
+        """No edits, hooks kept (cheap: an unedited hook returns at once)."""
+        for layer in self.layers.values():
+            layer.reset()
+
+    @property
+    def edited_layers(self) -> list[str]:
+        return [name for name, layer in self.layers.items() if layer.edited]
+
+    def close(self) -> None:
+        for layer in self.layers.values():
+            layer.remove()
+        self.layers.clear()

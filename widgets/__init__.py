@@ -1,0 +1,1 @@
+"""PySide6 views only: every computation goes through ``studio`` and ``models``."""
