@@ -157,6 +157,23 @@ class Generator(ABC):
         """Token embeddings that the k/v projections read for ``prompt``."""
         raise UnsupportedOperation(f"{self.name} has no text conditioning: it takes no prompt.")
 
+    # -- export -----------------------------------------------------------------------------------
+    def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:
+        """Fold ``x[unit] *= gain`` at ``layer`` into the weights, in place, where that is exact.
+
+        After ``True`` the model renders as with ``UnitEdit(layer, unit, "scale", gain)`` applied by a
+        hook (``gain=0`` is switching the unit off); ``False`` (the default) changes nothing and the
+        edit stays a hook, kept in the export's recipe::
+
+            exact = gen.bake_unit_scale("blocks.1", 17, 0.0)
+        """
+        return False
+
+    def weights_file(self) -> Path | None:
+        """The file or folder whose contents are this model (what a session hashes); None if unknown."""
+        path = Path(self.source).expanduser()
+        return path if path.exists() else None
+
     # -- description ----------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         return {"family": self.family, "name": self.name, "source": self.source, "device": str(self.device),

@@ -67,6 +67,20 @@ class ToyGenerator(Generator):
         index = int(self.layer(layer).name.split(".")[1])
         return self.module.finish(activation, index + 1)
 
+    @torch.no_grad()
+    def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:
+        """Exact where the producer is linear (fc, any gain) or conv + LeakyReLU (gain >= 0: homogeneous)."""
+        self.layer(layer)
+        if layer == "fc":
+            producer = self.module.fc
+        elif gain >= 0:
+            producer = self.module.blocks[int(layer.split(".")[1])].conv
+        else:
+            return False
+        producer.weight[unit] *= gain
+        producer.bias[unit] *= gain
+        return True
+
 
 class ToyFamily:
     """Registry family for tests: built-in 'toy', and files whose first bytes are b'TOY1'."""
