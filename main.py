@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.screenshot:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from widgets.main_window import MainWindow
@@ -34,19 +34,22 @@ def main(argv: list[str] | None = None) -> int:
         return app.exec()
 
     status = {"code": 1}
+    loop = QEventLoop()  # not app.exec(): once that returns, Qt refuses to run event loops in this process
 
     def capture() -> None:
         from studio.atomic import atomic_path
 
+        if not loop.isRunning():
+            return  # already captured (the give-up timer outlives the loop)
         with atomic_path(args.screenshot, suffix=".png") as tmp:
             window.grab().save(str(tmp), "PNG")
         status["code"] = 0 if window.generator is not None else 1
         window.close()
-        app.quit()
+        loop.quit()
 
     window.image_shown.connect(lambda: QTimer.singleShot(200, capture))
     QTimer.singleShot(180_000, capture)  # never hang: give up after three minutes
-    app.exec()
+    loop.exec()
     if status["code"]:
         print(f"error: {window.statusBar().currentMessage() or 'the model did not load'}", file=sys.stderr)
     return status["code"]

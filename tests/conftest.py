@@ -26,3 +26,32 @@ def toy():
     from tests.toy import ToyGenerator
 
     return ToyGenerator()
+
+
+@pytest.fixture(autouse=True)
+def no_running_qthreads(monkeypatch):
+    """Fail any test that leaves a QThread running (a destroyed running QThread aborts the process)."""
+    try:
+        from PySide6.QtCore import QThread
+    except ImportError:  # Qt-free environments still run the core tests
+        yield
+        return
+    started: list = []
+    original = QThread.start
+
+    def recording_start(self, *args, **kwargs):
+        started.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(QThread, "start", recording_start)
+    yield
+    running = []
+    for thread in started:
+        try:
+            if thread.isRunning():
+                running.append(thread.objectName() or type(thread).__name__)
+                thread.quit()
+                thread.wait(5000)
+        except RuntimeError:  # the C++ object is gone, so it is not running
+            pass
+    assert not running, f"test left QThreads running: {', '.join(running)}"

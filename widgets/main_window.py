@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QLineEdit, QMainWindow, QPus
 
 from studio.device import describe
 from studio.images import to_uint8
+from studio.live import LiveRequest
 
 from .worker import ModelWorker, WorkerThread
 
@@ -23,7 +24,7 @@ def pixmap_from(image) -> QPixmap:
 
 class MainWindow(QMainWindow):
     request_load = Signal(str, str)
-    request_render = Signal(int, object)
+    wake_worker = Signal()
     image_shown = Signal()
 
     def __init__(self, model: str | None = None, device: str = "auto") -> None:
@@ -63,10 +64,11 @@ class MainWindow(QMainWindow):
         self.worker = ModelWorker()
         self.thread = WorkerThread(self.worker)
         self.request_load.connect(self.worker.load)
-        self.request_render.connect(self.worker.render)
+        self.wake_worker.connect(self.worker.render_newest)
         self.worker.loaded.connect(self._on_loaded)
-        self.worker.rendered.connect(self._on_rendered)
-        self.worker.failed.connect(self._on_failed)
+        self.worker.frame.connect(self._on_frame)
+        self.worker.load_failed.connect(self._on_failed)
+        self.worker.frame_failed.connect(lambda stamp, message: self._on_failed(message))
         self.statusBar().showMessage("Loading model…")
         self.request_load.emit(model or "", device)
 
@@ -82,15 +84,15 @@ class MainWindow(QMainWindow):
     def generate(self) -> None:
         if self.generator is None:
             return
-        self._request += 1
         self._sent_at = time.perf_counter()
         sample = self.generator.sample(self.seed.value(), self.prompt.text() or None)
-        self.request_render.emit(self._request, sample)
+        self._request = self.worker.mailbox.post(LiveRequest(sample))
+        self.wake_worker.emit()
 
-    def _on_rendered(self, request: int, image) -> None:
-        if request != self._request:
+    def _on_frame(self, frame) -> None:
+        if frame.stamp != self._request:
             return  # a newer request is on its way: drop the stale frame
-        self.image.setPixmap(pixmap_from(image).scaled(
+        self.image.setPixmap(pixmap_from(frame.image).scaled(
             self.image.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
         self.frame_label.setText(f"frame {1000 * (time.perf_counter() - self._sent_at):.0f} ms")
         self.image_shown.emit()

@@ -1,0 +1,182 @@
+"""Live re-rendering for sliders: one editor, a cached activation, and only the later layers re-run.
+
+The worker thread that owns the model keeps one :class:`LiveRenderer`; the GUI posts the newest slider state
+into a :class:`Mailbox` and the worker renders whatever is newest (STYLE.md §3)::
+
+    live = LiveRenderer(generator)
+    frame = live.frame(LiveRequest(sample, (UnitEdit("blocks.1", 7, "scale", 2.5),), stamp=1))
+    frame.partial        # True: blocks.1's unedited activation came from the cache, only later blocks ran
+    live.close()         # removes the hooks
+
+    box = Mailbox()
+    box.post(request)    # GUI thread: overwrites any request not yet taken, returns its stamp
+    box.take()           # worker thread: the newest request, or None when it was already taken
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import torch
+
+from models.base import Generator, Sample
+
+from .hooks import Editor, UnitEdit
+
+
+@dataclass(frozen=True, eq=False)
+class LiveRequest:
+    """Everything one live frame depends on; ``stamp`` orders requests (newer is larger)."""
+
+    sample: Sample
+    edits: tuple[UnitEdit, ...] = ()
+    mask: torch.Tensor | None = None  # (H, W) in [0, 1]; local edits stay inside it
+    stamp: int = 0
+    original: bool = False  # also return the unedited image (side-by-side, press-and-hold)
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One rendered frame, on the CPU, with how it was made and how long it took."""
+
+    stamp: int
+    image: torch.Tensor  # (3, H, W) float32 in [0, 1]
+    original: torch.Tensor | None
+    partial: bool  # True when only the layers after the earliest edited one ran
+    layer: str | None  # the layer re-rendered from (None for a full render)
+    ms: float
+    sample: Sample | None = None
+
+
+class Mailbox:
+    """A single slot holding the newest request: posting overwrites, taking empties it (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._request: LiveRequest | None = None
+        self._stamp = 0
+
+    def post(self, request: LiveRequest) -> int:
+        """Store ``request`` with the next stamp (replacing any request not yet taken); returns the stamp."""
+        with self._lock:
+            self._stamp += 1
+            self._request = replace(request, stamp=self._stamp)
+            return self._stamp
+
+    def take(self) -> LiveRequest | None:
+        with self._lock:
+            request, self._request = self._request, None
+            return request
+
+    @property
+    def stamp(self) -> int:
+        """The stamp of the newest request ever posted."""
+        with self._lock:
+            return self._stamp
+
+
+@dataclass
+class _Cache:
+    sample: Sample | None = None
+    layer: str | None = None
+    activation: torch.Tensor | None = None
+    original: torch.Tensor | None = None
+    original_sample: Sample | None = None
+    mask_source: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    hits: int = field(default=0)
+
+
+class LiveRenderer:
+    """Renders a sample with unit edits, re-running only the layers after the earliest edited one.
+
+    Not thread-safe: one thread (the model's worker) calls it. Call :meth:`invalidate` after weights change.
+    """
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+        self.editor: Editor | None = None
+        self._order = {info.name: i for i, info in enumerate(generator.layers())}
+        self._cache = _Cache()
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def invalidate(self) -> None:
+        """Forget cached activations and images (the weights or the model changed)."""
+        self._cache = _Cache()
+
+    def release(self) -> None:
+        """Remove every hook and forget the caches; the next render registers what it needs again."""
+        if self.editor is not None:
+            self.editor.close()
+            self.editor = None
+        self.invalidate()
+
+    close = release
+
+    @property
+    def cache_hits(self) -> int:
+        """How many renders reused the cached activation (tests and benchmarks read it)."""
+        return self._cache.hits
+
+    def _editor(self) -> Editor:
+        if self.editor is None:
+            self.editor = self.generator.editor()
+        return self.editor
+
+    def _device_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        if mask is None:
+            return None
+        if self._cache.mask_source is not mask:  # copy to the device once per painted mask, not per frame
+            self._cache.mask_source = mask
+            self._cache.mask = mask.to(self.generator.device, torch.float32)
+        return self._cache.mask
+
+    def earliest_layer(self, edits: Sequence[UnitEdit]) -> str | None:
+        """The edited layer that runs first; the cached activation is taken there."""
+        layers = {e.layer for e in edits}
+        return min(layers, key=lambda name: self._order.get(name, len(self._order))) if layers else None
+
+    # -- rendering --------------------------------------------------------------------------------------------
+    def render(self, sample: Sample, edits: Sequence[UnitEdit] = (), mask: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, str | None]:
+        """The edited image (1, 3, H, W) on the model's device, and the layer re-rendered from (None: full)."""
+        with torch.inference_mode():  # grad mode is thread-local: enter it in the thread that renders
+            editor = self._editor()
+            editor.set(edits, mask=self._device_mask(mask))  # per-unit tensors written in place
+            layer = self.earliest_layer(edits)
+            if layer is None or not self.generator.layer(layer).partial:
+                return self.generator.render([sample]), None
+            cache = self._cache
+            if cache.activation is None or cache.layer != layer or cache.sample != sample:
+                traced = self.generator.trace([sample], [layer], before_edits=True)
+                cache.sample, cache.layer, cache.activation = sample, layer, traced[layer]
+            else:
+                cache.hits += 1
+            edited = editor.layer(layer).apply(cache.activation)
+            return self.generator.forward_from(layer, edited, [sample]), layer
+
+    def original(self, sample: Sample) -> torch.Tensor:
+        """The unedited image (3, H, W) on the CPU, cached per sample."""
+        cache = self._cache
+        if cache.original is None or cache.original_sample != sample:
+            with torch.inference_mode():
+                if self.editor is not None:
+                    self.editor.clear()
+                image = self.generator.render([sample])[0].float().cpu()
+            cache.original, cache.original_sample = image, sample
+        return cache.original
+
+    def frame(self, request: LiveRequest) -> Frame:
+        """Render ``request`` into a CPU :class:`Frame`."""
+        start = time.perf_counter()
+        original = self.original(request.sample) if request.original or not request.edits else None
+        if request.edits:
+            image, layer = self.render(request.sample, request.edits, request.mask)
+            image = image[0].float().cpu()
+        else:
+            image, layer = original, None
+        ms = 1000 * (time.perf_counter() - start)
+        return Frame(request.stamp, image, original if request.original else None, layer is not None, layer, ms,
+                     request.sample)

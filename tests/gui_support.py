@@ -1,0 +1,43 @@
+"""Shared pieces of the GUI tests: a model worker on its own thread holding a generator, and raw mouse events."""
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication, QWidget
+
+from studio.live import LiveRenderer
+from widgets.jobs import JobRunner
+from widgets.worker import ModelWorker, WorkerThread
+
+
+class WorkerHarness:
+    """A :class:`ModelWorker` on a running thread, already holding ``generator``; ``stop()`` joins it."""
+
+    def __init__(self, generator) -> None:
+        self.worker = ModelWorker()
+        self.worker.generator, self.worker.live = generator, LiveRenderer(generator)
+        self.thread = WorkerThread(self.worker)
+        self.jobs = JobRunner(self.worker)
+
+    def stop(self) -> None:
+        self.jobs.cancel_all()
+        self.thread.stop()
+
+
+def mouse(widget: QWidget, kind: QEvent.Type, pos: QPoint, buttons: Qt.MouseButton = Qt.MouseButton.LeftButton,
+          button: Qt.MouseButton | None = None) -> None:
+    """Send one raw mouse event (``qtbot.mouseMove`` carries no buttons, so strokes need these)."""
+    if button is None:
+        button = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseMove else Qt.MouseButton.LeftButton
+    local = QPointF(pos)
+    event = QMouseEvent(kind, local, QPointF(widget.mapToGlobal(pos)), button, buttons,
+                        Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
+
+
+def drag(widget: QWidget, points: list[QPoint], button: Qt.MouseButton = Qt.MouseButton.LeftButton) -> None:
+    """Press at the first point, move through the rest with the button held, release at the last."""
+    mouse(widget, QEvent.Type.MouseButtonPress, points[0], button, button)
+    for p in points[1:]:
+        mouse(widget, QEvent.Type.MouseMove, p, button, Qt.MouseButton.NoButton)
+    mouse(widget, QEvent.Type.MouseButtonRelease, points[-1], Qt.MouseButton.NoButton, button)
