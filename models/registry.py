@@ -27,6 +27,8 @@ DEFAULT_MODEL = "rooms"
 #: Family modules, in the order they are asked whether a file is theirs.
 FAMILY_MODULES: list[str] = [
     # each family adds its module here, e.g. "models.rooms"
+    "models.rooms",
+    "models.exported",
 ]
 
 _MAX_HEADER = 100 * 1024 * 1024

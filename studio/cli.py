@@ -16,6 +16,8 @@ COMMANDS: list[str] = [
     "generate",
     "edit",
     "bench",
+    "export",
+    "apply",
 ]
 
 

@@ -102,7 +102,9 @@ class Recipe:
 
         if not isinstance(data, Mapping) or data.get("format") != FORMAT:
             raise RecipeError("This is not a Neuron Studio edit recipe (its 'format' field is missing or other).")
-        version = int(data.get("version", 0))
+        version = data.get("version")
+        if not isinstance(version, int):
+            raise RecipeError(f"The recipe's format version {version!r} is not a number; the file is damaged.")
         if version > VERSION:
             raise RecipeError(f"The recipe was written by a newer Neuron Studio (recipe format {version}; this one "
                               f"reads up to {VERSION}): update Neuron Studio to apply it.")
@@ -151,6 +153,12 @@ def apply_recipe(generator: "Generator", recipe: Recipe, *, check_family: bool =
     The edits stay until ``close()`` on the result (a reopened export keeps it for the model's lifetime).
     Every unit is checked against the model first, so a recipe for another model fails in one sentence.
     """
+    check_recipe(generator, recipe, check_family=check_family)
+    return recipe.as_session().apply(generator)
+
+
+def check_recipe(generator: "Generator", recipe: Recipe, *, check_family: bool = True) -> None:
+    """Raise :class:`RecipeError` (one sentence) when ``recipe`` does not fit ``generator``."""
     if check_family and recipe.model.family not in ("?", generator.family):
         raise RecipeError(f"The recipe was made for a {recipe.model.family} model ({recipe.model.source}), not "
                           f"a {generator.family} one; open {recipe.model.source} to apply it.")
@@ -162,4 +170,3 @@ def apply_recipe(generator: "Generator", recipe: Recipe, *, check_family: bool =
     if recipe.mask is not None and tuple(recipe.mask.shape[-2:]) != tuple(generator.resolution):
         raise RecipeError(f"The recipe's mask is {recipe.mask.shape[-1]}x{recipe.mask.shape[-2]} but the model renders "
                           f"{generator.resolution[1]}x{generator.resolution[0]}: it was made for another model.")
-    return recipe.as_session().apply(generator)
