@@ -18,6 +18,7 @@ COMMANDS: list[str] = [
     "bench",
     "export",
     "apply",
+    "concept",
 ]
 
 
