@@ -1,0 +1,151 @@
+"""The "rooms" built-in: the embedded default generator, trained by this project on the procedural Rooms world.
+
+    gen = open_model("rooms")                                  # models.registry
+    sample = gen.sample(3, "a bedroom with red walls, a bed and one lamp")
+    image = gen.render([sample])                               # (1, 3, 128, 128) in [0, 1]
+    gen.layer("blocks.1")                                      # 256 units at 16x16
+    acts = gen.trace([sample], ["blocks.1"])
+    same = gen.forward_from("blocks.1", acts["blocks.1"], [sample])
+    [ca.name for ca in gen.cross_attention()]                  # blocks.0.attn (8x8), blocks.1.attn (16x16)
+
+The seed picks the non-caption scene parameters (``world.sample_latent(seed)``: lamp positions, which lamps are lit,
+bed and window geometry); the prompt says wall colour, bed, window and lamp count. ``Sample.options["latent"]``
+(a list of ``LATENT_DIM`` floats, e.g. ``world.encode_latent(scene)``) overrides the seed's latent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from studio import RESOURCES
+from studio.device import pick_dtype
+from studio.errors import LayerNotFound, ModelOpenError
+from studio.rooms import text as rtext
+from studio.rooms import world
+from studio.rooms.model import FORMAT, RoomsGenerator, load_weights
+
+from .base import CrossAttention, FileProbe, Generator, LayerInfo, ModelEntry, PromptEncoding, Sample
+
+#: The committed weights of the built-in.
+WEIGHTS = RESOURCES / "rooms" / "rooms.safetensors"
+#: What the app shows before the user types a prompt.
+DEFAULT_PROMPT = world.caption(world.CaptionFields("blue", True, True, 2))
+
+
+class RoomsModel(Generator):
+    """The Rooms generator behind the model contract; layers are ``blocks.0`` ... ``blocks.N``."""
+
+    family = "rooms"
+    supports_half = False  # 3 M parameters on the CPU: fp32 is both faster and exact
+    takes_prompt = True
+
+    def __init__(self, net: RoomsGenerator, meta: dict[str, str], device: torch.device, *, name: str = "rooms",
+                 source: str | None = None) -> None:
+        size = net.config.image_size
+        super().__init__(net.to(device).eval(), name=name, device=device, dtype=torch.float32,
+                         resolution=(size, size), source=source)
+        self.meta = meta
+        self.default_prompt = DEFAULT_PROMPT
+
+    @property
+    def net(self) -> RoomsGenerator:
+        return self.module  # type: ignore[return-value]
+
+    # -- layers -------------------------------------------------------------------------------------------------
+    def layers(self) -> list[LayerInfo]:
+        cfg = self.net.config
+        return [LayerInfo(f"blocks.{i}", c, (cfg.resolution(i), cfg.resolution(i)), "conv", True)
+                for i, c in enumerate(cfg.widths)]
+
+    def _block_index(self, layer: str) -> int:
+        info = self.layer(layer)  # raises LayerNotFound with the nearest names
+        try:
+            return int(info.name.split(".")[1])
+        except (IndexError, ValueError) as error:  # pragma: no cover - layers() only lists blocks
+            raise LayerNotFound(f"{self.name} cannot re-render from '{layer}'.") from error
+
+    # -- inputs -------------------------------------------------------------------------------------------------
+    def latents(self, samples: Sequence[Sample]) -> torch.Tensor:
+        """(B, LATENT_DIM) non-caption scene parameters: the seed's prior draw unless ``options['latent']``."""
+        rows = []
+        for s in samples:
+            given = s.option("latent")
+            z = np.asarray(given, np.float32) if given is not None else world.sample_latent(s.seed)
+            if z.shape != (world.LATENT_DIM,):
+                raise ModelOpenError(f"A Rooms latent has {world.LATENT_DIM} entries, this one {z.size}.")
+            rows.append(torch.from_numpy(np.ascontiguousarray(z, np.float32)))
+        return torch.stack(rows).to(self.device)
+
+    def tokens(self, samples: Sequence[Sample]) -> torch.Tensor:
+        """(B, MAX_TOKENS) caption token ids; an empty prompt means the default one."""
+        ids = [torch.from_numpy(rtext.encode(s.prompt or self.default_prompt)) for s in samples]
+        return torch.stack(ids).to(self.device)
+
+    # -- rendering ----------------------------------------------------------------------------------------------
+    def render(self, samples: Sequence[Sample]) -> torch.Tensor:
+        return self.net(self.latents(samples), self.tokens(samples))
+
+    def forward_from(self, layer: str, activation: torch.Tensor, samples: Sequence[Sample]) -> torch.Tensor:
+        index = self._block_index(layer)
+        if activation.shape[0] != len(samples):
+            raise ValueError(f"{activation.shape[0]} activations for {len(samples)} samples")
+        cond = self.net.prepare(self.latents(samples), self.tokens(samples))  # ~0.1 ms: not worth caching
+        return self.net.forward_from(index, activation.to(self.device, torch.float32), cond=cond)
+
+    # -- text conditioning --------------------------------------------------------------------------------------
+    def cross_attention(self) -> list[CrossAttention]:
+        return [CrossAttention(name, attn.to_k, attn.to_v) for name, attn in self.net.cross_attentions().items()]
+
+    def encode_prompt(self, prompt: str) -> PromptEncoding:
+        """The word embeddings ``to_k``/``to_v`` read: one row per token slot, padding marked as not content."""
+        ids = torch.from_numpy(rtext.encode(prompt)).to(self.device)
+        with torch.no_grad():
+            embeddings = self.net.text.embed(ids).detach()
+        words = [rtext.VOCAB[int(i)] for i in ids]
+        return PromptEncoding(embeddings, words, ids != 0)
+
+    def info(self) -> dict:
+        data = super().info()
+        data.update({"layers": len(self.net.blocks), "trained_steps": self.meta.get("steps"),
+                     "default_prompt": self.default_prompt})
+        return data
+
+
+class RoomsFamily:
+    """Registry entry: the built-in ``rooms`` and any safetensors file whose metadata says ``neuron-studio/rooms``."""
+
+    name = "rooms"
+
+    def builtins(self) -> list[ModelEntry]:
+        reason = "" if WEIGHTS.exists() else (
+            f"its weights file {WEIGHTS} is missing; restore it from git or train it with "
+            "'python -m studio.rooms.train --config resources/rooms/train.json --out resources/rooms/rooms.safetensors'."
+        )
+        return [ModelEntry("rooms", "rooms", "embedded default: procedural bedrooms, 128 px, captions via "
+                           "cross-attention", WEIGHTS.exists(), reason)]
+
+    def open_builtin(self, name: str, device: torch.device, precision: str) -> Generator:
+        return self._open(WEIGHTS, device, precision, name="rooms", source="rooms")
+
+    def sniff(self, probe: FileProbe) -> bool:
+        return bool(probe.safetensors_metadata) and probe.safetensors_metadata.get("format") == FORMAT
+
+    def open_path(self, probe: FileProbe, device: torch.device, precision: str) -> Generator:
+        return self._open(Path(probe.path), device, precision, name=Path(probe.path).stem, source=str(probe.path))
+
+    @staticmethod
+    def _open(path: Path, device: torch.device, precision: str, *, name: str, source: str) -> RoomsModel:
+        if pick_dtype(device, RoomsModel.supports_half, precision) != torch.float32:
+            pass  # fp16 asked for explicitly: the model is tiny, fp32 is kept (documented in the model card)
+        net, meta = load_weights(path, map_location="cpu")
+        vocab = meta.get("vocab")
+        if vocab is not None and __import__("json").loads(vocab) != list(rtext.VOCAB):
+            raise ModelOpenError(f"{path.name} was trained with another Rooms vocabulary than this version's; "
+                                 "retrain it or use the matching Neuron Studio version.")
+        return RoomsModel(net, meta, device, name=name, source=source)
+
+
+FAMILY = RoomsFamily()

@@ -1,0 +1,256 @@
+"""Train the Rooms generator on freshly drawn Rooms-world scenes (no fixed dataset: every step sees new scenes).
+
+    python -m studio.rooms.train --config resources/rooms/train.json --out resources/rooms/rooms.safetensors
+
+Reproducible: torch and the scene stream are seeded from the config; training scenes come from seeds below
+``HELDOUT_BASE`` and held-out scenes from seeds at or above it. The run stops at ``steps`` or, earlier, when
+``max_minutes`` of wall time are spent (the LR schedule follows whichever is further along), checkpointing the
+weights atomically every ``checkpoint_minutes``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from studio.rooms import text as rtext
+from studio.rooms import world
+from studio.rooms.model import RoomsConfig, RoomsGenerator, save_weights
+
+#: Scene seeds at or above this are held out from training (evaluation draws from here).
+HELDOUT_BASE = 1_000_000_000
+
+
+@dataclass
+class Example:
+    """One training pair: model inputs, exact target image and a per-pixel loss weight."""
+
+    latent: np.ndarray  # (LATENT_DIM,) float32
+    tokens: np.ndarray  # (MAX_TOKENS,) int64
+    caption: str
+    image: np.ndarray  # (H, W, 3) float32 in [0, 1]
+    weight: np.ndarray  # (H, W) float32
+    scene: object
+
+
+def draw_example(seed: int, size: int = 128, light_weight: float = 4.0, style: int | None = None) -> Example:
+    """Seed -> scene -> (latent, caption tokens, exact render); lamps and glow up-weighted in the loss.
+
+    >>> ex = draw_example(1_000_000_007)
+    >>> ex.image.shape, ex.tokens.shape
+    ((128, 128, 3), (16,))
+    """
+    rng = np.random.default_rng(seed)
+    scene = world.sample_scene(rng)
+    latent = np.asarray(world.encode_latent(scene), dtype=np.float32)
+    flds = world.fields(scene)
+    style = int(rng.integers(world.N_PARAPHRASES + 1)) if style is None else style  # styles 0..N_PARAPHRASES
+    cap = world.caption(flds, style=style)
+    scene = world.scene_from(latent, flds)  # the target is exactly a function of the model's inputs
+    if light_weight > 0:
+        t = world.truth(scene, size=size)
+        image = np.asarray(t.image, dtype=np.float32)
+        small = np.zeros(image.shape[:2], dtype=bool)
+        for name, mask in t.masks.items():
+            if name.startswith(("lamp", "glow")) and name != "lamps_lit":
+                small |= np.asarray(mask, dtype=bool)
+        weight = 1.0 + light_weight * small.astype(np.float32)
+    else:
+        image = np.asarray(world.render(scene, size=size), dtype=np.float32)
+        weight = np.ones(image.shape[:2], dtype=np.float32)
+    return Example(latent, np.asarray(rtext.encode(cap), dtype=np.int64), cap, image, weight, scene)
+
+
+def batch(seeds: list[int], size: int, light_weight: float) -> tuple[torch.Tensor, ...]:
+    """Stacked (latent, tokens, image (B,3,H,W), weight (B,1,H,W)) for ``seeds``."""
+    exs = [draw_example(s, size, light_weight) for s in seeds]
+    latent = torch.from_numpy(np.stack([e.latent for e in exs]))
+    tokens = torch.from_numpy(np.stack([e.tokens for e in exs]))
+    image = torch.from_numpy(np.stack([e.image for e in exs])).permute(0, 3, 1, 2)  # NHWC memory = channels_last
+    weight = torch.from_numpy(np.stack([e.weight for e in exs]))[:, None]
+    return latent, tokens, image, weight
+
+
+def step_seeds(cfg: dict, step: int) -> list[int]:
+    """The training scene seeds of one step: a pure function of (config seed, step), all below HELDOUT_BASE."""
+    rng = np.random.default_rng([cfg["seed"], step])
+    return [int(s) for s in rng.integers(0, HELDOUT_BASE, size=cfg["batch"])]
+
+
+class BatchFeed:
+    """Renders the next batches in a background thread (numpy/cv2 release the GIL) while the net trains."""
+
+    def __init__(self, cfg: dict, size: int, first_step: int = 0, depth: int = 3) -> None:
+        self.cfg, self.size = cfg, size
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(first_step,), daemon=True)
+        self.thread.start()
+
+    def _run(self, step: int) -> None:
+        while not self.stopped.is_set():
+            item = (step, batch(step_seeds(self.cfg, step), self.size, self.cfg["light_weight"]))
+            while not self.stopped.is_set():
+                try:
+                    self.queue.put(item, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            step += 1
+
+    def get(self, step: int) -> tuple[torch.Tensor, ...]:
+        got, tensors = self.queue.get()
+        assert got == step, f"feed out of order: {got} != {step}"
+        return tensors
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB for images in [0, 1]: (B,)."""
+    mse = (pred.clamp(0, 1) - target).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10.0 * torch.log10(1.0 / mse)
+
+
+def model_config(cfg: dict) -> RoomsConfig:
+    """The network config: the world's sizes plus the architecture keys of the training config."""
+    arch = dict(cfg.get("model", {}))
+    return RoomsConfig.from_json(
+        {**arch, "latent_dim": int(world.LATENT_DIM), "vocab_size": len(rtext.VOCAB), "max_tokens": rtext.MAX_TOKENS}
+    )
+
+
+def lr_at(progress: float, cfg: dict) -> float:
+    """Linear warmup then cosine decay to ``lr * min_lr_ratio``; ``progress`` in [0, 1]."""
+    warm = cfg["warmup_fraction"]
+    if progress < warm:
+        return cfg["lr"] * progress / warm
+    t = min(1.0, (progress - warm) / max(1e-8, 1.0 - warm))
+    floor = cfg["lr"] * cfg["min_lr_ratio"]
+    return floor + (cfg["lr"] - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@torch.inference_mode()
+def heldout_psnr(net: RoomsGenerator, held: tuple[torch.Tensor, ...]) -> float:
+    was = net.training
+    net.eval()
+    latent, tokens, image, _ = held
+    out = torch.cat([net(latent[i : i + 32], tokens[i : i + 32]) for i in range(0, len(latent), 32)])
+    net.train(was)
+    return float(psnr(out, image).mean())
+
+
+def train(cfg: dict, out: Path, log=print, state_path: Path | None = None) -> dict:
+    """Run one training job from a config dict; returns a summary (steps, minutes, final held-out PSNR)."""
+    torch.manual_seed(cfg["seed"])
+    torch.set_num_threads(cfg.get("threads", 2))
+    mcfg = model_config(cfg)
+    size = mcfg.image_size
+    net = RoomsGenerator(mcfg).to(memory_format=torch.channels_last).train()
+    decay = [p for n, p in net.named_parameters() if p.ndim >= 2 and not n.startswith("text.")]
+    no_decay = [p for n, p in net.named_parameters() if not (p.ndim >= 2 and not n.startswith("text."))]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg["lr"], betas=(0.9, 0.99),
+    )
+    step, spent = 0, 0.0
+    if state_path is not None and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        torch.set_rng_state(state["torch_rng"])
+        step, spent = state["step"], state["spent"]
+        log(f"resumed from {state_path} at step {step} ({spent / 60:.1f} min spent)")
+    held_seeds = [HELDOUT_BASE + i for i in range(cfg["eval_scenes"])]
+    held = batch(held_seeds, size, 0.0)
+    log(f"model {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M params, config {mcfg.to_json()}")
+    feed = BatchFeed(cfg, size, first_step=step)
+    budget = cfg["max_minutes"] * 60.0
+    start = time.perf_counter() - spent
+    last_ckpt = time.perf_counter()
+    loss_avg, best = None, None
+
+    def save(final: bool = False) -> None:
+        extra = {"steps": str(step), "train_minutes": f"{(time.perf_counter() - start) / 60:.1f}",
+                 "train_config": json.dumps(cfg, sort_keys=True)}
+        save_weights(net, out, list(rtext.VOCAB), extra)
+        if state_path is not None:
+            tmp = state_path.with_name(state_path.name + ".tmp")
+            torch.save({"model": net.state_dict(), "opt": opt.state_dict(),
+                        "torch_rng": torch.get_rng_state(), "step": step,
+                        "spent": time.perf_counter() - start}, tmp)
+            os.replace(tmp, state_path)
+        log(f"{'final weights' if final else 'checkpoint'} -> {out} at step {step}")
+
+    while True:
+        elapsed = time.perf_counter() - start
+        progress = max(step / cfg["steps"], elapsed / budget)
+        if progress >= 1.0:
+            break
+        lr = lr_at(progress, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        latent, tokens, image, weight = feed.get(step)
+        pred = net(latent, tokens)
+        err = (pred - image).abs() + cfg["mse_weight"] * (pred - image).pow(2)
+        loss = (err * weight).mean() / weight.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
+        opt.step()
+        step += 1
+        value = loss.item()
+        loss_avg = value if loss_avg is None else 0.95 * loss_avg + 0.05 * value
+        if step % cfg["log_every"] == 0:
+            log(f"step {step} loss {loss_avg:.4f} lr {lr:.2e} {elapsed / 60:.1f} min "
+                f"{step * cfg['batch'] / max(elapsed, 1e-6):.1f} img/s")
+        if step % cfg["eval_every"] == 0:
+            best = heldout_psnr(net, held)
+            log(f"step {step} held-out PSNR {best:.2f} dB ({len(held_seeds)} scenes)")
+        if time.perf_counter() - last_ckpt > cfg["checkpoint_minutes"] * 60:
+            save()
+            last_ckpt = time.perf_counter()
+    feed.close()
+    final_psnr = heldout_psnr(net, held)
+    minutes = (time.perf_counter() - start) / 60
+    log(f"done: {step} steps, {minutes:.1f} min, held-out PSNR {final_psnr:.2f} dB")
+    save(final=True)
+    return {"steps": step, "minutes": minutes, "heldout_psnr": final_psnr}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="training config JSON")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the .safetensors weights")
+    parser.add_argument("--state", type=Path, default=None, help="optional resumable state file (optimizer, RNGs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a config key, e.g. --set steps=200 --set max_minutes=3")
+    args = parser.parse_args(argv)
+    cfg = json.loads(args.config.read_text())
+    for item in args.set:
+        key, _, value = item.partition("=")
+        cfg[key] = json.loads(value)
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    log(f"config {json.dumps(cfg, sort_keys=True)}")
+    summary = train(cfg, args.out, log, args.state)
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
