@@ -193,7 +193,7 @@ def save_session(session: Session, path: str | os.PathLike, *, replace_unreadabl
     path = Path(path)
     if path.exists() and not replace_unreadable:
         try:
-            peek_session(path)
+            load_session(path)  # all of it: damage inside the tensors counts too
         except SessionError as error:
             raise SessionError(f"{path.name} was not overwritten: {error} Save under another name.") from error
     doc, tensors = session.to_document()

@@ -99,7 +99,9 @@ class ToyFamily:
 
     def open_path(self, probe: FileProbe, device: torch.device, precision: str) -> Generator:
         seed = int(Path(probe.path).read_bytes()[4:].decode() or 0)
-        return ToyGenerator(device, seed)
+        gen = ToyGenerator(device, seed)
+        gen.source = str(probe.path)
+        return gen
 
 
 FAMILY = ToyFamily()

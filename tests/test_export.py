@@ -1,0 +1,247 @@
+"""Export: exact edits baked, the rest kept as a recipe, every format reopened and compared, LoRAs exact."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from studio.cli import main
+from studio.errors import ModelOpenError, StudioError
+from studio.export import ExportError, export
+from studio.hooks import UnitEdit, count_hooks
+from studio.lora import LoraError, lora_targets, merge_lora, read_lora, write_lora
+from studio.recipe import Recipe, RecipeError, apply_recipe, load_recipe, save_recipe
+from studio.session import Session, save_session
+
+# scale/off everywhere with gain >= 0: exact on the toy; the others stay hooks
+BAKED = [UnitEdit("blocks.0", 1, "off"), UnitEdit("blocks.1", 2, "scale", 0.3), UnitEdit("fc", 7, "scale", -2.0)]
+KEPT = [UnitEdit("blocks.1", 3, "scale", -1.0), UnitEdit("blocks.2", 4, "scale", 3.0, local=True),
+        UnitEdit("blocks.0", 5, "set", 0.2), UnitEdit("blocks.2", 6, "off", steps=(0, 3))]
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    from models import registry
+
+    monkeypatch.setattr(registry, "FAMILY_MODULES", ["tests.toy", "tests.toy_text", *registry.FAMILY_MODULES])
+    return registry
+
+
+def _mask() -> torch.Tensor:
+    mask = torch.zeros(32, 32)
+    mask[8:24, 4:20] = 1.0
+    return mask
+
+
+def _edited_render(gen, edits, samples, mask=None) -> torch.Tensor:
+    with torch.inference_mode(), gen.editor() as editor:
+        editor.set(edits, mask=mask)
+        return gen.render(samples)
+
+
+def _concept_model(registry):
+    from studio.concept import ConceptEdit, ConceptEditSpec, editor_for
+
+    gen = registry.open_model("toy-text")
+    editor = editor_for(gen)
+    editor.apply(ConceptEditSpec([ConceptEdit("replace", "red", "blue")], preserve=["green"]))
+    editor.apply(ConceptEditSpec([ConceptEdit("erase", "lamp")]))
+    return gen, editor
+
+
+def test_studio_export_bakes_exact_edits_keeps_the_rest_and_reopens_the_same(registry, tmp_path):
+    gen = registry.open_model("toy")
+    before = {k: v.clone() for k, v in gen.module.state_dict().items()}
+    samples = [gen.sample(1), gen.sample(2)]
+    report = export(gen, BAKED + KEPT, None, "studio", tmp_path / "edited.safetensors", mask=_mask(), samples=samples)
+    assert report.baked == BAKED
+    assert [e for e, _ in report.kept] == KEPT
+    reasons = dict((e.unit, why) for e, why in report.kept)
+    assert "cannot fold" in reasons[3] and "inside the mask" in reasons[4] and "sets a value" in reasons[5]
+    assert "steps 0:3" in reasons[6]
+    assert report.verified and report.max_abs_diff < 1e-4 and "same image" in report.text()
+    # the app's model is untouched, bit for bit
+    assert all(torch.equal(v, before[k]) for k, v in gen.module.state_dict().items())
+    assert count_hooks(gen.module) == 0
+
+    reopened = registry.open_model(str(tmp_path / "edited.safetensors"))  # through the registry, as a user would
+    expected = _edited_render(gen, BAKED + KEPT, samples, _mask())
+    with torch.inference_mode():
+        got = reopened.render(samples)
+    assert (got - expected).abs().max() < 1e-4
+    assert not torch.allclose(got, gen.render(samples))  # the edits really are in there
+    weights = load_file(str(tmp_path / "edited.safetensors"))
+    assert torch.count_nonzero(weights["blocks.0.conv.weight"][1]) == 0  # "off" baked into the weights
+    assert sorted(reopened.export_recipe.editor.edited_layers) == ["blocks.0", "blocks.1", "blocks.2"]
+    assert reopened.export_base.source == "toy" and reopened.source.endswith("edited.safetensors")
+
+
+def test_a_wrong_bake_is_caught_by_the_check(registry, tmp_path, monkeypatch, capsys):
+    from tests.toy import ToyGenerator
+
+    monkeypatch.setattr(ToyGenerator, "bake_unit_scale", lambda self, layer, unit, gain: True)  # claims, does nothing
+    gen = registry.open_model("toy")
+    report = export(gen, [UnitEdit("blocks.0", 1, "off")], None, "studio", tmp_path / "bad.safetensors")
+    assert not report.verified and report.max_abs_diff > 1e-4
+    assert "DIFFERENT image" in report.text()
+
+
+def test_recipe_export_reapplies_every_edit_to_the_original(registry, tmp_path):
+    gen, editor = _concept_model(registry)
+    edits = [UnitEdit("conv", 2, "scale", 1.5), UnitEdit("conv", 5, "set", 0.1, local=True)]
+    mask = torch.zeros(16, 16)
+    mask[:8] = 1
+    samples = [gen.sample(3, "a room with red walls and a lamp")]
+    report = export(gen, edits, editor, "recipe", tmp_path / "edits.json", mask=mask, samples=samples)
+    assert report.verified and report.baked == [] and [e for e, _ in report.kept] == edits
+    assert report.concept == "2, in the recipe"
+    expected = _edited_render(gen, edits, samples, mask)
+
+    recipe = load_recipe(tmp_path / "edits.json")
+    assert recipe.model.source == "toy-text" and torch.equal(recipe.mask, mask)
+    fresh = registry.open_model("toy-text")
+    applied = apply_recipe(fresh, recipe)
+    with torch.inference_mode():
+        assert torch.equal(fresh.render(samples), expected)  # same computation: bit for bit
+    applied.close()
+    assert count_hooks(fresh.module) == 0
+
+
+def test_lora_of_a_concept_edit_reproduces_the_merged_weights(registry, tmp_path):
+    gen, editor = _concept_model(registry)
+    report = export(gen, [UnitEdit("conv", 1, "off")], editor, "lora", tmp_path / "concept.safetensors",
+                    samples=[gen.sample(5, "a room with red walls")])
+    assert report.verified and report.concept == "2, as the LoRA"
+    assert [f.name for f in report.files] == ["concept.safetensors", "concept.safetensors.recipe.json"]
+
+    tensors = load_file(str(tmp_path / "concept.safetensors"))
+    name = "lora_unet_attn0_to_k"  # kohya layout: lora_unet_ + module path with underscores
+    assert {f"{name}.lora_up.weight", f"{name}.lora_down.weight", f"{name}.alpha"} <= set(tensors)
+    assert tensors[f"{name}.lora_up.weight"].shape == (32, 2) and tensors[f"{name}.lora_down.weight"].shape == (2, 16)
+    assert float(tensors[f"{name}.alpha"]) == 2.0  # alpha = rank: the loaders' scale alpha / rank is 1
+
+    fresh = registry.open_model("toy-text")
+    merged = merge_lora(fresh, tmp_path / "concept.safetensors")
+    assert len(merged) == 4
+    edited, reopened = lora_targets(gen), lora_targets(fresh)
+    for n in merged:
+        assert torch.allclose(reopened[n].weight, edited[n].weight, atol=1e-6, rtol=0)
+    untouched = set(lora_targets(fresh)) - set(merged)
+    assert all(torch.equal(reopened[n].weight, edited[n].weight) for n in untouched)
+
+
+def test_lora_writer_on_known_factors(registry, tmp_path):
+    gen = registry.open_model("toy-text")
+    original = gen.module.attn1.to_v.weight.detach().clone()
+    up, down = torch.randn(32, 3), torch.randn(3, 16)
+    write_lora({"attn1.to_v": (up, down)}, tmp_path / "k.safetensors")
+    entries = read_lora(tmp_path / "k.safetensors")
+    assert list(entries) == ["lora_unet_attn1_to_v"] and entries["lora_unet_attn1_to_v"][2] == 3.0
+    merge_lora(gen, tmp_path / "k.safetensors", strength=0.5)
+    assert torch.allclose(gen.module.attn1.to_v.weight, original + 0.5 * up @ down, atol=1e-5)
+
+    save_file({"lora_unet_nowhere.lora_up.weight": up, "lora_unet_nowhere.lora_down.weight": down},
+              str(tmp_path / "other.safetensors"))
+    with pytest.raises(LoraError, match="changes 1 layers toy-text does not have .*another model"):
+        merge_lora(gen, tmp_path / "other.safetensors")
+    with pytest.raises(LoraError, match="no concept edit"):
+        write_lora({}, tmp_path / "none.safetensors")
+
+
+def test_export_refuses_clearly(registry, tmp_path):
+    gen = registry.open_model("toy")
+    with pytest.raises(ExportError, match="Unknown export format 'onnx'"):
+        export(gen, [], None, "onnx", tmp_path / "x.onnx")
+    with pytest.raises(ExportError, match="name it x.safetensors"):
+        export(gen, [], None, "studio", tmp_path / "x.pt")
+    with pytest.raises(ExportError, match="no concept edit to export as a LoRA"):
+        export(gen, [], None, "lora", tmp_path / "x.safetensors")
+    with pytest.raises(StudioError, match="units 0..31"):
+        export(gen, [UnitEdit("blocks.0", 99, "off")], None, "studio", tmp_path / "x.safetensors")
+    with gen.editor() as other:
+        other.set([UnitEdit("blocks.1", 0, "off")])
+        with pytest.raises(ExportError, match="Another editor has edits on blocks.1"):
+            export(gen, [], None, "studio", tmp_path / "x.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
+def test_exports_that_cannot_be_reopened_say_why(registry, tmp_path):
+    gen = registry.open_model("toy")
+    path = tmp_path / "e.safetensors"
+    export(gen, BAKED, None, "studio", path)
+    tensors = load_file(str(path))
+    from models.registry import read_safetensors_header
+
+    meta, _ = read_safetensors_header(path)
+    save_file(tensors, str(tmp_path / "newer.safetensors"), metadata={**meta, "version": "9"})
+    with pytest.raises(ModelOpenError, match="newer Neuron Studio"):
+        registry.open_model(str(tmp_path / "newer.safetensors"))
+    base = json.loads(meta["base"])
+    save_file(tensors, str(tmp_path / "orphan.safetensors"),
+              metadata={**meta, "base": json.dumps({**base, "source": str(tmp_path / "gone.toy")})})
+    with pytest.raises(ModelOpenError, match="was exported from .*gone.toy, which cannot be opened here"):
+        registry.open_model(str(tmp_path / "orphan.safetensors"))
+    del tensors["fc.bias"]
+    save_file(tensors, str(tmp_path / "short.safetensors"), metadata=meta)
+    with pytest.raises(ModelOpenError, match="does not fit toy any more"):
+        registry.open_model(str(tmp_path / "short.safetensors"))
+
+
+def test_recipes_refuse_damage_newer_versions_and_other_models(registry, tmp_path):
+    gen = registry.open_model("toy")
+    path = save_recipe(Recipe.of(gen, unit_edits=BAKED, mask=_mask()), tmp_path / "r.json")
+    data = json.loads(path.read_text())
+    assert data["format"] == "neuron-studio-recipe" and data["unit_edits"][0]["op"] == "off"
+    path.write_text(path.read_text()[:200])
+    with pytest.raises(RecipeError, match="not readable JSON"):
+        load_recipe(path)
+    path.write_text(json.dumps({**data, "version": 7}))
+    with pytest.raises(RecipeError, match="newer Neuron Studio"):
+        load_recipe(path)
+    path.write_text(json.dumps({**data, "mask": {"dtype": "float32", "shape": [5], "base64": "AAAA"}}))
+    with pytest.raises(RecipeError, match="damaged"):
+        load_recipe(path)
+    with pytest.raises(RecipeError, match="made for a toy model"):
+        apply_recipe(registry.open_model("toy-text"), Recipe.from_json(data))
+    wide = Recipe.from_json({**data, "unit_edits": [UnitEdit("blocks.2", 40, "off").to_json()]})
+    with pytest.raises(RecipeError, match="units 0..7"):
+        apply_recipe(gen, wide)
+
+
+def test_cli_exports_a_session_and_applies_a_recipe(registry, tmp_path, capsys):
+    from PIL import Image
+
+    gen = registry.open_model("toy")
+    session = Session.capture(gen, samples=[gen.sample(7)], masks={"m": _mask()}, active_mask="m",
+                              unit_edits=BAKED + KEPT)
+    save_session(session, tmp_path / "s.nstudio")
+    assert main(["export", "--session", str(tmp_path / "s.nstudio"), "--format", "studio",
+                 "-o", str(tmp_path / "e.safetensors")]) == 0
+    out = capsys.readouterr()
+    assert "baked into the weights: blocks.0:1 off" in out.out and "same image" in out.out
+    assert "export [" in out.err  # progress on stderr
+
+    assert main(["export", "--session", str(tmp_path / "s.nstudio"), "--format", "recipe", "--json",
+                 "-o", str(tmp_path / "r.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["verified"] is True
+    assert main(["apply", "--recipe", str(tmp_path / "r.json"), "-o", str(tmp_path / "a.png")]) == 0
+    assert Image.open(tmp_path / "a.png").size == (32, 32)
+    assert main(["apply", "--model", "toy", "--recipe", str(tmp_path / "r.json"),
+                 "-o", str(tmp_path / "again.safetensors")]) == 0
+    assert "baked into the weights" in capsys.readouterr().out
+    assert main(["apply", "--model", "toy-text", "--recipe", str(tmp_path / "r.json"),
+                 "-o", str(tmp_path / "b.png")]) == 2
+    assert "made for a toy model" in capsys.readouterr().err
+    assert not (tmp_path / "b.png").exists()
+
+
+def test_cli_export_exits_1_when_the_check_fails(registry, tmp_path, monkeypatch, capsys):
+    from tests.toy import ToyGenerator
+
+    monkeypatch.setattr(ToyGenerator, "bake_unit_scale", lambda self, layer, unit, gain: True)
+    gen = registry.open_model("toy")
+    save_session(Session.capture(gen, unit_edits=[UnitEdit("blocks.1", 0, "off")]), tmp_path / "s.nstudio")
+    assert main(["export", "--session", str(tmp_path / "s.nstudio"), "-o", str(tmp_path / "e.safetensors")]) == 1
+    assert "DIFFERENT image" in capsys.readouterr().out
