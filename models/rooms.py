@@ -67,6 +67,25 @@ class RoomsModel(Generator):
         except (IndexError, ValueError) as error:  # pragma: no cover - layers() only lists blocks
             raise LayerNotFound(f"{self.name} cannot re-render from '{layer}'.") from error
 
+    # -- export -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:
+        """Exact for every gain: a block's output is read only by the next block's first conv (1x1 reduce, or the
+        3x3 conv after per-channel nearest upsampling) or by the RGB head, each linear in every input channel,
+        so scaling that conv's input weights for ``unit`` equals scaling the unit (its own trace is unscaled)."""
+        index = self._block_index(layer)
+        blocks = self.net.blocks
+        if index + 1 < len(blocks):
+            after = blocks[index + 1]
+            consumer = after.reduce if after.reduce is not None else after.conv
+        else:
+            consumer = self.net.head
+        consumer.weight[:, unit] *= gain
+        return True
+
+    def weights_file(self) -> Path | None:
+        return WEIGHTS if self.source == "rooms" else super().weights_file()
+
     # -- inputs -------------------------------------------------------------------------------------------------
     def latents(self, samples: Sequence[Sample]) -> torch.Tensor:
         """(B, LATENT_DIM) non-caption scene parameters: the seed's prior draw unless ``options['latent']``."""

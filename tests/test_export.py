@@ -245,3 +245,56 @@ def test_cli_export_exits_1_when_the_check_fails(registry, tmp_path, monkeypatch
     save_session(Session.capture(gen, unit_edits=[UnitEdit("blocks.1", 0, "off")]), tmp_path / "s.nstudio")
     assert main(["export", "--session", str(tmp_path / "s.nstudio"), "-o", str(tmp_path / "e.safetensors")]) == 1
     assert "DIFFERENT image" in capsys.readouterr().out
+
+
+@pytest.fixture
+def rooms_file(tmp_path):
+    """A tiny random Rooms generator written in the real Rooms weights format."""
+    from studio.rooms import text as rtext
+    from studio.rooms import world
+    from studio.rooms.model import RoomsConfig, RoomsGenerator, save_weights
+
+    cfg = RoomsConfig(latent_dim=world.LATENT_DIM, vocab_size=len(rtext.VOCAB), text_dim=8, stem_res=4,
+                      widths=(16, 24, 8, 4), attn_blocks=(0, 1), attn_heads=2, attn_head_dim=4, stem_hidden=16)
+    torch.manual_seed(0)
+    net = RoomsGenerator(cfg).eval()
+    with torch.no_grad():
+        for lin in net.film:  # FiLM starts at zero; make the latent matter
+            lin.weight.normal_(0, 0.3)
+    path = tmp_path / "tiny-rooms.safetensors"
+    save_weights(net, path, list(rtext.VOCAB))
+    return path
+
+
+def test_rooms_bakes_every_global_scale_exactly(rooms_file, tmp_path):
+    from models.registry import open_model
+
+    gen = open_model(str(rooms_file), device="cpu")
+    edits = [UnitEdit("blocks.0", 3, "off"), UnitEdit("blocks.1", 5, "scale", -1.5), UnitEdit("blocks.3", 2, "scale", 2.0),
+             UnitEdit("blocks.2", 1, "scale", 3.0, local=True)]
+    mask = torch.zeros(gen.resolution)
+    mask[:, : gen.resolution[1] // 2] = 1
+    samples = [gen.sample(4), gen.sample(9, "a bedroom with red walls, a bed and one lamp")]
+    report = export(gen, edits, None, "studio", tmp_path / "rooms-edited.safetensors", mask=mask, samples=samples)
+    assert report.baked == edits[:3] and [e for e, _ in report.kept] == edits[3:]
+    assert report.verified, report.text()
+    reopened = open_model(str(tmp_path / "rooms-edited.safetensors"), device="cpu")
+    assert reopened.family == "rooms" and reopened.export_base.sha256 is not None
+    with torch.inference_mode():
+        got = reopened.render(samples)
+    assert (got - _edited_render(gen, edits, samples, mask)).abs().max() < 1e-4
+
+
+def test_rooms_concept_edit_exports_as_lora_and_merged_weights(rooms_file, tmp_path):
+    from models.registry import open_model
+    from studio.concept import ConceptEdit, ConceptEditSpec, editor_for
+
+    gen = open_model(str(rooms_file), device="cpu")
+    editor = editor_for(gen)
+    editor.apply(ConceptEditSpec([ConceptEdit("replace", "red", "blue")]))
+    samples = [gen.sample(2, "a bedroom with red walls, a bed and two lamps")]
+    lora = export(gen, [], editor, "lora", tmp_path / "red-blue.safetensors", samples=samples)
+    assert lora.verified and "lora_unet_blocks_0_attn_to_k" in read_lora(tmp_path / "red-blue.safetensors")
+    merged = export(gen, [UnitEdit("blocks.1", 0, "off")], editor, "studio", tmp_path / "m.safetensors",
+                    samples=samples)
+    assert merged.verified and merged.concept == "1, merged into the weights"
