@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from studio.rooms import (
-    GLOW_THRESHOLD, LAMP_SPACING, LATENT_DIM, LIT_RATE, MAX_LAMPS, N_PARAPHRASES, WALL_COLOURS, CaptionFields, Lamp, Scene, caption,
-    detect_fields, detect_lit, detect_wall, encode_latent, fields, parse_caption, render, sample_latent, sample_scene,
-    scene_from, truth, with_fields, with_lamp, with_wall,
+    GLOW_THRESHOLD, LAMP_SPACING, LATENT_DIM, LIT_RATE, MAX_LAMPS, N_PARAPHRASES, WALL_COLOURS, CaptionFields, Lamp,
+    Scene, caption, detect_fields, detect_lit, detect_wall, encode_latent, fields, parse_caption, render,
+    sample_latent, sample_scene, scene_from, truth, with_fields, with_lamp, with_wall,
 )
-from studio.rooms.world import _SIDE_SHADE
 from studio.rooms.text import MAX_TOKENS, VOCAB, encode, tokenize
+from studio.rooms.world import _SIDE_SHADE
 
 SIZE = 64  # the world is resolution-free; small renders keep the suite fast
 
@@ -78,7 +78,8 @@ def test_lamps_never_overlap():
 
 
 def test_captions_never_tell_whether_a_lamp_is_lit():
-    forbidden = {"lit", "unlit", "on", "off", "light", "lights", "lighted", "glow", "glowing", "bright", "dark", "switched"}
+    forbidden = {"lit", "unlit", "on", "off", "light", "lights", "lighted", "glow", "glowing", "bright", "dark",
+                 "switched"}
     for scene in _scenes(100, seed=4):
         for style in range(N_PARAPHRASES + 1):
             assert not forbidden & set(tokenize(caption(scene, style)))
@@ -152,8 +153,8 @@ def test_detectors_agree_with_the_truth():
     wall = bed = window = count = lit = lamps = 0
     for scene in scenes:
         img = render(scene, SIZE)
-        wall += detect_wall(img, scene) == scene.wall
         f = detect_fields(img, scene)
+        wall += f.wall == scene.wall == detect_wall(img, scene)
         bed += f.bed == scene.bed
         window += f.window == scene.window
         count += f.lamps == len(scene.lamps)

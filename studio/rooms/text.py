@@ -22,7 +22,7 @@ _IDS = {w: i for i, w in enumerate(VOCAB)}
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercase words with punctuation stripped: ``tokenize("Bedroom, BLUE walls")`` -> ``['bedroom', 'blue', 'walls']``."""
+    """Lowercase words, punctuation stripped: ``tokenize("Bedroom, BLUE walls") == ["bedroom", "blue", "walls"]``."""
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
