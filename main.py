@@ -1,17 +1,20 @@
-"""Start Neuron Studio: ``python main.py [--model M] [--device D] [--screenshot PATH]``."""
+"""Start Neuron Studio: ``python main.py [--model M] [--device D] [--demo] [--screenshot PATH]``."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python main.py", description="Neuron Studio desktop application.")
     parser.add_argument("--model", "-m", default=None, help="built-in name or path (default: the embedded 'rooms')")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--demo", action="store_true",
+                        help="open on a scripted state: a mask, a fast ranking and two sliders")
     parser.add_argument("--screenshot", metavar="PATH",
-                        help="build the window offscreen, load the model, generate once, save the window as PNG, exit")
+                        help="build the window offscreen, run the demo state, save the window as PNG, exit")
     return parser.parse_args(argv)
 
 
@@ -19,17 +22,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.screenshot:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtCore import QEventLoop, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
+    from widgets.demo import Demo
     from widgets.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Neuron Studio")
     app.setOrganizationName("Neuron Studio")
-    window = MainWindow(args.model, args.device)
-    window.resize(1280, 800)
+    settings = None
+    if args.screenshot:  # the picture must not depend on (or change) this user's saved layout
+        folder = tempfile.mkdtemp(prefix="neuron-studio-shot-")
+        settings = QSettings(os.path.join(folder, "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(args.model, args.device, settings=settings)
+    if args.screenshot:
+        window.resize(1440, 900)
+    elif settings is None and window.settings.value("window/geometry") is None:
+        window.resize(1440, 900)
     window.show()
+    if args.demo and not args.screenshot:
+        Demo(window)
     if not args.screenshot:
         return app.exec()
 
@@ -47,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         window.close()
         loop.quit()
 
-    window.image_shown.connect(lambda: QTimer.singleShot(200, capture))
+    demo = Demo(window)
+    demo.finished.connect(lambda: QTimer.singleShot(300, capture))
     QTimer.singleShot(180_000, capture)  # never hang: give up after three minutes
     loop.exec()
     if status["code"]:

@@ -23,6 +23,7 @@ import torch
 
 from models.base import Generator, Sample
 
+from .errors import StudioError, UnsupportedOperation
 from .hooks import Editor, UnitEdit
 
 
@@ -180,3 +181,47 @@ class LiveRenderer:
         ms = 1000 * (time.perf_counter() - start)
         return Frame(request.stamp, image, original if request.original else None, layer is not None, layer, ms,
                      request.sample)
+
+
+def unit_off_images(generator: Generator, sample: Sample, layer: str, units: Sequence[int], *,
+                    chunk: int = 8) -> torch.Tensor:
+    """(N, 3, H, W) CPU images of ``sample`` with each of ``units`` switched off in turn (ranking thumbnails).
+
+    Re-renders from the cached layer when the family can (only later layers run), in batches of ``chunk``.
+    """
+    units = list(units)
+    info = generator.layer(layer)
+    out: list[torch.Tensor] = []
+    with torch.inference_mode():
+        base = generator.trace([sample], [layer])[layer] if info.partial else None
+        for start in range(0, len(units), chunk):
+            part = torch.tensor(units[start:start + chunk])
+            n = len(part)
+            if base is not None:
+                acts = base.repeat(n, *([1] * (base.dim() - 1))).clone()
+                acts[torch.arange(n), part] = 0
+                images = generator.forward_from(layer, acts, [sample] * n)
+            else:
+                with generator.editor() as editor:
+                    edit = editor.layer(layer)
+                    gain = torch.ones(n, info.units, device=generator.device)
+                    gain[torch.arange(n), part] = 0
+                    edit.batch_gain = gain
+                    images = generator.render([sample] * n)
+            out.append(images.float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 3, *generator.resolution)
+
+
+def unit_activation(generator: Generator, sample: Sample, layer: str, unit: int) -> torch.Tensor:
+    """(H, W) CPU map in [0, 1] of where ``unit`` fires, upsampled to the image (positive part over its max)."""
+    info = generator.layer(layer)
+    if not 0 <= unit < info.units:
+        raise StudioError(f"Unit {unit} does not exist: {layer} has units 0..{info.units - 1}.")
+    with torch.inference_mode():
+        act = generator.trace([sample], [layer])[layer]
+        if act.dim() != 4:
+            raise UnsupportedOperation(f"{layer} is a vector layer: its units have no position to show.")
+        a = act[:1, unit:unit + 1].float().clamp(min=0)
+        a = torch.nn.functional.interpolate(a, size=generator.resolution, mode="bilinear", align_corners=False)
+        peak = float(a.max())
+        return (a[0, 0] / peak if peak > 0 else a[0, 0]).cpu()

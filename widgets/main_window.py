@@ -1,108 +1,439 @@
-"""The main window: image, seed, prompt, and the status bar showing device and frame time."""
+"""The main window: model, seed and prompt above the canvas; ranking and sliders beside it; seeds and concepts
+in docks; device and frame time in the status bar. Every computation runs on the model's worker thread.
+
+    window = MainWindow("rooms", "auto")       # loads in the background; ``image_shown`` after each frame
+    window.canvas.set_mask(mask)               # what the user paints
+    window.ranking.rank()                      # a job with progress and Cancel
+    window.sliders.add_units("blocks.1", [17])  # then drag: frames follow, newest request wins
+"""
 from __future__ import annotations
 
+import random
 import time
+from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QLineEdit, QMainWindow, QPushButton, QSpinBox, QVBoxLayout,
-                               QWidget)
+import torch
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QDockWidget, QLabel, QLineEdit, QMainWindow, QPushButton, QSpinBox,
+                               QSplitter, QToolBar, QVBoxLayout, QWidget)
 
 from studio.device import describe
-from studio.images import to_uint8
-from studio.live import LiveRequest
+from studio.live import Frame, LiveRequest
+from studio.state import StudioState
 
+from .canvas import Canvas
+from .jobs import JobRunner
+from .mask_tools import MaskTools
+from .model_picker import ModelPicker
+from .qt_images import heatmap_image
+from .ranking_panel import RankingPanel
+from .seed_browser import SeedBrowser
+from .session_actions import SessionActions
+from .slider_panel import SliderPanel
 from .worker import ModelWorker, WorkerThread
 
+SEED_MAX = 2**31 - 1
 
-def pixmap_from(image) -> QPixmap:
-    array = to_uint8(image)
-    h, w, _ = array.shape
-    qimage = QImage(array.tobytes(), w, h, 3 * w, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(qimage.copy())
+
+class ErrorBanner(QLabel):
+    """One clear sentence above the canvas; click to dismiss. Nothing the user made is touched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWordWrap(True)
+        self.setStyleSheet("background:#6b2b2b;color:white;padding:6px;border-radius:3px;")
+        self.setToolTip("Click to dismiss")
+        self.hide()
+
+    def show_message(self, sentence: str) -> None:
+        self.setText(sentence)
+        self.show()
+
+    def mousePressEvent(self, event) -> None:
+        self.hide()
 
 
 class MainWindow(QMainWindow):
     request_load = Signal(str, str)
     wake_worker = Signal()
     image_shown = Signal()
+    frame_shown = Signal(object)  # studio.live.Frame
+    model_loaded = Signal(object)  # Generator
 
-    def __init__(self, model: str | None = None, device: str = "auto") -> None:
+    def __init__(self, model: str | None = None, device: str = "auto", settings: QSettings | None = None) -> None:
         super().__init__()
         self.setWindowTitle("Neuron Studio")
+        self.setAcceptDrops(True)
+        self.settings = settings if settings is not None else QSettings()
+        self.state = StudioState(model=model, device=device)
         self.generator = None
-        self._request = 0
+        self.dropped_frames = 0
+        self.last_frame: Frame | None = None
+        self._posted = self._shown = self._content = 0
         self._sent_at = 0.0
+        self._holding = False
+        self._focus_unit: tuple[str, int] | None = None
 
-        self.image = QLabel("Loading model…")
-        self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.image.setMinimumSize(384, 384)
+        self.worker = ModelWorker()
+        self.thread = WorkerThread(self.worker)
+        self.jobs = JobRunner(self.worker, self)
+        self.request_load.connect(self.worker.load)
+        self.wake_worker.connect(self.worker.render_newest)
+        self.worker.loaded.connect(self._on_loaded)
+        self.worker.load_failed.connect(self._on_load_failed)
+        self.worker.frame.connect(self._on_frame)
+        self.worker.frame_failed.connect(lambda stamp, sentence: self.show_error(sentence))
+
+        self._build_widgets()
+        self._build_menus()
+        self._restore_settings()
+        self.open_model(model or "")
+
+    # -- layout -------------------------------------------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        self.picker = ModelPicker(self.settings)
+        self.picker.open_requested.connect(self.open_model)
         self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setRange(0, SEED_MAX)
+        self.seed.setToolTip("The seed of the sample")
+        self.seed.valueChanged.connect(lambda _: self.generate())
+        previous, following, lucky = QPushButton("◀"), QPushButton("▶"), QPushButton("Random")
+        previous.setToolTip("Previous seed (Alt+Left)")
+        previous.setShortcut(QKeySequence("Alt+Left"))
+        following.setToolTip("Next seed (Alt+Right)")
+        following.setShortcut(QKeySequence("Alt+Right"))
+        lucky.setToolTip("A random seed (Alt+R)")
+        lucky.setShortcut(QKeySequence("Alt+R"))
+        previous.clicked.connect(lambda: self.seed.setValue(max(self.seed.value() - 1, 0)))
+        following.clicked.connect(lambda: self.seed.setValue(min(self.seed.value() + 1, SEED_MAX)))
+        lucky.clicked.connect(lambda: self.seed.setValue(random.randrange(0, 100_000)))
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("prompt (text models)")
-        generate = QPushButton("Generate")
-        generate.clicked.connect(self.generate)
-        self.seed.valueChanged.connect(self.generate)
+        self.prompt.returnPressed.connect(self.generate)
+        top = QToolBar("Sample")
+        top.setObjectName("SampleBar")
+        top.setMovable(False)
+        top.addWidget(QLabel(" Model "))
+        top.addWidget(self.picker)
+        top.addSeparator()
+        top.addWidget(QLabel(" Seed "))
+        for widget in (previous, self.seed, following, lucky):
+            top.addWidget(widget)
+        top.addSeparator()
+        top.addWidget(QLabel(" Prompt "))
+        top.addWidget(self.prompt)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, top)
 
-        controls = QHBoxLayout()
-        controls.addWidget(QLabel("Seed"))
-        controls.addWidget(self.seed)
-        controls.addWidget(self.prompt, 1)
-        controls.addWidget(generate)
-        layout = QVBoxLayout()
-        layout.addWidget(self.image, 1)
-        layout.addLayout(controls)
-        central = QWidget()
-        central.setLayout(layout)
-        self.setCentralWidget(central)
+        self.canvas = Canvas()
+        self.canvas.mask_changed.connect(self._on_mask_changed)
+        self.tools = MaskTools(self.canvas)
+        self.banner = ErrorBanner()
+        centre = QWidget()
+        column = QVBoxLayout(centre)
+        column.setContentsMargins(4, 4, 4, 4)
+        column.addWidget(self.tools)
+        column.addWidget(self.banner)
+        column.addWidget(self.canvas, 1)
+
+        self.ranking = RankingPanel(self.jobs, self.state)
+        self.ranking.message.connect(self.show_error)
+        self.ranking.units_chosen.connect(self._add_sliders)
+        self.ranking.unit_selected.connect(self._on_unit_selected)
+        self.ranking.layers.layer_changed.connect(self._on_layer_changed)
+        self.sliders = SliderPanel()
+        self.sliders.edits_changed.connect(self._on_edits_changed)
+        self.sliders.local_changed.connect(self._on_local_changed)
+        self.sliders.hold_original.connect(self._on_hold)
+        self.sliders.side_by_side.connect(self._on_side_by_side)
+        self.sliders.unit_focused.connect(self._show_activation_of)
+        side = QSplitter(Qt.Orientation.Vertical)
+        side.addWidget(self.ranking)
+        side.addWidget(self.sliders)
+        side.setStretchFactor(0, 3)
+        side.setStretchFactor(1, 2)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(centre)
+        split.addWidget(side)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setSizes([720, 520])
+        self.splitter = split
+        self.setCentralWidget(split)
+
+        self.seeds = SeedBrowser(self.jobs)
+        self.seeds.seed_picked.connect(self.seed.setValue)
+        self.seeds.message.connect(self.show_error)
+        self.seed_dock = self._dock("Seeds", self.seeds, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.seed_dock.visibilityChanged.connect(self._browse_seeds_if_visible)
+        self.seed_dock.hide()
+        self.concepts = None
+        # The concept-edit panel (widgets/concept_panel.py, a colleague's) docks here when it exists:
+        # ConceptPanel(jobs) told about models with set_generator(), emitting model_changed() after weight edits.
+        self._add_concept_panel()
+
         self.device_label = QLabel("device: …")
         self.frame_label = QLabel("")
         self.statusBar().addPermanentWidget(self.frame_label)
         self.statusBar().addPermanentWidget(self.device_label)
 
-        self.worker = ModelWorker()
-        self.thread = WorkerThread(self.worker)
-        self.request_load.connect(self.worker.load)
-        self.wake_worker.connect(self.worker.render_newest)
-        self.worker.loaded.connect(self._on_loaded)
-        self.worker.frame.connect(self._on_frame)
-        self.worker.load_failed.connect(self._on_failed)
-        self.worker.frame_failed.connect(lambda stamp, message: self._on_failed(message))
-        self.statusBar().showMessage("Loading model…")
-        self.request_load.emit(model or "", device)
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"{title}Dock")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _add_concept_panel(self) -> None:
+        try:
+            from .concept_panel import ConceptPanel
+        except ImportError:
+            return  # not written yet: the window works without it
+        self.concepts = ConceptPanel(self.jobs, parent=self)
+        self.concepts.model_changed.connect(self._on_weights_changed)
+        self.concept_dock = self._dock("Concepts", self.concepts, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.concept_dock.hide()
+
+    def _build_menus(self) -> None:
+        self.sessions = SessionActions(self)
+        file = self.menuBar().addMenu("&File")
+        file.addAction("Open model file…", self.picker.open_file)
+        file.addAction("Open model folder…", self.picker.open_folder)
+        file.addSeparator()
+        file.addAction(self.sessions.open_action)
+        file.addAction(self.sessions.save_action)
+        file.addAction(self.sessions.save_as_action)
+        file.addSeparator()
+        file.addAction("Save image…", self.sessions.save_image)
+        file.addSeparator()
+        quit_action = file.addAction("Quit", self.close)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        edit = self.menuBar().addMenu("&Edit")
+        for action in (self.tools.undo, self.tools.redo, self.tools.clear, self.tools.invert, self.tools.fill):
+            edit.addAction(action)
+        view = self.menuBar().addMenu("&View")
+        fit = view.addAction("Fit image", self.canvas.fit)
+        fit.setShortcut(QKeySequence("Ctrl+0"))
+        self.activation_action = QAction("Activation map", self, checkable=True)
+        self.activation_action.setToolTip("Overlay where the selected unit fires")
+        self.activation_action.setShortcut(QKeySequence("A"))
+        self.activation_action.toggled.connect(self._on_activation_toggled)
+        view.addAction(self.activation_action)
+        self.tools.addSeparator()
+        self.tools.addAction(self.activation_action)
+        view.addSeparator()
+        view.addAction(self.seed_dock.toggleViewAction())
+        if self.concepts is not None:
+            view.addAction(self.concept_dock.toggleViewAction())
+
+    # -- settings -----------------------------------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        s = self.settings
+        geometry, state = s.value("window/geometry"), s.value("window/state")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+        self.tools.size.setValue(int(s.value("mask/brush", self.canvas.brush_size)))
+        self.tools.opacity.setValue(int(s.value("mask/opacity", int(self.canvas.overlay_opacity * 100))))
+        self.ranking.set_options(str(s.value("rank/method", "fast")), str(s.value("rank/ablation", "zero")),
+                                 str(s.value("rank/seeds", "")))
+        self.sliders.local.setChecked(str(s.value("sliders/local", "false")).lower() == "true")
+
+    def _save_settings(self) -> None:
+        s = self.settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.setValue("mask/brush", self.tools.size.value())
+        s.setValue("mask/opacity", self.tools.opacity.value())
+        options = self.ranking.options()
+        s.setValue("rank/method", options["method"])
+        s.setValue("rank/ablation", options["ablation"])
+        s.setValue("rank/seeds", options["seeds"])
+        s.setValue("sliders/local", self.sliders.local.isChecked())
+        s.sync()
+
+    # -- models -------------------------------------------------------------------------------------------------
+    def open_model(self, spec: str) -> None:
+        """Load ``spec`` (built-in name or path) on the worker; the current model keeps working until it lands."""
+        self.canvas.placeholder = f"Loading {spec or 'the default model'}…"
+        self.statusBar().showMessage(self.canvas.placeholder)
+        self.canvas.update()
+        self.request_load.emit(spec, self.state.device)
 
     def _on_loaded(self, generator) -> None:
+        changed = self.generator is not None and self.generator is not generator
         self.generator = generator
+        self.state.model = generator.source
+        self.picker.remember(generator.source)
         self.device_label.setText(f"device: {describe(generator.device, generator.dtype)}")
         self.prompt.setEnabled(generator.takes_prompt)
         if generator.takes_prompt and not self.prompt.text():
             self.prompt.setText(generator.default_prompt)
-        self.statusBar().showMessage(f"Loaded {generator.name}", 3000)
+        if changed:  # another model: old units and rankings mean nothing here
+            self.sliders.set_edits([])
+            self.ranking.show_ranking(None)
+            self.state.ranking = None
+        self.ranking.layers.set_layers(generator.layers(), self.state.layer)
+        if self.concepts is not None:
+            self.concepts.set_generator(generator)
+        self.banner.hide()
+        self.statusBar().showMessage(f"Loaded {generator.name} ({generator.family})", 4000)
+        self.model_loaded.emit(generator)
         self.generate()
 
+    def _on_load_failed(self, sentence: str) -> None:
+        if self.generator is None:
+            self.canvas.placeholder = sentence
+            self.canvas.update()
+        self.show_error(sentence)
+        self.image_shown.emit()
+
+    # -- rendering ----------------------------------------------------------------------------------------------
     def generate(self) -> None:
+        """Render the current seed and prompt (with the sliders' edits)."""
         if self.generator is None:
             return
+        prompt = self.prompt.text().strip() or None
+        self.state.sample = self.generator.sample(self.seed.value(), prompt)
+        self.canvas.set_heatmap(None)
+        self._post(content=True)
+        if self.seed_dock.isVisible():
+            self.seeds.show_seeds(self.state.sample, self.seeds.first)
+
+    def _post(self, content: bool = False) -> int:
+        """Put the newest state in the worker's mailbox and wake it (older unrendered states are dropped)."""
+        if self.state.sample is None:
+            return self._posted
+        edits = self.state.render_edits()
+        request = LiveRequest(self.state.sample, edits, self.state.mask if self.state.has_mask() else None,
+                              original=bool(edits))
+        self._posted = self.worker.mailbox.post(request)
+        if content:
+            self._content = self._posted
         self._sent_at = time.perf_counter()
-        sample = self.generator.sample(self.seed.value(), self.prompt.text() or None)
-        self._request = self.worker.mailbox.post(LiveRequest(sample))
         self.wake_worker.emit()
+        return self._posted
 
-    def _on_frame(self, frame) -> None:
-        if frame.stamp != self._request:
-            return  # a newer request is on its way: drop the stale frame
-        self.image.setPixmap(pixmap_from(frame.image).scaled(
-            self.image.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
-        self.frame_label.setText(f"frame {1000 * (time.perf_counter() - self._sent_at):.0f} ms")
+    def _on_frame(self, frame: Frame) -> None:
+        if frame.stamp <= self._shown or frame.stamp < self._content:
+            self.dropped_frames += 1
+            return  # stale: a newer frame is shown, or it belongs to a previous seed or model
+        self._shown = frame.stamp
+        self.last_frame = frame
+        self.canvas.set_image(frame.image, frame.original if frame.original is not None else frame.image)
+        how = f"partial from {frame.layer}" if frame.partial else "full"
+        self.frame_label.setText(f"frame {frame.ms:.0f} ms ({how})")
+        self.frame_shown.emit(frame)
         self.image_shown.emit()
 
-    def _on_failed(self, message: str) -> None:
-        self.statusBar().showMessage(message)
-        if self.generator is None:
-            self.image.setText(message)
-        self.image_shown.emit()
+    def show_error(self, sentence: str) -> None:
+        self.banner.show_message(sentence)
+        self.statusBar().showMessage(sentence, 10000)
 
+    # -- reactions ----------------------------------------------------------------------------------------------
+    def _on_mask_changed(self) -> None:
+        mask = self.canvas.mask()
+        self.state.mask = torch.from_numpy(mask) if mask is not None else None
+        if self.state.edits and self.state.local:
+            self._post()
+
+    def _on_edits_changed(self, edits: list) -> None:
+        self.state.edits = list(edits)
+        self.ranking.plot.set_marked([e.unit for e in edits if e.layer == self.state.layer],
+                                     self.ranking.plot.current)
+        self._post()
+
+    def _on_local_changed(self, local: bool) -> None:
+        self.state.local = local
+        if self.state.edits:
+            self._post()
+
+    def _on_layer_changed(self, layer: str) -> None:
+        if layer and layer != self.state.layer:
+            self.state.layer = layer
+            if self.state.ranking is not None and getattr(self.state.ranking, "layer", layer) != layer:
+                self.ranking.show_ranking(None)
+                self.state.ranking = None
+
+    def _add_sliders(self, units: list) -> None:
+        layer = self.ranking.layers.current_layer()
+        if layer and units:
+            self.sliders.add_units(layer, units)
+
+    def _on_hold(self, pressed: bool) -> None:
+        self._holding = pressed
+        self.canvas.set_view("original" if pressed else ("side-by-side" if self.sliders.compare.isChecked() else "edited"))
+
+    def _on_side_by_side(self, on: bool) -> None:
+        self.canvas.set_view("side-by-side" if on else "edited")
+        self.canvas.fit()
+
+    def _on_weights_changed(self) -> None:
+        self._post(content=True)  # the worker dropped its caches when the job ran
+
+    def _on_unit_selected(self, unit: int) -> None:
+        layer = self.ranking.layers.current_layer()
+        if unit >= 0 and layer:
+            self._show_activation_of(layer, unit, only_if_shown=True)
+
+    # -- activation overlay -------------------------------------------------------------------------------------
+    def _on_activation_toggled(self, on: bool) -> None:
+        if not on:
+            self.canvas.set_heatmap(None)
+        elif self._focus_unit is not None:
+            self._show_activation_of(*self._focus_unit)
+        else:
+            units = self.ranking.table.selected_units() or [e.unit for e in self.state.edits]
+            if units and self.state.layer:
+                self._show_activation_of(self.state.layer, units[0])
+            else:
+                self.statusBar().showMessage("Select a unit in the ranking table to see where it fires.", 5000)
+
+    def _show_activation_of(self, layer: str, unit: int, only_if_shown: bool = False) -> None:
+        self._focus_unit = (layer, unit)
+        if only_if_shown and not self.activation_action.isChecked():
+            return
+        if not self.activation_action.isChecked():
+            self.activation_action.setChecked(True)  # toggling calls back here
+            return
+        sample = self.state.sample
+        if sample is None:
+            return
+
+        def work(generator):
+            from studio.live import unit_activation
+            return unit_activation(generator, sample, layer, unit).numpy()
+
+        def done(values) -> None:
+            if self.activation_action.isChecked() and self._focus_unit == (layer, unit) and self.state.sample == sample:
+                self.canvas.set_heatmap(heatmap_image(values))
+                self.statusBar().showMessage(f"Activation of {layer} unit {unit}", 4000)
+
+        self.jobs.submit(work, done, self.show_error)
+
+    def _browse_seeds_if_visible(self, visible: bool) -> None:
+        if visible and self.state.sample is not None:
+            self.seeds.show_seeds(self.state.sample, self.seeds.first or self.seed.value())
+
+    # -- drag and drop ------------------------------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if not paths:
+            return
+        event.acceptProposedAction()
+        if Path(paths[0]).suffix.lower() == ".nstudio":
+            self.sessions.open(paths[0])
+        else:
+            self.open_model(paths[0])
+
+    # -- closing ------------------------------------------------------------------------------------------------
     def closeEvent(self, event) -> None:
-        self.thread.stop()
+        self._save_settings()
+        self.jobs.cancel_all()
+        self.thread.stop()  # quit() then wait(): a running job stops at its next progress report
         super().closeEvent(event)

@@ -1,0 +1,78 @@
+"""A scripted first session, for ``python main.py --screenshot`` and ``--demo``: a mask over the brightest
+object, a fast ranking of the default layer, and two sliders on the best units (one off, one at 2.5x).
+
+    demo = Demo(window)
+    demo.finished.connect(capture)            # after the edited frame is on screen (or a step failed)
+"""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from .main_window import MainWindow
+
+
+def bright_disc(image: np.ndarray, radius_fraction: float = 0.14) -> np.ndarray:
+    """A disc mask around the brightest smoothed spot of an (H, W, 3) uint8 image (a lamp, a window)."""
+    h, w, _ = image.shape
+    luminance = image.astype(np.float32).mean(axis=-1)
+    k = max(3, min(h, w) // 12)
+    padded = np.pad(luminance, k, mode="edge")
+    summed = padded.cumsum(0).cumsum(1)  # box filter through an integral image
+    box = (summed[2 * k:, 2 * k:] - summed[:-2 * k, 2 * k:] - summed[2 * k:, :-2 * k] + summed[:-2 * k, :-2 * k])
+    y, x = np.unravel_index(int(np.argmax(box[:h, :w])), (h, w))
+    yy, xx = np.mgrid[:h, :w]
+    r = radius_fraction * min(h, w)
+    return (((yy - y) ** 2 + (xx - x) ** 2) <= r * r).astype(np.float32)
+
+
+class Demo(QObject):
+    finished = Signal()
+
+    def __init__(self, window: MainWindow, sliders: int = 2) -> None:
+        super().__init__(window)
+        self.window, self.sliders = window, sliders
+        self.step = "image"
+        self.edit_stamp = None
+        window.frame_shown.connect(self._on_frame)
+        window.worker.load_failed.connect(lambda _: self._finish())
+
+    def _on_frame(self, frame) -> None:
+        window = self.window
+        if self.step == "image":
+            self.step = "ranking"
+            from studio.images import to_uint8
+
+            window.canvas.set_mask(bright_disc(to_uint8(frame.image)), "Demo mask")
+            job = window.ranking.rank()
+            if job is None:
+                self._finish()
+                return
+            window.jobs.finished.connect(self._on_job_finished)
+            self.job = job
+        elif self.step == "sliders" and frame.stamp >= (self.edit_stamp or 0) and frame.partial:
+            self._finish()
+
+    def _on_job_finished(self, job) -> None:
+        if job is not self.job:
+            return
+        self.window.jobs.finished.disconnect(self._on_job_finished)
+        ranking = self.window.state.ranking
+        if job.state != "done" or ranking is None or not ranking.units:
+            self._finish()
+            return
+        units = [int(u.unit) for u in ranking.units[:self.sliders]]
+        self.step = "sliders"
+        table = self.window.ranking.table
+        table.select_unit(units[0])
+        self.window.sliders.add_units(self.window.state.layer, units)
+        rows = self.window.sliders.rows
+        rows[0].off.setChecked(True)
+        if len(rows) > 1:
+            rows[1].slider.setValue(250)
+        self.edit_stamp = self.window._posted
+
+    def _finish(self) -> None:
+        if self.step != "done":
+            self.step = "done"
+            self.finished.emit()
