@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
-from .errors import StudioError
+from .errors import StudioError, UnsupportedOperation
 from .hooks import LayerEdit, UnitEdit
 from .progress import ProgressCallback, Ticker
 from .recipe import Recipe, apply_recipe, save_recipe
@@ -57,6 +57,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("studio", "safetensors with baked weights and the recipe; the studio reopens it", ".safetensors"),
     ExportFormat("recipe", "edit recipe (JSON) that re-applies every edit to the original model", ".json"),
     ExportFormat("lora", "concept edits as a kohya-layout LoRA (AUTOMATIC1111, ComfyUI)", ".safetensors"),
+    ExportFormat("stylegan-pt", "StyleGAN2 checkpoint in rosinality/stylegan2-pytorch's layout", ".pt",
+                 ("stylegan",)),
 )}
 
 
@@ -245,9 +247,7 @@ def _write_lora(job: _Job) -> list[Path]:
     files = [write_lora(job.concept_editor.lora(), job.path,
                         metadata={"neuron_studio": json.dumps({"kind": "concept-edit", "edits": labels,
                                                                "model": job.reference.to_json()})})]
-    if job.report.kept:
-        files.append(save_recipe(job.kept_recipe(), _recipe_beside(job.path)))
-    return files
+    return files + _recipe_files(job)
 
 
 def _reopen_lora(job: _Job) -> torch.Tensor:
@@ -262,10 +262,45 @@ def _reopen_lora(job: _Job) -> torch.Tensor:
     return _render_with(fresh, job.kept_recipe())
 
 
+def _write_stylegan_pt(job: _Job) -> list[Path]:
+    from models.stylegan_formats import rosinality_args, to_rosinality_checkpoint
+
+    from .atomic import atomic_path
+
+    try:
+        checkpoint = to_rosinality_checkpoint(job.generator.net)
+    except UnsupportedOperation as error:
+        raise ExportError(f"{str(error).rstrip('.')}; export it as studio (the studio reopens it) or as a "
+                          "recipe instead.") from error
+    args = rosinality_args(job.generator.net)
+    if args is None:
+        job.report.notes.append("its channel widths follow no rosinality channel multiplier: the studio reopens "
+                                "the checkpoint, rosinality's Generator(...) needs its widths edited")
+    else:
+        job.report.notes.append("rosinality: Generator(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")")
+    with atomic_path(job.path, suffix=".pt") as tmp:
+        torch.save(checkpoint, tmp)
+    return [job.path] + _recipe_files(job)
+
+
+def _recipe_files(job: _Job) -> list[Path]:
+    """The kept edits beside a file in another tool's format (nothing when every edit was baked)."""
+    return [save_recipe(job.kept_recipe(), _recipe_beside(job.path))] if job.report.kept else []
+
+
+def _reopen_own_format(job: _Job) -> torch.Tensor:
+    """Open the written file through the registry (its family reads it), re-apply the kept edits, render."""
+    from models.registry import open_model
+
+    reopened = open_model(job.path, device=job.generator.device, precision=job.precision)
+    return _render_with(reopened, job.kept_recipe())
+
+
 _WRITERS: dict[str, tuple[Callable[[_Job], list[Path]], Callable[[_Job], torch.Tensor]]] = {
     "studio": (_write_studio, _reopen_studio),
     "recipe": (_write_recipe, _reopen_recipe),
     "lora": (_write_lora, _reopen_lora),
+    "stylegan-pt": (_write_stylegan_pt, _reopen_own_format),
 }
 
 

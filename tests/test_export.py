@@ -14,6 +14,7 @@ from studio.hooks import UnitEdit, count_hooks
 from studio.lora import LoraError, lora_targets, merge_lora, read_lora, write_lora
 from studio.recipe import Recipe, RecipeError, apply_recipe, load_recipe, save_recipe
 from studio.session import Session, save_session
+from tests.toy import ToyGenerator
 
 # scale/off everywhere with gain >= 0: exact on the toy; the others stay hooks
 BAKED = [UnitEdit("blocks.0", 1, "off"), UnitEdit("blocks.1", 2, "scale", 0.3), UnitEdit("fc", 7, "scale", -2.0)]
@@ -78,9 +79,7 @@ def test_studio_export_bakes_exact_edits_keeps_the_rest_and_reopens_the_same(reg
     assert reopened.export_base.source == "toy" and reopened.source.endswith("edited.safetensors")
 
 
-def test_a_wrong_bake_is_caught_by_the_check(registry, tmp_path, monkeypatch, capsys):
-    from tests.toy import ToyGenerator
-
+def test_a_wrong_bake_is_caught_by_the_check(registry, tmp_path, monkeypatch):
     monkeypatch.setattr(ToyGenerator, "bake_unit_scale", lambda self, layer, unit, gain: True)  # claims, does nothing
     gen = registry.open_model("toy")
     report = export(gen, [UnitEdit("blocks.0", 1, "off")], None, "studio", tmp_path / "bad.safetensors")
@@ -238,8 +237,6 @@ def test_cli_exports_a_session_and_applies_a_recipe(registry, tmp_path, capsys):
 
 
 def test_cli_export_exits_1_when_the_check_fails(registry, tmp_path, monkeypatch, capsys):
-    from tests.toy import ToyGenerator
-
     monkeypatch.setattr(ToyGenerator, "bake_unit_scale", lambda self, layer, unit, gain: True)
     gen = registry.open_model("toy")
     save_session(Session.capture(gen, unit_edits=[UnitEdit("blocks.1", 0, "off")]), tmp_path / "s.nstudio")
@@ -298,3 +295,40 @@ def test_rooms_concept_edit_exports_as_lora_and_merged_weights(rooms_file, tmp_p
     merged = export(gen, [UnitEdit("blocks.1", 0, "off")], editor, "studio", tmp_path / "m.safetensors",
                     samples=samples)
     assert merged.verified and merged.concept == "1, merged into the weights"
+
+
+def test_stylegan_exports_a_rosinality_checkpoint_with_a_recipe_beside_it(tmp_path):
+    from models.registry import open_model
+    from tests.stylegan_files import tiny_net, write_nvidia_pickle
+
+    pickle = write_nvidia_pickle(tmp_path / "sg2.pkl", tiny_net("sg2"), marker=tmp_path / "ran", layout="stylegan3")
+    gen = open_model(str(pickle), device="cpu")
+    names = [info.name for info in gen.layers()]
+    edits = [UnitEdit("mapping", 3, "scale", 0.7), UnitEdit(names[-1], 2, "off"),  # exact: readers are linear
+             UnitEdit(names[2], 1, "off"), UnitEdit(names[3], 0, "scale", 2.0, local=True)]  # demodulated; masked
+    mask = torch.zeros(gen.resolution)
+    mask[:8] = 1
+    samples = [gen.sample(1), gen.sample(2)]
+    out = tmp_path / "edited.pt"
+    report = export(gen, edits, None, "stylegan-pt", out, mask=mask, samples=samples)
+    assert report.verified, report.text()
+    assert report.baked == edits[:2] and [e for e, _ in report.kept] == edits[2:]
+    assert [f.name for f in report.files] == ["edited.pt", "edited.pt.recipe.json"]
+
+    reopened = open_model(str(out), device="cpu")  # rosinality layout, read back by the StyleGAN family
+    assert reopened.info()["format"] == "rosinality"
+    expected = _edited_render(gen, edits, samples, mask)
+    with torch.inference_mode():
+        assert (reopened.render(samples) - _edited_render(gen, edits[:2], samples)).abs().max() < 1e-4
+        assert (reopened.render(samples) - expected).abs().max() > 1e-3  # the kept edits live in the recipe
+    applied = apply_recipe(reopened, load_recipe(tmp_path / "edited.pt.recipe.json"))
+    with torch.inference_mode():
+        assert (reopened.render(samples) - expected).abs().max() < 1e-4
+    applied.close()
+
+    sg3 = open_model(str(write_nvidia_pickle(tmp_path / "sg3.pkl", tiny_net("sg3t"), marker=tmp_path / "ran",
+                                             layout="stylegan3")), device="cpu")
+    with pytest.raises(ExportError, match="no StyleGAN3 architecture; export it as studio"):
+        export(sg3, [], None, "stylegan-pt", tmp_path / "x.pt")
+    with pytest.raises(ExportError, match="for stylegan models"):
+        export(ToyGenerator(), [], None, "stylegan-pt", tmp_path / "y.pt")
