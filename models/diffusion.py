@@ -1,0 +1,323 @@
+"""Stable Diffusion 1.x / 2.x / SDXL through diffusers, offline: folders, single files, the local HF cache.
+
+    gen = open_model("~/models/sd15.safetensors")              # or a diffusers folder, or "org/name" if cached
+    s = gen.sample(3, "a red house", steps=25, guidance=7.5, negative_prompt="blurry", scheduler="dpm++2m")
+    image = gen.render([s])                                     # (1, 3, H, W) in [0, 1]; same seed, same image
+    gen.layer("up_blocks.1.attentions.0")                       # LayerInfo: channels at latent resolution
+    with gen.editor() as editor:                                # unit edits over all steps, or a window
+        editor.set([UnitEdit("up_blocks.1.resnets.0", 7, "off", steps=(0, 10))], mask=mask)
+        edited = gen.render([s], progress=callback)             # callback returning False -> Cancelled
+    state = gen.denoise_prefix([s], 10)                         # steps 0..9 once (the shared prefix) ...
+    images = gen.render([s] * 16, start=state)                  # ... and 16 copies continue from step 10
+
+``Sample.options``: ``negative_prompt`` (str), ``steps`` (int, 25), ``guidance`` (float, 7.5; 5.0 for SDXL),
+``scheduler`` (one of :data:`models.sd_sampling.SCHEDULERS`, default the model's own), ``size`` (int or
+[height, width], default the model's), ``preview`` (bool). A preview renders :data:`PREVIEW_STEPS` steps at half
+size: the GUI asks for one while a slider is dragged and re-renders without ``preview`` once the slider rests.
+Edit windows are counted in the full schedule's steps, also in previews.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from studio.device import pick_dtype
+from studio.errors import ModelOpenError, StudioError
+from studio.progress import ProgressCallback
+
+from .base import CrossAttention, FileProbe, Generator, LayerInfo, ModelEntry, PromptEncoding, Sample
+from .sd_sampling import DenoiseState, Plan, Sampler, gather_scheduler, make_scheduler
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the hub, whatever a library defaults to
+
+DEFAULT_STEPS = 25
+PREVIEW_STEPS = 8
+PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class DiffusionModel(Generator):
+    """A Stable Diffusion pipeline behind the model contract; layers are the UNet's blocks, resnets, attentions."""
+
+    family = "diffusion"
+    supports_half = True
+    takes_prompt = True
+
+    def __init__(self, pipe, kind: str, device: torch.device, dtype: torch.dtype, *, name: str,
+                 source: str | None = None) -> None:
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(device)
+        if dtype == torch.float16 and pipe.vae.config.force_upcast:
+            pipe.vae.to(torch.float32)  # the SD VAEs overflow in fp16; diffusers upcasts them the same way
+        size = int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
+        super().__init__(pipe.unet, name=name, device=device, dtype=dtype, resolution=(size, size), source=source)
+        self.pipe, self.kind = pipe, kind
+        self.sampler = Sampler(pipe, self.clock, device, dtype)
+        self.default_guidance = 5.0 if kind == "sdxl" else 7.5
+        self.progress: ProgressCallback | None = None  # used by render() when no callback is passed
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    # -- layers -------------------------------------------------------------------------------------------------
+    def size_multiple(self) -> int:
+        """Image sizes must be multiples of this (VAE factor x UNet downsamplings)."""
+        return self.pipe.vae_scale_factor * 2 ** (len(self.unet.down_blocks) - 1)
+
+    def layers(self) -> list[LayerInfo]:
+        return self.layers_at(self.resolution)
+
+    def layers_at(self, resolution: Sequence[int]) -> list[LayerInfo]:
+        """Every editable layer with its latent resolution for images of ``resolution``."""
+        f = self.pipe.vae_scale_factor
+        h, w = int(resolution[0]) // f, int(resolution[1]) // f
+        at = lambda level: (max(1, h >> level), max(1, w >> level))  # noqa: E731
+        out: list[LayerInfo] = []
+
+        def block_parts(prefix: str, block, size) -> None:
+            attentions = getattr(block, "attentions", None) or []
+            for j, resnet in enumerate(block.resnets):
+                out.append(LayerInfo(f"{prefix}.resnets.{j}", resnet.out_channels, size, "resnet"))
+                if j < len(attentions):
+                    out.append(LayerInfo(f"{prefix}.attentions.{j}", resnet.out_channels, size, "attention"))
+
+        for i, block in enumerate(self.unet.down_blocks):
+            block_parts(f"down_blocks.{i}", block, at(i))
+            if block.downsamplers:
+                out.append(LayerInfo(f"down_blocks.{i}.downsamplers.0", block.resnets[-1].out_channels, at(i + 1),
+                                     "block"))
+        mid = self.unet.mid_block
+        levels = len(self.unet.down_blocks)
+        if mid is not None:
+            size = at(levels - 1)
+            attentions = getattr(mid, "attentions", None) or []
+            for j, resnet in enumerate(mid.resnets):
+                out.append(LayerInfo(f"mid_block.resnets.{j}", resnet.out_channels, size, "resnet"))
+                if j < len(attentions):
+                    out.append(LayerInfo(f"mid_block.attentions.{j}", resnet.out_channels, size, "attention"))
+            out.append(LayerInfo("mid_block", mid.resnets[-1].out_channels, size, "block"))
+        for i, block in enumerate(self.unet.up_blocks):
+            level = levels - 1 - i
+            block_parts(f"up_blocks.{i}", block, at(level))
+            size = at(level - 1) if block.upsamplers else at(level)
+            out.append(LayerInfo(f"up_blocks.{i}", block.resnets[-1].out_channels, size, "block"))
+        return out
+
+    # -- rendering ----------------------------------------------------------------------------------------------
+    def plan(self, samples: Sequence[Sample]) -> Plan:
+        """The options shared by a batch; samples that disagree on size, steps or scheduler are refused."""
+        plans = {self._plan(s) for s in samples}
+        if len(plans) != 1:
+            raise StudioError("Samples rendered together must share size, steps, scheduler and preview; render "
+                              "them separately.")
+        return plans.pop()
+
+    def _plan(self, sample: Sample) -> Plan:
+        size = sample.option("size") or self.resolution
+        height, width = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+        steps = int(sample.option("steps", DEFAULT_STEPS))
+        if steps < 1:
+            raise StudioError(f"Steps must be at least 1, not {steps}.")
+        m = self.size_multiple()
+        full = steps
+        if sample.option("preview"):
+            steps = min(steps, PREVIEW_STEPS)
+            height, width = max(m, height // 2), max(m, width // 2)
+        height, width = max(m, height // m * m), max(m, width // m * m)  # round down to what the UNet takes
+        return Plan(height, width, steps, full, sample.option("scheduler"))
+
+    def _start(self, samples: Sequence[Sample], plan: Plan):
+        prompts = [s.prompt if s.prompt is not None else self.default_prompt for s in samples]
+        negatives = [str(s.option("negative_prompt") or "") for s in samples]
+        guidance = [float(s.option("guidance", self.default_guidance)) for s in samples]
+        cond = self.sampler.condition(prompts, negatives, guidance, plan)
+        scheduler = make_scheduler(self.pipe.scheduler, plan.scheduler)
+        scheduler.set_timesteps(plan.steps, device=self.device)
+        return cond, scheduler
+
+    def render(self, samples: Sequence[Sample], *, start: DenoiseState | None = None,
+               progress: ProgressCallback | None = None) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1]; ``start`` continues copies of its samples from its step."""
+        samples = list(samples)
+        plan = self.plan(samples)
+        progress = progress or self.progress
+        cond, scheduler = self._start(samples, plan)
+        if start is None:
+            latents, generators = self.sampler.noise([s.seed for s in samples], plan)
+            latents = latents * scheduler.init_noise_sigma
+            first = 0
+        else:
+            if start.plan != plan:
+                raise StudioError("The cached denoising prefix was made with other size/steps/scheduler options.")
+            index = torch.tensor([_index_of(start.samples, s) for s in samples])
+            latents = start.latents.index_select(0, index.to(start.latents.device))
+            scheduler = gather_scheduler(start.scheduler, index, len(start.samples))
+            generators = []
+            for i in index.tolist():
+                g = torch.Generator("cpu")
+                g.set_state(start.generator_states[i])
+                generators.append(g)
+            first = start.step
+        latents = self.sampler.run(cond, latents, scheduler, generators, plan, first, plan.steps, progress)
+        return self.sampler.decode(latents)
+
+    def denoise_prefix(self, samples: Sequence[Sample], step: int,
+                       progress: ProgressCallback | None = None) -> DenoiseState:
+        """Run steps ``[0, step)`` once (with whatever hooks are active) and keep everything needed to resume."""
+        samples = list(samples)
+        plan = self.plan(samples)
+        step = max(0, min(int(step), plan.steps))
+        cond, scheduler = self._start(samples, plan)
+        latents, generators = self.sampler.noise([s.seed for s in samples], plan)
+        latents = latents * scheduler.init_noise_sigma
+        latents = self.sampler.run(cond, latents, scheduler, generators, plan, 0, step, progress)
+        return DenoiseState(samples, step, latents, scheduler, [g.get_state() for g in generators], plan)
+
+    def prefix_step(self, window_start: int, sample: Sample) -> int:
+        """The render step at which edits windowed from full-schedule step ``window_start`` begin for ``sample``."""
+        plan = self._plan(sample)
+        return next((i for i in range(plan.steps) if i * plan.full_steps // plan.steps >= window_start), plan.steps)
+
+    # -- text conditioning --------------------------------------------------------------------------------------
+    def cross_attention(self) -> list[CrossAttention]:
+        return [CrossAttention(name, module.to_k, module.to_v) for name, module in self.unet.named_modules()
+                if name.endswith("attn2") and hasattr(module, "to_k")]
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> PromptEncoding:
+        """The hidden states every ``attn2.to_k``/``to_v`` reads (SDXL: both encoders, 2048 wide), per token."""
+        pipe = self.pipe
+        if self.sampler.xl:
+            embeds = pipe.encode_prompt(prompt=prompt, device=self.device, num_images_per_prompt=1,
+                                        do_classifier_free_guidance=False)[0]
+        else:
+            embeds = pipe.encode_prompt(prompt, self.device, 1, False)[0]
+        tok = pipe.tokenizer
+        ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True).input_ids
+        special = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
+        content = torch.tensor([i not in special for i in ids], dtype=torch.bool, device=self.device)
+        return PromptEncoding(embeds[0].detach(), tok.convert_ids_to_tokens(ids), content)
+
+    def info(self) -> dict[str, Any]:
+        data = super().info()
+        data.update({"kind": self.kind, "scheduler": type(self.pipe.scheduler).__name__,
+                     "unet_parameters": sum(p.numel() for p in self.unet.parameters())})
+        return data
+
+
+def _index_of(samples: Sequence[Sample], sample: Sample) -> int:
+    for i, s in enumerate(samples):
+        if s == sample:
+            return i
+    raise StudioError(f"Sample seed {sample.seed} is not in the cached denoising prefix; run denoise_prefix for it.")
+
+
+# -- opening --------------------------------------------------------------------------------------------------------
+def _kind_of(pipe) -> str:
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return "sdxl"
+    return "sd2" if pipe.text_encoder.config.hidden_act == "gelu" else "sd1"
+
+
+def _check_folder(folder: Path) -> str:
+    """The pipeline class of a diffusers folder, after checking that each component's files are there."""
+    index = json.loads((folder / "model_index.json").read_text())
+    cls = index.get("_class_name", "?")
+    if cls not in PIPELINES:
+        raise ModelOpenError(f"{folder.name} holds a {cls}; Neuron Studio opens Stable Diffusion 1.x/2.x and SDXL "
+                             "text-to-image pipelines (StableDiffusionPipeline, StableDiffusionXLPipeline).")
+    for part, spec in index.items():
+        if part.startswith("_") or not isinstance(spec, list) or spec[0] is None or part in (
+                "safety_checker", "feature_extractor", "image_encoder"):
+            continue
+        sub = folder / part
+        if part.startswith("tokenizer"):
+            need = ["vocab.json", "merges.txt"] if not (sub / "tokenizer.json").exists() else ["tokenizer.json"]
+            missing = [n for n in need if not (sub / n).exists()]
+        elif part.startswith("scheduler"):
+            missing = [] if (sub / "scheduler_config.json").exists() else ["scheduler_config.json"]
+        else:
+            weights = [p for p in sub.glob("*") if p.suffix in (".safetensors", ".bin")] if sub.is_dir() else []
+            missing = ([] if (sub / "config.json").exists() else ["config.json"]) + ([] if weights else ["weights"])
+        if missing:
+            raise ModelOpenError(f"The diffusers folder {folder.name} is incomplete: '{part}' lacks "
+                                 f"{' and '.join(missing)}; copy the whole model folder again.")
+    return cls
+
+
+def open_folder(folder: Path, device: torch.device, precision: str, *, source: str | None = None) -> DiffusionModel:
+    import diffusers
+
+    cls = _check_folder(folder)
+    dtype = pick_dtype(device, True, precision)
+    extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False} \
+        if cls == "StableDiffusionPipeline" else {}
+    pipe = getattr(diffusers, cls).from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype, **extra)
+    return DiffusionModel(pipe, _kind_of(pipe), device, dtype, name=folder.name, source=source or str(folder))
+
+
+def open_single_file(path: Path, device: torch.device, precision: str) -> DiffusionModel:
+    from .sd_single_file import build_pipeline, detect_kind, read_checkpoint
+    from .sd_tokenizer import find_clip_tokenizer
+
+    state = read_checkpoint(path)
+    kind = detect_kind(state)
+    tokenizer = find_clip_tokenizer(path)
+    dtype = pick_dtype(device, True, precision)
+    pipe = build_pipeline(state, kind, tokenizer_files=tokenizer, dtype=dtype)
+    del state
+    return DiffusionModel(pipe, kind, device, dtype, name=path.stem, source=str(path))
+
+
+def resolve_repo(spec: str) -> Path | None:
+    """The local Hugging Face cache snapshot of repository id ``spec`` ("org/name"), offline; None if not an id.
+
+    A well-formed id that is not cached raises one sentence saying so (nothing is downloaded).
+    """
+    if not _REPO_ID.match(spec) or Path(spec).expanduser().exists():
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE")))
+    except Exception as error:  # LocalEntryNotFoundError and friends: all mean "not in the cache"
+        raise ModelOpenError(f"'{spec}' is not in the local Hugging Face cache, and Neuron Studio never downloads: "
+                             "fetch it once on a connected machine (huggingface-cli download "
+                             f"{spec}), or open a local folder or checkpoint file.") from error
+
+
+class DiffusionFamily:
+    """Registry entry: diffusers folders (``model_index.json``), SD single files, cached repository ids."""
+
+    name = "diffusion"
+
+    def builtins(self) -> list[ModelEntry]:
+        return []
+
+    def open_builtin(self, name: str, device: torch.device, precision: str) -> Generator:
+        raise ModelOpenError(f"There is no built-in diffusion model named '{name}'.")
+
+    def resolve(self, spec: str) -> Path | None:
+        return resolve_repo(spec)
+
+    def sniff(self, probe: FileProbe) -> bool:
+        if probe.is_dir:
+            return (Path(probe.path) / "model_index.json").is_file()
+        if probe.safetensors_keys is not None:
+            return any(k.startswith("model.diffusion_model.") for k in probe.safetensors_keys)
+        return probe.suffix == ".ckpt"
+
+    def open_path(self, probe: FileProbe, device: torch.device, precision: str) -> Generator:
+        path = Path(probe.path)
+        if probe.is_dir:
+            return open_folder(path, device, precision)
+        return open_single_file(path, device, precision)
+
+
+FAMILY = DiffusionFamily()
