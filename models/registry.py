@@ -29,6 +29,7 @@ FAMILY_MODULES: list[str] = [
     # each family adds its module here, e.g. "models.rooms"
     "models.rooms",
     "models.exported",
+    "models.diffusion",
 ]
 
 _MAX_HEADER = 100 * 1024 * 1024
@@ -96,6 +97,8 @@ def open_model(spec: str | Path | None = None, device: str | torch.device = "aut
                 return _guard(spec, lambda: family.open_builtin(spec, dev, precision))
     path = Path(spec).expanduser()
     if not path.exists():
+        path = _resolve(spec) or path
+    if not path.exists():
         names = ", ".join(e.name for e in available_models())
         raise ModelOpenError(f"No model named '{spec}': it is not a built-in ({names}) and no file or folder "
                              "exists at that path.")
@@ -107,6 +110,17 @@ def open_model(spec: str | Path | None = None, device: str | torch.device = "aut
             return _guard(path.name, lambda: family.open_path(found, dev, precision))
     kinds = "a Neuron Studio export, a StyleGAN .pkl/.pt, or a Stable Diffusion folder/.safetensors/.ckpt"
     raise ModelOpenError(f"{path.name} is not a model format Neuron Studio knows: expected {kinds}.")
+
+
+def _resolve(spec: str) -> Path | None:
+    """A local path for a name that is not a file, from families with an optional ``resolve(spec)`` (e.g. a cached
+    Hugging Face repository id); their errors say why the name cannot be opened."""
+    for family in families():
+        resolve = getattr(family, "resolve", None)
+        found = resolve(spec) if resolve is not None else None
+        if found is not None:
+            return Path(found)
+    return None
 
 
 def _guard(label: str, opener) -> Generator:
