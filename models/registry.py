@@ -30,6 +30,7 @@ FAMILY_MODULES: list[str] = [
     "models.rooms",
     "models.exported",
     "models.diffusion",
+    "models.stylegan",
 ]
 
 _MAX_HEADER = 100 * 1024 * 1024
