@@ -31,6 +31,8 @@ FAMILY_MODULES: list[str] = [
     "models.exported",
     "models.diffusion",
     "models.stylegan",
+    "models.dcgan_faces",
+    "models.mobilestylegan",
 ]
 
 _MAX_HEADER = 100 * 1024 * 1024
