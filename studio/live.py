@@ -146,25 +146,30 @@ class LiveRenderer:
         with torch.inference_mode():  # grad mode is thread-local: enter it in the thread that renders
             editor = self._editor()
             editor.set(edits, mask=self._device_mask(mask))  # per-unit tensors written in place
-            layer = self.earliest_layer(edits)
-            if layer is None or not self.generator.layer(layer).partial:
-                return self.generator.render([sample]), None
-            cache = self._cache
-            if cache.activation is None or cache.layer != layer or cache.sample != sample:
-                traced = self.generator.trace([sample], [layer], before_edits=True)
-                cache.sample, cache.layer, cache.activation = sample, layer, traced[layer]
-            else:
-                cache.hits += 1
-            edited = editor.layer(layer).apply(cache.activation)
-            return self.generator.forward_from(layer, edited, [sample]), layer
+            try:
+                return self._render_edited(editor, sample, edits)
+            finally:
+                editor.clear()  # hooks stay registered but idle: other renders of the model see no edits
+
+    def _render_edited(self, editor: Editor, sample: Sample, edits: Sequence[UnitEdit]
+                       ) -> tuple[torch.Tensor, str | None]:
+        layer = self.earliest_layer(edits)
+        if layer is None or not self.generator.layer(layer).partial:
+            return self.generator.render([sample]), None
+        cache = self._cache
+        if cache.activation is None or cache.layer != layer or cache.sample != sample:
+            traced = self.generator.trace([sample], [layer], before_edits=True)
+            cache.sample, cache.layer, cache.activation = sample, layer, traced[layer]
+        else:
+            cache.hits += 1
+        edited = editor.layer(layer).apply(cache.activation)
+        return self.generator.forward_from(layer, edited, [sample]), layer
 
     def original(self, sample: Sample) -> torch.Tensor:
         """The unedited image (3, H, W) on the CPU, cached per sample."""
         cache = self._cache
         if cache.original is None or cache.original_sample != sample:
             with torch.inference_mode():
-                if self.editor is not None:
-                    self.editor.clear()
                 image = self.generator.render([sample])[0].float().cpu()
             cache.original, cache.original_sample = image, sample
         return cache.original

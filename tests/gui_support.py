@@ -41,3 +41,26 @@ def drag(widget: QWidget, points: list[QPoint], button: Qt.MouseButton = Qt.Mous
     for p in points[1:]:
         mouse(widget, QEvent.Type.MouseMove, p, button, Qt.MouseButton.NoButton)
     mouse(widget, QEvent.Type.MouseButtonRelease, points[-1], Qt.MouseButton.NoButton, button)
+
+
+def open_window(qtbot, tmp_path, model: str = "toy"):
+    """A MainWindow on ``model`` with its settings in ``tmp_path``, shown, after its first frame."""
+    from PySide6.QtCore import QSettings
+
+    from widgets.main_window import MainWindow
+
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(model, "cpu", settings=settings)
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    with qtbot.waitSignal(window.frame_shown, timeout=60_000):
+        window.show()
+    return window
+
+
+def paint_square(window, x0: int, y0: int, x1: int, y1: int, step: int = 4) -> None:
+    """Paint a filled rectangle (image pixels) with real strokes, row by row."""
+    canvas = window.canvas
+    canvas.brush_size = step + 2
+    for y in range(y0, y1 + 1, step):
+        drag(canvas, [canvas.to_widget(QPointF(x, y)).toPoint() for x in range(x0, x1 + 1, step)])

@@ -31,12 +31,16 @@ class MaskTools(QToolBar):
         self.invert = self._action("Invert", canvas.invert_mask, "Swap inside and outside", "Ctrl+I")
         self.fill = self._action("Fill", canvas.fill_mask, "Mask the whole image")
         self.addSeparator()
-        self.undo = canvas.undo_stack.createUndoAction(self, "Undo")
+        # Fixed labels (createUndoAction's change with every command and make the toolbar jump).
+        stack = canvas.undo_stack
+        self.undo = self._action("Undo", stack.undo, "Undo the last mask change (Ctrl+Z)")
         self.undo.setShortcut(QKeySequence.StandardKey.Undo)
-        self.redo = canvas.undo_stack.createRedoAction(self, "Redo")
+        self.redo = self._action("Redo", stack.redo, "Redo (Ctrl+Shift+Z)")
         self.redo.setShortcuts([QKeySequence.StandardKey.Redo, QKeySequence("Ctrl+Shift+Z")])
-        self.addAction(self.undo)
-        self.addAction(self.redo)
+        self.undo.setEnabled(False)
+        self.redo.setEnabled(False)
+        stack.canUndoChanged.connect(self.undo.setEnabled)
+        stack.canRedoChanged.connect(self.redo.setEnabled)
 
     def _tool(self, text: str, key: str, tool: str, group: QActionGroup, tip: str) -> QAction:
         action = QAction(text, self, checkable=True)

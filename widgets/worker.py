@@ -67,7 +67,8 @@ class ModelWorker(QObject):
         try:
             generator = open_model(spec or None, device=device)
         except Exception as error:  # errors are data: report, keep the old model running
-            traceback.print_exc()
+            if not isinstance(error, StudioError):
+                traceback.print_exc()
             self.load_failed.emit(error_sentence(error))
             return
         if self.live is not None:
@@ -87,7 +88,8 @@ class ModelWorker(QObject):
         try:
             self.frame.emit(self.live.frame(request))
         except Exception as error:
-            traceback.print_exc()
+            if not isinstance(error, StudioError):
+                traceback.print_exc()
             self.frame_failed.emit(request.stamp, error_sentence(error))
 
     @Slot(object)
