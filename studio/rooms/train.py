@@ -25,7 +25,7 @@ import torch
 
 from studio.rooms import text as rtext
 from studio.rooms import world
-from studio.rooms.model import RoomsConfig, RoomsGenerator, save_weights
+from studio.rooms.model import RoomsConfig, RoomsGenerator, load_weights, save_weights
 
 #: Scene seeds at or above this are held out from training (evaluation draws from here).
 HELDOUT_BASE = 1_000_000_000
@@ -43,8 +43,12 @@ class Example:
     scene: object
 
 
-def draw_example(seed: int, size: int = 128, light_weight: float = 4.0, style: int | None = None) -> Example:
+def draw_example(seed: int, size: int = 128, light_weight: float = 4.0, style: int | None = None,
+                 lamp_weight: float = 0.0) -> Example:
     """Seed -> scene -> (latent, caption tokens, exact render); lamps and glow up-weighted in the loss.
+
+    Loss weight per pixel: 1, plus ``light_weight`` on lamps and where their light falls, plus ``lamp_weight`` on the
+    lamps themselves (shade and pole: small, and what the lamp-count detector reads).
 
     >>> ex = draw_example(1_000_000_007)
     >>> ex.image.shape, ex.tokens.shape
@@ -57,23 +61,24 @@ def draw_example(seed: int, size: int = 128, light_weight: float = 4.0, style: i
     style = int(rng.integers(world.N_PARAPHRASES + 1)) if style is None else style  # styles 0..N_PARAPHRASES
     cap = world.caption(flds, style=style)
     scene = world.scene_from(latent, flds)  # the target is exactly a function of the model's inputs
-    if light_weight > 0:
+    if light_weight > 0 or lamp_weight > 0:
         t = world.truth(scene, size=size)
         image = np.asarray(t.image, dtype=np.float32)
-        small = np.zeros(image.shape[:2], dtype=bool)
-        for name, mask in t.masks.items():
-            if name.startswith(("lamp", "glow")) and name != "lamps_lit":
-                small |= np.asarray(mask, dtype=bool)
-        weight = 1.0 + light_weight * small.astype(np.float32)
+        lamps = np.zeros(image.shape[:2], dtype=bool)
+        light = np.zeros(image.shape[:2], dtype=bool)
+        for i in range(world.MAX_LAMPS):
+            lamps |= np.asarray(t.masks[f"lamp{i}"], dtype=bool)
+            light |= np.asarray(t.masks[f"glow{i}"], dtype=bool)
+        weight = 1.0 + light_weight * (lamps | light).astype(np.float32) + lamp_weight * lamps.astype(np.float32)
     else:
         image = np.asarray(world.render(scene, size=size), dtype=np.float32)
         weight = np.ones(image.shape[:2], dtype=np.float32)
     return Example(latent, np.asarray(rtext.encode(cap), dtype=np.int64), cap, image, weight, scene)
 
 
-def batch(seeds: list[int], size: int, light_weight: float) -> tuple[torch.Tensor, ...]:
+def batch(seeds: list[int], size: int, light_weight: float, lamp_weight: float = 0.0) -> tuple[torch.Tensor, ...]:
     """Stacked (latent, tokens, image (B,3,H,W), weight (B,1,H,W)) for ``seeds``."""
-    exs = [draw_example(s, size, light_weight) for s in seeds]
+    exs = [draw_example(s, size, light_weight, lamp_weight=lamp_weight) for s in seeds]
     latent = torch.from_numpy(np.stack([e.latent for e in exs]))
     tokens = torch.from_numpy(np.stack([e.tokens for e in exs]))
     image = torch.from_numpy(np.stack([e.image for e in exs])).permute(0, 3, 1, 2)  # NHWC memory = channels_last
@@ -99,7 +104,8 @@ class BatchFeed:
 
     def _run(self, step: int) -> None:
         while not self.stopped.is_set():
-            item = (step, batch(step_seeds(self.cfg, step), self.size, self.cfg["light_weight"]))
+            item = (step, batch(step_seeds(self.cfg, step), self.size, self.cfg["light_weight"],
+                                self.cfg.get("lamp_weight", 0.0)))
             while not self.stopped.is_set():
                 try:
                     self.queue.put(item, timeout=0.5)
@@ -152,13 +158,23 @@ def heldout_psnr(net: RoomsGenerator, held: tuple[torch.Tensor, ...]) -> float:
     return float(psnr(out, image).mean())
 
 
-def train(cfg: dict, out: Path, log=print, state_path: Path | None = None) -> dict:
-    """Run one training job from a config dict; returns a summary (steps, minutes, final held-out PSNR)."""
+def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init: Path | None = None) -> dict:
+    """Run one training job from a config dict; returns a summary (steps, minutes, final held-out PSNR).
+
+    ``init`` starts from earlier weights (a second, fine-tuning stage) instead of a fresh network.
+    """
     torch.manual_seed(cfg["seed"])
     torch.set_num_threads(cfg.get("threads", 2))
     mcfg = model_config(cfg)
     size = mcfg.image_size
-    net = RoomsGenerator(mcfg).to(memory_format=torch.channels_last).train()
+    net = RoomsGenerator(mcfg)
+    if init is not None:
+        start_net, start_meta = load_weights(init)
+        if start_net.config != mcfg:
+            raise ValueError(f"{init} has another architecture than this config: {start_net.config}")
+        net.load_state_dict(start_net.state_dict())
+        log(f"starting from {init} (trained {start_meta.get('steps')} steps)")
+    net = net.to(memory_format=torch.channels_last).train()
     decay = [p for n, p in net.named_parameters() if p.ndim >= 2 and not n.startswith("text.")]
     no_decay = [p for n, p in net.named_parameters() if not (p.ndim >= 2 and not n.startswith("text."))]
     opt = torch.optim.AdamW(
@@ -185,6 +201,8 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None) -> di
     def save(final: bool = False) -> None:
         extra = {"steps": str(step), "train_minutes": f"{(time.perf_counter() - start) / 60:.1f}",
                  "train_config": json.dumps(cfg, sort_keys=True)}
+        if init is not None:
+            extra["init"] = str(init)
         save_weights(net, out, list(rtext.VOCAB), extra)
         if state_path is not None:
             tmp = state_path.with_name(state_path.name + ".tmp")
@@ -234,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="training config JSON")
     parser.add_argument("--out", type=Path, required=True, help="where to write the .safetensors weights")
+    parser.add_argument("--init", type=Path, default=None, help="start from these weights (a fine-tuning stage)")
     parser.add_argument("--state", type=Path, default=None, help="optional resumable state file (optimizer, RNGs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a config key, e.g. --set steps=200 --set max_minutes=3")
@@ -247,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     log(f"config {json.dumps(cfg, sort_keys=True)}")
-    summary = train(cfg, args.out, log, args.state)
+    summary = train(cfg, args.out, log, args.state, args.init)
     print(json.dumps(summary), flush=True)
     return 0
 
