@@ -8,6 +8,7 @@ import argparse
 import importlib
 
 BENCHES: list[str] = [
+    "stylegan",
 ]
 
 
