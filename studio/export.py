@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -57,6 +57,9 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("studio", "safetensors with baked weights and the recipe; the studio reopens it", ".safetensors"),
     ExportFormat("recipe", "edit recipe (JSON) that re-applies every edit to the original model", ".json"),
     ExportFormat("lora", "concept edits as a kohya-layout LoRA (AUTOMATIC1111, ComfyUI)", ".safetensors"),
+    ExportFormat("diffusers", "a diffusers pipeline folder (save_pretrained, safetensors)", "", ("diffusion",)),
+    ExportFormat("sd-single-file", "one .safetensors in the original SD key layout (AUTOMATIC1111, ComfyUI)",
+                 ".safetensors", ("diffusion",)),
     ExportFormat("stylegan-pt", "StyleGAN2 checkpoint in rosinality/stylegan2-pytorch's layout", ".pt",
                  ("stylegan",)),
 )}
@@ -186,6 +189,19 @@ def _active_edits(generator: "Generator") -> list[str]:
     return names
 
 
+def _pinned(generator: "Generator", samples: list["Sample"]) -> list["Sample"]:
+    """Diffusion samples with the image size and scheduler spelled out: an original-layout single file records
+    neither, so the check (and whoever renders the export) must name them to compare weights, not defaults."""
+    if generator.family != "diffusion":
+        return samples
+    from models.sd_sampling import SCHEDULERS
+
+    own = type(generator.pipe.scheduler).__name__
+    pins: dict[str, Any] = {"size": list(generator.resolution)}
+    pins.update({"scheduler": key for key, name in SCHEDULERS.items() if name == own})
+    return [replace(s, options={**pins, **s.options}) for s in samples]
+
+
 def _render(generator: "Generator", samples: Sequence["Sample"]) -> torch.Tensor:
     with torch.inference_mode():
         return generator.render(samples).detach().float().cpu()
@@ -296,11 +312,49 @@ def _reopen_own_format(job: _Job) -> torch.Tensor:
     return _render_with(reopened, job.kept_recipe())
 
 
+def _write_diffusers(job: _Job) -> list[Path]:
+    from .folders import atomic_folder
+
+    with atomic_folder(job.path, marker="model_index.json") as tmp:
+        job.generator.pipe.save_pretrained(str(tmp), safe_serialization=True)
+    return [job.path] + _recipe_files(job)
+
+
+def _write_sd_single_file(job: _Job) -> list[Path]:
+    from models.sd_convert import save_single_file
+
+    from .folders import atomic_folder
+
+    save_single_file(job.generator.pipe, job.path)
+    h, w = job.generator.resolution
+    scheduler = job.samples[0].option("scheduler") if job.samples else None
+    job.report.notes.append(f"an original-layout file records neither image size nor scheduler: render it at "
+                            f"{w}x{h} with {scheduler or 'the model family default'} (as the check did)")
+    # its tokenizer beside it ("NAME.tokenizer/"), where the studio looks, so it reopens offline as it was
+    tokenizers = job.path.with_name(job.path.stem + ".tokenizer")
+    with atomic_folder(tokenizers, marker="vocab.json") as tmp:
+        _write_clip_files(job.generator.pipe.tokenizer, tmp)
+    return [job.path, tokenizers] + _recipe_files(job)
+
+
+def _write_clip_files(tokenizer: Any, folder: Path) -> None:
+    """CLIP's ``vocab.json`` + ``merges.txt`` (what single-file loaders read) for a slow or fast tokenizer."""
+    tokenizer.save_pretrained(str(folder))
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return
+    model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (folder / "vocab.json").write_text(json.dumps(tokenizer.get_vocab(), ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+
+
 _WRITERS: dict[str, tuple[Callable[[_Job], list[Path]], Callable[[_Job], torch.Tensor]]] = {
     "studio": (_write_studio, _reopen_studio),
     "recipe": (_write_recipe, _reopen_recipe),
     "lora": (_write_lora, _reopen_lora),
     "stylegan-pt": (_write_stylegan_pt, _reopen_own_format),
+    "diffusers": (_write_diffusers, _reopen_own_format),
+    "sd-single-file": (_write_sd_single_file, _reopen_own_format),
 }
 
 
@@ -359,7 +413,7 @@ def export(generator: "Generator", edits: Sequence[UnitEdit] = (), concept_edito
         report.tolerance = HALF_TOLERANCE
         report.notes.append(f"the model runs in {str(generator.dtype).removeprefix('torch.')}: checked to "
                             f"{HALF_TOLERANCE:g} instead of {TOLERANCE:g}")
-    samples = list(samples) if samples else [generator.sample(0)]
+    samples = _pinned(generator, list(samples) if samples else [generator.sample(0)])
     mask = mask.detach().to("cpu", torch.float32) if mask is not None else None
     stack = len(concept_editor.stack) if concept_editor is not None else 0
     report.concept = "none" if not stack else {

@@ -332,3 +332,60 @@ def test_stylegan_exports_a_rosinality_checkpoint_with_a_recipe_beside_it(tmp_pa
         export(sg3, [], None, "stylegan-pt", tmp_path / "x.pt")
     with pytest.raises(ExportError, match="for stylegan models"):
         export(ToyGenerator(), [], None, "stylegan-pt", tmp_path / "y.pt")
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    from tests.tiny_diffusion import tiny_sd
+
+    root = tmp_path_factory.mktemp("sd")
+    tiny_sd(root / "build").save_pretrained(root / "base")
+    return root / "base"
+
+
+def test_diffusion_exports_a_folder_a_single_file_and_a_lora_that_reopen_the_same(sd_folder, tmp_path):
+    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_lora_to_diffusers
+
+    from models.registry import open_model
+    from studio.concept import ConceptEdit, ConceptEditSpec, editor_for
+
+    gen = open_model(str(sd_folder), device="cpu")
+    editor = editor_for(gen)
+    editor.apply(ConceptEditSpec([ConceptEdit("replace", "cat", "dog")]))
+    samples = [gen.sample(1, "a red cat", steps=2)]
+    edits = [UnitEdit("down_blocks.0.resnets.0", 3, "off"), UnitEdit("up_blocks.1.attentions.0", 2, "scale", 2.0,
+                                                                     steps=(0, 1))]
+    folder = export(gen, edits, editor, "diffusers", tmp_path / "edited", samples=samples)
+    assert folder.verified, folder.text()
+    assert folder.baked == [] and [e for e, _ in folder.kept] == edits  # GroupNorm readers: nothing folds exactly
+    assert (tmp_path / "edited" / "model_index.json").is_file() and (tmp_path / "edited.recipe.json").is_file()
+    again = export(gen, edits, editor, "diffusers", tmp_path / "edited", samples=samples)  # replaces its own folder
+    assert again.verified and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(StudioError, match="photos is a folder of something else .*not replaced"):
+        export(gen, edits, editor, "diffusers", tmp_path / "photos", samples=samples)
+    assert (tmp_path / "photos" / "cat.jpg").exists()
+
+    single = export(gen, edits, editor, "sd-single-file", tmp_path / "edited.safetensors", samples=samples)
+    assert single.verified, single.text()
+    assert any(k.startswith("model.diffusion_model.") for k in load_file(str(tmp_path / "edited.safetensors")))
+    assert "render it at 32x32 with ddim" in single.text()
+
+    lora = export(gen, edits, editor, "lora", tmp_path / "cat-dog.safetensors", samples=samples)
+    assert lora.verified, lora.text()
+    # diffusers' own kohya-format parser maps every entry onto the projection it was made from
+    converted, alphas = _convert_non_diffusers_lora_to_diffusers(load_file(str(tmp_path / "cat-dog.safetensors")))
+    fresh = open_model(str(sd_folder), device="cpu")
+    modules = dict(fresh.unet.named_modules())
+    downs = [k for k in converted if k.endswith("_lora.down.weight")]
+    assert len(downs) == 2 * len(gen.cross_attention())
+    with torch.no_grad():
+        for key in downs:
+            path = key.removeprefix("unet.").replace(".processor.", ".").removesuffix("_lora.down.weight")
+            down, up = converted[key], converted[key.replace(".down.", ".up.")]
+            modules[path].weight += (alphas[key + ".alpha"] / down.shape[0]) * (up @ down)
+    edited = dict(gen.unet.named_modules())
+    for key in downs:
+        path = key.removeprefix("unet.").replace(".processor.", ".").removesuffix("_lora.down.weight")
+        assert torch.allclose(modules[path].weight, edited[path].weight, atol=1e-6, rtol=0)
