@@ -12,9 +12,9 @@ equations give ``W = W0 + ΔW`` with, writing ``C`` (in × n) for the edit colum
     ΔW = U Dᵀ,   U = edit_scale · W0 (T − C)   (out × n),   D = M⁻¹ C   (in × n)
 
 so the change has rank at most the number of edit vectors and is kept as those two factors: exact, small, and a
-LoRA as it stands (``up = U``, ``down = Dᵀ``). ``λ' = lambda_ · mean |c_i|²``, so one ``lambda_`` means the same on
-a 64-wide word table and on CLIP's 768-wide hidden states. Nothing is solved in half precision: ``M`` in fp64 on the
-CPU, the factors in fp32.
+LoRA as it stands (``up = U``, ``down = Dᵀ``). ``λ' = lambda_ · mean |c_i|²`` over the non-zero edit rows, so one
+``lambda_`` means the same on a 64-wide word table and on CLIP's 768-wide hidden states. Nothing is solved in half
+precision: ``M`` in fp64 on the CPU, the factors in fp32.
 
 Use::
 
@@ -31,6 +31,7 @@ encoding (start/end/padding included, as UCE does for CLIP).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -187,9 +188,9 @@ class AppliedEdit:
 
 
 # -- which embedding rows stand for a concept ---------------------------------------------------------------------
-def unknown_words(generator: "Generator", text: str) -> list[str]:
+def unknown_words(generator: "Generator", text: str, encoding: "PromptEncoding | None" = None) -> list[str]:
     """Words of ``text`` the model's tokenizer does not know (they would all share one ``<unk>`` embedding)."""
-    encoding = generator.encode_prompt(text)
+    encoding = encoding if encoding is not None else generator.encode_prompt(text)
     if _content(encoding) and not any(encoding.tokens[i].lower() in _UNKNOWN for i in _content(encoding)):
         return []
     unknown = []
@@ -206,11 +207,14 @@ def _content(encoding: "PromptEncoding") -> list[int]:
 
 
 def _known(generator: "Generator", text: str, role: str) -> "PromptEncoding":
-    unknown = unknown_words(generator, text)
+    encoding = generator.encode_prompt(text)
+    unknown = unknown_words(generator, text, encoding)
     if unknown:
         raise ConceptError(f"The {role} '{text}' has words {generator.name} does not know ({', '.join(unknown)}); "
                            "use words from the model's vocabulary.")
-    return generator.encode_prompt(text)
+    if not _content(encoding):
+        raise ConceptError(f"The {role} '{text}' holds no word {generator.name} reads; type a word or phrase.")
+    return encoding
 
 
 def _rows(encoding: "PromptEncoding", mode: str) -> list[int]:
@@ -264,13 +268,23 @@ def preserve_rows(generator: "Generator", concepts: Sequence[str], mode: str = D
 # -- the solve ------------------------------------------------------------------------------------------------
 def input_factor(c: torch.Tensor, p: torch.Tensor, lambda_: float, edit_scale: float = 1.0,
                  preserve_scale: float = 1.0) -> torch.Tensor:
-    """D = M⁻¹ C (in × n) for edit rows ``c`` (n, in) and preserve rows ``p`` (m, in); shared by all projections."""
-    c, p = c.double(), p.double()  # M is small (in × in) and often ill-conditioned: fp64 on the CPU costs ~ms
+    """D = M⁻¹ C (in × n) for edit rows ``c`` (n, in) and preserve rows ``p`` (m, in); shared by all projections.
+
+    With fewer rows k = n + m than inputs, Woodbury's identity solves a k × k system instead of in × in:
+    ``M⁻¹ Cᵀ = (Cᵀ − Aᵀ (λ'I + A Aᵀ)⁻¹ A Cᵀ) / λ'`` with ``A`` the scaled rows.
+    """
+    c, p = c.double(), p.double()  # M is often ill-conditioned (λ' small): fp64 on the CPU costs milliseconds
     dim = c.shape[1]
-    lam = lambda_ * float((c * c).sum(1).mean()) if c.numel() else lambda_
-    m = edit_scale * c.T @ c + preserve_scale * p.T @ p + max(lam, 1e-12) * torch.eye(dim, dtype=c.dtype)
-    chol = torch.linalg.cholesky(m)
-    return torch.cholesky_solve(c.T.contiguous(), chol).float()
+    norms = (c * c).sum(1)
+    norms = norms[norms > 0]  # padding rows (zero in Rooms) must not dilute the scale of lambda
+    lam = max(lambda_ * float(norms.mean()) if norms.numel() else lambda_, 1e-12)
+    a = torch.cat([edit_scale ** 0.5 * c, preserve_scale ** 0.5 * p])  # (k, in)
+    if a.shape[0] < dim:
+        small = a @ a.T + lam * torch.eye(a.shape[0], dtype=a.dtype)
+        inner = torch.cholesky_solve(a @ c.T, torch.linalg.cholesky(small))
+        return ((c.T - a.T @ inner) / lam).float()
+    m = a.T @ a + lam * torch.eye(dim, dtype=a.dtype)
+    return torch.cholesky_solve(c.T.contiguous(), torch.linalg.cholesky(m)).float()
 
 
 def solve(generator: "Generator", spec: ConceptEditSpec, progress: ProgressCallback | None = None
@@ -338,9 +352,10 @@ class ConceptEditor:
     def apply(self, spec: ConceptEditSpec, progress: ProgressCallback | None = None) -> AppliedEdit:
         """Solve ``spec`` against the current weights, write the result and push it on the stack."""
         start = time.perf_counter()
-        factors = solve(self.generator, spec, progress)
-        applied = AppliedEdit(spec, factors, 0.0)
-        self.push(applied)
+        with _one_cpu_thread(self.generator.device):
+            factors = solve(self.generator, spec, progress)
+            applied = AppliedEdit(spec, factors, 0.0)
+            self.push(applied)
         applied.seconds = time.perf_counter() - start
         return applied
 
@@ -416,6 +431,10 @@ class ConceptEditor:
 
     @torch.no_grad()
     def _write(self) -> None:
+        with _one_cpu_thread(self.generator.device):
+            self._write_weights()
+
+    def _write_weights(self) -> None:
         touched = {name for applied in self.stack for name in applied.factors}
         for name in touched - set(self._original):
             self._original[name] = self.projections[name].weight.detach().clone()
@@ -425,10 +444,26 @@ class ConceptEditor:
             if not parts:
                 weight.copy_(original)
                 continue
-            total = original.float()
-            for f in parts:
-                total = total + f.delta()
-            weight.copy_(total.to(weight.dtype))
+            total = LowRank.concat(parts) if len(parts) > 1 else parts[0]
+            if weight.dtype == torch.float32:
+                torch.addmm(original, total.up, total.down, out=weight)  # no 100 MB temporaries on SD-sized models
+            else:
+                weight.copy_(torch.addmm(original.float(), total.up, total.down).to(weight.dtype))
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device):
+    """Run on one CPU thread: the solve and the writes are memory-bound (matrix × a few vectors, rank-r updates), so
+    more threads gain little, and on a busy machine they wait on each other (measured: 0.5 s vs 7.8 s for SD 1.5)."""
+    if torch.device(device).type != "cpu" or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 _EDITORS: "weakref.WeakKeyDictionary[object, ConceptEditor]" = weakref.WeakKeyDictionary()

@@ -27,14 +27,15 @@ def render(g, prompt: str, seeds=(1, 2, 3)) -> torch.Tensor:
 def dense(w0, c, t, p, lam, a, b):
     """The normal equations solved densely in fp64: W = (a V* Cᵀ + b W0 P Pᵀ + λ W0)(a C Cᵀ + b P Pᵀ + λ I)⁻¹."""
     w0, c, t, p = (x.double() for x in (w0, c, t, p))
-    lam = lam * float((c * c).sum(1).mean())
+    lam = lam * float((c * c).sum(1).mean())  # the edit rows here are never zero
     vstar = w0 @ t.T
     lhs = a * vstar @ c + b * w0 @ p.T @ p + lam * w0
     m = a * c.T @ c + b * p.T @ p + lam * torch.eye(w0.shape[1], dtype=torch.float64)
     return lhs @ torch.linalg.inv(m)
 
 
-@pytest.mark.parametrize("n,m,a,b,lam", [(1, 0, 1.0, 1.0, 0.01), (3, 5, 2.0, 0.5, 0.1), (4, 40, 1.0, 1.0, 1e-3)])
+@pytest.mark.parametrize("n,m,a,b,lam", [(1, 0, 1.0, 1.0, 0.01), (3, 5, 2.0, 0.5, 0.1), (4, 40, 1.0, 1.0, 1e-3),
+                                         (2, 20, 1.0, 1.0, 1e-5), (6, 30, 1.0, 3.0, 1e-6)])
 def test_factored_update_equals_the_dense_normal_equations(n, m, a, b, lam):
     g = torch.Generator().manual_seed(n + m)
     w0 = torch.randn(24, 32, generator=g)

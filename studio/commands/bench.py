@@ -8,6 +8,8 @@ import argparse
 import importlib
 
 BENCHES: list[str] = [
+    "concept",
+    "slider",
     "stylegan",
 ]
 
