@@ -30,6 +30,7 @@ from .hooks import LayerEdit, UnitEdit
 from .progress import ProgressCallback, Ticker
 from .recipe import Recipe, apply_recipe, save_recipe
 from .reference import ModelReference
+from .session import json_default
 
 if TYPE_CHECKING:
     from models.base import Generator, Sample
@@ -229,7 +230,8 @@ def _write_studio(job: _Job) -> list[Path]:
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}  # clone: no shared storage
     recipe = job.kept_recipe()
     meta = {"format": STUDIO_FORMAT, "version": str(STUDIO_VERSION), "family": job.generator.family,
-            "base": json.dumps(job.reference.to_json()), "recipe": json.dumps(recipe.to_json(), allow_nan=False),
+            "base": json.dumps(job.reference.to_json()),
+            "recipe": json.dumps(recipe.to_json(), default=json_default),
             "baked": json.dumps([e.to_json() for e in job.report.baked])}
     with atomic_path(job.path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata=meta)

@@ -24,7 +24,7 @@ from .atomic import atomic_write_text
 from .errors import StudioError
 from .hooks import UnitEdit
 from .reference import ModelReference
-from .session import AppliedSession, Session, concept_state
+from .session import AppliedSession, Session, concept_state, json_default
 
 if TYPE_CHECKING:
     from models.base import Generator, Sample
@@ -132,7 +132,7 @@ class Recipe:
 def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
     """Write the recipe as indented JSON, atomically."""
     path = Path(path)
-    atomic_write_text(path, json.dumps(recipe.to_json(), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(recipe.to_json(), indent=1, default=json_default) + "\n")
     return path
 
 

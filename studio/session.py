@@ -198,8 +198,11 @@ def save_session(session: Session, path: str | os.PathLike, *, replace_unreadabl
             raise SessionError(f"{path.name} was not overwritten: {error} Save under another name.") from error
     doc, tensors = session.to_document()
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta = {"format": FORMAT, "version": str(VERSION), "checksum": _checksum(tensors),
-            "session": json.dumps(doc, allow_nan=False)}
+    try:
+        text = json.dumps(doc, default=json_default)  # NaN/inf kept as Python writes them: nothing is lost
+    except TypeError as error:
+        raise SessionError(f"The session holds a value that cannot be saved ({error}); nothing was written.") from error
+    meta = {"format": FORMAT, "version": str(VERSION), "checksum": _checksum(tensors), "session": text}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
@@ -251,6 +254,13 @@ def load_session(path: str | os.PathLike) -> Session:
     except Exception as error:  # noqa: BLE001 - damage anywhere becomes one sentence
         raise SessionError(f"{path.name} is damaged and cannot be read as a session ({_first_line(error)}); "
                            "it was left as it is, and a recovery copy may exist.") from error
+
+
+def json_default(value: Any) -> Any:
+    """numpy/torch scalars and arrays in sample options become plain JSON numbers and lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _first_line(error: BaseException) -> str:

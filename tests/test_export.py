@@ -267,8 +267,8 @@ def test_rooms_bakes_every_global_scale_exactly(rooms_file, tmp_path):
     from models.registry import open_model
 
     gen = open_model(str(rooms_file), device="cpu")
-    edits = [UnitEdit("blocks.0", 3, "off"), UnitEdit("blocks.1", 5, "scale", -1.5), UnitEdit("blocks.3", 2, "scale", 2.0),
-             UnitEdit("blocks.2", 1, "scale", 3.0, local=True)]
+    edits = [UnitEdit("blocks.0", 3, "off"), UnitEdit("blocks.1", 5, "scale", -1.5),
+             UnitEdit("blocks.3", 2, "scale", 2.0), UnitEdit("blocks.2", 1, "scale", 3.0, local=True)]
     mask = torch.zeros(gen.resolution)
     mask[:, : gen.resolution[1] // 2] = 1
     samples = [gen.sample(4), gen.sample(9, "a bedroom with red walls, a bed and one lamp")]

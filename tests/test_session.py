@@ -95,6 +95,21 @@ def session_spec(session: Session):
     return edits_from_tensors(session.concept["tensors"], session.concept["metadata"])[0].spec
 
 
+def test_numpy_options_and_non_finite_scores_are_kept(toy, tmp_path):
+    import numpy as np
+
+    latent = np.linspace(-1, 1, 5, dtype=np.float32)
+    scored = {"units": [{"unit": 0, "score": float("nan")}, {"unit": 1, "score": float("inf")}]}
+    session = Session.capture(toy, samples=[toy.sample(2, None, latent=latent)], rankings=[scored])
+    loaded = load_session(save_session(session, tmp_path / "n.nstudio"))
+    assert loaded.samples[0].option("latent") == latent.tolist()
+    scores = [u["score"] for u in loaded.rankings[0]["units"]]
+    assert scores[0] != scores[0] and scores[1] == float("inf")
+    with pytest.raises(SessionError, match="cannot be saved .*nothing was written"):
+        save_session(Session.capture(toy, samples=[toy.sample(1, None, thing=object())]), tmp_path / "o.nstudio")
+    assert not (tmp_path / "o.nstudio").exists()
+
+
 def test_a_failed_save_leaves_the_old_file(toy, tmp_path, monkeypatch):
     import safetensors.torch
 
