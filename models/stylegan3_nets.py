@@ -123,12 +123,14 @@ class SynthesisLayer3(nn.Module):
         dcoefs = None
         if self.is_torgb:
             styles = styles / math.sqrt(self.in_channels * self.conv_kernel ** 2)
-        else:  # pre-normalise per output channel and per sample: demodulation makes both scale-free
-            weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+        else:  # pre-normalise rows (scale r) and each sample's styles, then demodulate; r is folded into dcoefs
+            squares = weight.square().sum(dim=[2, 3])  # (O, I)
+            r = (squares.sum(dim=1) / (self.in_channels * self.conv_kernel ** 2)).rsqrt()  # (O,)
             styles = styles * styles.square().mean(dim=1, keepdim=True).rsqrt()
-            modulated = weight.unsqueeze(0) * styles.reshape(w.shape[0], 1, -1, 1, 1)
-            dcoefs = (modulated.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (B, O)
+            dcoefs = r * (r.square() * (styles.square() @ squares.t()) + 1e-8).rsqrt()  # (B, O)
         styles = styles * self.magnitude_ema.rsqrt()  # the input gain, applied after demodulation
+        if dcoefs is not None and dtype == torch.float16:  # half precision convolves the normalised rows
+            weight, dcoefs = weight * r.reshape(-1, 1, 1, 1), dcoefs / r
         x = x.to(dtype) * styles.to(dtype)[:, :, None, None]
         x = F.conv2d(x, weight.to(dtype), padding=self.conv_kernel - 1)
         if dcoefs is not None:

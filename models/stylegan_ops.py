@@ -121,9 +121,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         weight = weight * (1 / math.sqrt(cin * kh * kw) / weight.abs().amax(dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.abs().amax(dim=1, keepdim=True)
     dcoefs = None
-    if demodulate:
-        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (B, O)
+    if demodulate:  # sum over (i, k) of (w[o,i,k] s[i])^2 = s^2 @ (sum_k w^2): no per-sample weight copy
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (B, O)
     x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
     w = weight.to(x.dtype)
     if up > 1:

@@ -173,6 +173,22 @@ def test_half_precision_stays_on_gpus(files, gens):
         "synthesis.b16.conv0", "synthesis.b16.conv1", "synthesis.b32.conv0", "synthesis.b32.conv1"]
 
 
+@pytest.mark.parametrize("kind", ["sg2", "sg3t"])
+def test_the_half_precision_path_renders_close_to_fp32(files, kind):
+    gen = open_model(str(files[0][kind]), device="cpu")  # GPUs take this path; forced here on every layer
+    samples = [gen.sample(s) for s in (1, 2)]
+    with torch.inference_mode():
+        full = gen.render(samples)
+        gen.net.synthesis.half = True
+        for module in gen.module.modules():
+            if hasattr(module, "use_fp16"):
+                module.use_fp16 = True
+        half = gen.render(samples)
+        acts = gen.trace(samples, [gen.layers()[3].name])
+    assert acts[gen.layers()[3].name].dtype == torch.float16 and half.dtype == torch.float32
+    assert (half - full).abs().max().item() < 0.03
+
+
 def test_bake_unit_scale_is_exact_where_it_says_so(files):
     paths, _ = files
     for kind in ("sg2", "sg3t"):
