@@ -336,7 +336,7 @@ def test_stylegan_exports_a_rosinality_checkpoint_with_a_recipe_beside_it(tmp_pa
 
 @pytest.fixture(scope="module")
 def sd_folder(tmp_path_factory):
-    from tests.tiny_diffusion import tiny_sd
+    from models.sd_random import tiny_sd
 
     root = tmp_path_factory.mktemp("sd")
     tiny_sd(root / "build").save_pretrained(root / "base")
