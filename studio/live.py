@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from models.base import Generator, Sample
+from models.base import Generator, LayerInfo, Sample
 
 from .errors import StudioError, UnsupportedOperation
 from .hooks import Editor, UnitEdit
@@ -49,6 +49,13 @@ class Frame:
     layer: str | None  # the layer re-rendered from (None for a full render)
     ms: float
     sample: Sample | None = None
+
+
+def default_layer(layers: Sequence[LayerInfo]) -> str | None:
+    """A middle spatial layer (objects and parts rather than textures or layout): what the app opens on."""
+    spatial = [info for info in layers if info.size is not None]
+    pool = spatial or list(layers)
+    return pool[len(pool) // 2].name if pool else None
 
 
 class Mailbox:

@@ -123,3 +123,15 @@ def test_activation_maps_are_image_sized_in_unit_range(toy):
         unit_activation(toy, toy.sample(1), "fc", 3)
     with pytest.raises(StudioError, match="does not exist"):
         unit_activation(toy, toy.sample(1), "blocks.0", 32)
+
+
+def test_the_slider_benchmark_reports_partial_and_full_frames(toy_registry, capsys):
+    import json
+
+    from studio.cli import main
+
+    assert main(["bench", "slider", "--model", "toy", "--device", "cpu", "--frames", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"partial_ms", "full_ms", "speedup", "partial_from", "max_abs_diff"}
+    assert result["partial_from"] == result["layer"] == "blocks.1" and result["frames"] == 4
+    assert result["max_abs_diff"] < 1e-5 and result["partial_ms"] > 0 and result["full_ms"] > 0

@@ -55,8 +55,11 @@ class LayerPicker(QComboBox):
 
 def default_layer_index(layers) -> int:
     """A middle spatial layer: where units tend to be objects and parts rather than textures or layout."""
-    spatial = [i for i, info in enumerate(layers) if info.size is not None]
-    return spatial[len(spatial) // 2] if spatial else 0
+    from studio.live import default_layer
+
+    names = [info.name for info in layers]
+    name = default_layer(layers)
+    return names.index(name) if name in names else 0
 
 
 def parse_seeds(text: str, current: int) -> list[int]:
