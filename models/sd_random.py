@@ -1,7 +1,11 @@
-"""Tiny random Stable Diffusion pipelines (SD 1.x- and SDXL-shaped) with their own tokenizer, built offline.
+"""Random-weight Stable Diffusion pipelines with their own small tokenizer, built offline (tests, benchmarks).
 
-Sizes follow each family's conventions (SD 1: 8 heads; SDXL and CLIP: 64-wide heads) so that the single-file
-loader, which reads sizes from tensors and conventions from the family, rebuilds exactly the same model.
+    pipe = tiny_sd(workdir)                  # SD 1.x-shaped: 2-level UNet (32, 64), 32-px images, seconds to run
+    pipe = tiny_sdxl(workdir)                # SDXL-shaped: two text encoders, text_time conditioning
+    pipe = full_size("sd1", workdir)         # the real SD 1.5 sizes (UNet 860 M parameters), random weights
+
+Tiny sizes follow each family's conventions (SD 1: 8 heads; SDXL and CLIP: 64-wide heads) so that the
+single-file loader, which reads sizes from tensors and conventions from the family, rebuilds the same model.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ def write_bpe(path: Path) -> Path:
 
 def tokenizer_files(folder: Path) -> Path:
     """``vocab.json`` + ``merges.txt`` in ``folder`` (through the same code that serves open-clip's list)."""
-    from models.sd_tokenizer import write_from_bpe
+    from .sd_tokenizer import write_from_bpe
 
     return write_from_bpe(write_bpe(folder / "bpe.txt.gz"), folder)
 
@@ -32,7 +36,7 @@ def tokenizer_files(folder: Path) -> Path:
 def _tokenizer(files: Path, out: Path, pad: str):
     from transformers import CLIPTokenizer
 
-    from models.sd_tokenizer import tokenizer_dir
+    from .sd_tokenizer import tokenizer_dir
 
     return CLIPTokenizer.from_pretrained(str(tokenizer_dir(files, out, pad_token=pad)))
 
@@ -103,6 +107,31 @@ def tiny_sdxl(workdir: Path, seed: int = 0):
     return StableDiffusionXLPipeline(vae=vae, text_encoder=te1.eval(), text_encoder_2=te2.eval(), tokenizer=tok1,
                                      tokenizer_2=tok2, unet=unet.eval(), scheduler=_scheduler(),
                                      force_zeros_for_empty_prompt=True)
+
+
+def full_size(kind: str, workdir: Path, seed: int = 0):
+    """A pipeline of the real sizes of ``kind`` (``sd1``, ``sd2``, ``sdxl``: the shipped configs), random weights."""
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from .sd_single_file import shipped_config
+
+    files = tokenizer_files(workdir / "bpe")
+    torch.manual_seed(seed)
+    unet = diffusers.UNet2DConditionModel.from_config(shipped_config(kind, "unet/config.json"))
+    vae = diffusers.AutoencoderKL.from_config(shipped_config(kind, "vae/config.json"))
+    scfg = shipped_config(kind, "scheduler/scheduler_config.json")
+    scheduler = getattr(diffusers, scfg["_class_name"]).from_config(scfg)
+    te1 = CLIPTextModel(CLIPTextConfig(**shipped_config(kind, "text_encoder/config.json")))
+    tok1 = _tokenizer(files, workdir / "tok1", shipped_config(kind, "tokenizer/tokenizer_config.json")["pad_token"])
+    if kind == "sdxl":
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**shipped_config(kind, "text_encoder_2/config.json")))
+        return diffusers.StableDiffusionXLPipeline(vae=vae, text_encoder=te1.eval(), text_encoder_2=te2.eval(),
+                                                   tokenizer=tok1, tokenizer_2=_tokenizer(files, workdir / "tok2", "!"),
+                                                   unet=unet.eval(), scheduler=scheduler)
+    return diffusers.StableDiffusionPipeline(vae=vae, text_encoder=te1.eval(), tokenizer=tok1, unet=unet.eval(),
+                                             scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                             requires_safety_checker=False)
 
 
 @torch.no_grad()

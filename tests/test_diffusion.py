@@ -11,7 +11,7 @@ from models.registry import open_model
 from models.sd_convert import pipeline_to_original, save_single_file
 from studio.errors import Cancelled, ModelOpenError, StudioError
 from studio.hooks import UnitEdit, count_hooks
-from tests.tiny_diffusion import tiny_sd, tiny_sdxl
+from models.sd_random import tiny_sd, tiny_sdxl
 
 STEPS = 3
 
@@ -158,7 +158,7 @@ def test_missing_tokenizer_and_incomplete_folder_say_what_is_missing(sd_dir, tmp
 
 def test_tokenizer_files_are_built_from_an_open_clip_style_merge_list(tmp_path, monkeypatch):
     from models import sd_tokenizer
-    from tests.tiny_diffusion import MERGES, write_bpe
+    from models.sd_random import MERGES, write_bpe
 
     bpe = write_bpe(tmp_path / "pkg" / "bpe_simple_vocab_16e6.txt.gz")
     monkeypatch.setattr(sd_tokenizer, "TOKENIZER_DIR", tmp_path / "none")

@@ -9,6 +9,7 @@ import importlib
 
 BENCHES: list[str] = [
     "concept",
+    "diffusion",
     "slider",
     "stylegan",
 ]
