@@ -13,7 +13,8 @@ Unit edits that are exact in weights (a scale or switch-off everywhere, where th
 ``bake_unit_scale`` says folding it is exact) are baked; the rest stay an edit recipe that the studio
 re-applies on load (inside a ``studio`` export, beside the file as ``NAME.recipe.json`` otherwise).
 Formats: see :data:`FORMATS` and docs/export.md. Run it where renders run (the GUI's worker thread): the
-model's weights are changed while it works and restored before it returns.
+model's weights are changed while it works and restored before it returns. Pass the edits in; another
+editor's active edits on the model are refused (clear the live editor first, set it again after).
 """
 from __future__ import annotations
 
@@ -258,6 +259,9 @@ def _reopen_recipe(job: _Job) -> torch.Tensor:
 def _write_lora(job: _Job) -> list[Path]:
     from .lora import write_lora
 
+    if not job.generator.cross_attention():
+        raise ExportError(f"{job.generator.name} has no text conditioning, so it has no concept edits to write as "
+                          "a LoRA; choose the studio or recipe format.")
     if job.concept_editor is None or not job.concept_editor.stack:
         raise ExportError("There is no concept edit to export as a LoRA: apply one first (a LoRA holds concept "
                           "edits only; unit edits go to a recipe).")

@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -72,9 +72,9 @@ class RecoveryStore:
 
     def write(self, session: Session, origin: str | os.PathLike | None = None) -> Path:
         """Replace the recovery file with ``session`` (``origin``: the file it was opened from or saved to)."""
-        session.ui = {**session.ui, "recovery_origin": str(origin) if origin else None}
+        marked = replace(session, ui={**session.ui, "recovery_origin": str(origin) if origin else None})
         # An unreadable leftover (a newer version's recovery, a damaged one) is ours to replace.
-        return save_session(session, self.path, replace_unreadable=True)
+        return save_session(marked, self.path, replace_unreadable=True)
 
     def pending(self) -> Recovery | None:
         """The recovery file left by a run that did not end cleanly, or None (also for an unreadable one)."""

@@ -155,8 +155,10 @@ def test_export_refuses_clearly(registry, tmp_path):
         export(gen, [], None, "onnx", tmp_path / "x.onnx")
     with pytest.raises(ExportError, match="name it x.safetensors"):
         export(gen, [], None, "studio", tmp_path / "x.pt")
-    with pytest.raises(ExportError, match="no concept edit to export as a LoRA"):
+    with pytest.raises(ExportError, match="toy has no text conditioning, so it has no concept edits"):
         export(gen, [], None, "lora", tmp_path / "x.safetensors")
+    with pytest.raises(ExportError, match="no concept edit to export as a LoRA: apply one first"):
+        export(registry.open_model("toy-text"), [], None, "lora", tmp_path / "x.safetensors")
     with pytest.raises(StudioError, match="units 0..31"):
         export(gen, [UnitEdit("blocks.0", 99, "off")], None, "studio", tmp_path / "x.safetensors")
     with gen.editor() as other:
