@@ -327,6 +327,8 @@ def test_stylegan_exports_a_rosinality_checkpoint_with_a_recipe_beside_it(tmp_pa
     with torch.inference_mode():
         assert (reopened.render(samples) - expected).abs().max() < 1e-4
     applied.close()
+    studio = export(gen, edits, None, "studio", tmp_path / "edited.safetensors", mask=mask, samples=samples)
+    assert studio.verified and studio.baked == edits[:2]
 
     sg3 = open_model(str(write_nvidia_pickle(tmp_path / "sg3.pkl", tiny_net("sg3t"), marker=tmp_path / "ran",
                                              layout="stylegan3")), device="cpu")
