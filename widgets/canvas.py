@@ -316,22 +316,18 @@ class Canvas(QWidget):
             panels = [(0, self._original or self._image), (w + _GAP, self._image)]
         if self._overlay is None and self.mask_visible:
             self._overlay = mask_overlay(gray_array(self._mask))
-        for x, image in panels:
+        for i, (x, image) in enumerate(panels):
             target = QRectF(x, 0, w, h)
             painter.drawImage(target, image)
             if self.heatmap is not None:
                 painter.drawImage(target, self.heatmap)
-            if self.mask_visible and self._overlay is not None:
+            if self.mask_visible and self._overlay is not None and i == 0:  # "after" stays clean to compare
                 painter.setOpacity(self.overlay_opacity)
                 painter.drawImage(target, self._overlay)
                 painter.setOpacity(1.0)
         if self.view == "side-by-side":
-            painter.setPen(QColor(230, 230, 230))
-            font = painter.font()
-            font.setPixelSize(max(6, int(12 / self._scale)))
-            painter.setFont(font)
-            painter.drawText(QRectF(2, 1, w, h), "before", Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-            painter.drawText(QRectF(w + _GAP + 2, 1, w, h), "after", Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+            for x, text in ((0, "before"), (w + _GAP, "after")):
+                self._label(painter, QPointF(x, 0), text)
         painter.resetTransform()
         if self._cursor is not None and self._pan_from is None:
             r = self.brush_size * self._scale / 2
@@ -339,6 +335,20 @@ class Canvas(QWidget):
             painter.setPen(QPen(QColor(255, 255, 255, 200), 1))
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawEllipse(self._cursor, r, r)
+
+    def _label(self, painter: QPainter, at: QPointF, text: str) -> None:
+        """A caption in widget pixels (readable at any zoom) on a dark box at an image corner."""
+        painter.save()
+        painter.resetTransform()
+        corner = at * self._scale + self._offset
+        font = painter.font()
+        font.setPixelSize(13)
+        painter.setFont(font)
+        box = QRectF(corner.x() + 6, corner.y() + 6, painter.fontMetrics().horizontalAdvance(text) + 12, 20)
+        painter.fillRect(box, QColor(0, 0, 0, 160))
+        painter.setPen(QColor(255, 255, 255))
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
 
     def _shown_image(self) -> QImage:
         if self.view == "original" and self._original is not None:

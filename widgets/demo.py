@@ -1,5 +1,6 @@
 """A scripted first session, for ``python main.py --screenshot`` and ``--demo``: a mask over the brightest
-object, a fast ranking of the default layer, and two sliders on the best units (one off, one at 2.5x).
+spot (a lamp), a fast ranking of the default layer, two sliders on the best units (one off, one at 2.5x),
+shown before | after.
 
     demo = Demo(window)
     demo.finished.connect(capture)            # after the edited frame is on screen (or a step failed)
@@ -12,15 +13,22 @@ from PySide6.QtCore import QObject, Signal
 from .main_window import MainWindow
 
 
-def bright_disc(image: np.ndarray, radius_fraction: float = 0.14) -> np.ndarray:
-    """A disc mask around the brightest smoothed spot of an (H, W, 3) uint8 image (a lamp, a window)."""
+def _box(values: np.ndarray, k: int) -> np.ndarray:
+    """Mean over a (2k+1)-square around every pixel, through an integral image."""
+    h, w = values.shape
+    padded = np.pad(values, k, mode="edge").cumsum(0).cumsum(1)
+    padded = np.pad(padded, ((1, 0), (1, 0)))
+    n = 2 * k + 1
+    return (padded[n:n + h, n:n + w] - padded[:h, n:n + w] - padded[n:n + h, :w] + padded[:h, :w]) / (n * n)
+
+
+def bright_disc(image: np.ndarray, radius_fraction: float = 0.12) -> np.ndarray:
+    """A disc mask on the brightest spot that stands out from its surroundings (a lamp, not a white ceiling)."""
     h, w, _ = image.shape
     luminance = image.astype(np.float32).mean(axis=-1)
-    k = max(3, min(h, w) // 12)
-    padded = np.pad(luminance, k, mode="edge")
-    summed = padded.cumsum(0).cumsum(1)  # box filter through an integral image
-    box = (summed[2 * k:, 2 * k:] - summed[:-2 * k, 2 * k:] - summed[2 * k:, :-2 * k] + summed[:-2 * k, :-2 * k])
-    y, x = np.unravel_index(int(np.argmax(box[:h, :w])), (h, w))
+    k = max(2, min(h, w) // 24)
+    peak = _box(luminance, k) - _box(luminance, 4 * k)  # small bright spots beat large bright areas
+    y, x = np.unravel_index(int(np.argmax(peak)), (h, w))
     yy, xx = np.mgrid[:h, :w]
     r = radius_fraction * min(h, w)
     return (((yy - y) ** 2 + (xx - x) ** 2) <= r * r).astype(np.float32)
@@ -70,6 +78,7 @@ class Demo(QObject):
         rows[0].off.setChecked(True)
         if len(rows) > 1:
             rows[1].slider.setValue(250)
+        self.window.sliders.compare.setChecked(True)  # before | after: the edit is visible in a still image
         self.edit_stamp = self.window._posted
 
     def _finish(self) -> None:

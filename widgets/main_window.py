@@ -105,6 +105,8 @@ class MainWindow(QMainWindow):
         following.setShortcut(QKeySequence("Alt+Right"))
         lucky.setToolTip("A random seed (Alt+R)")
         lucky.setShortcut(QKeySequence("Alt+R"))
+        for button in (previous, following):
+            button.setFixedWidth(32)
         previous.clicked.connect(lambda: self.seed.setValue(max(self.seed.value() - 1, 0)))
         following.clicked.connect(lambda: self.seed.setValue(min(self.seed.value() + 1, SEED_MAX)))
         lucky.clicked.connect(lambda: self.seed.setValue(random.randrange(0, 100_000)))

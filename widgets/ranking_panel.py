@@ -20,7 +20,7 @@ from studio.state import StudioState
 
 from .jobs import Job, JobRunner
 from .qt_images import pixmap_from
-from .ranking_table import RankingModel, RankingTable, ScorePlot
+from .ranking_table import THUMB, RankingModel, RankingTable, ScorePlot
 
 #: How many of the best units get a switched-off thumbnail.
 THUMBNAILS = 24
@@ -235,7 +235,7 @@ class RankingPanel(QWidget):
         pixmaps = {}
         if thumbs is not None:
             for unit, image in zip(best, thumbs):
-                pixmaps[unit] = pixmap_from(image).scaled(44, 44, Qt.AspectRatioMode.KeepAspectRatio,
+                pixmaps[unit] = pixmap_from(image).scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
                                                           Qt.TransformationMode.SmoothTransformation)
         self.state.ranking, self.state.layer = ranking, layer
         self.show_ranking(ranking, pixmaps)

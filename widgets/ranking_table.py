@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyledItemDelegat
 
 COLUMNS = ("Unit", "Score", "Inside", "Outside", "Switched off")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+THUMB = 52  # switched-off thumbnail size, pixels
 _POSITIVE, _NEGATIVE = QColor(70, 160, 110), QColor(200, 90, 80)
 
 
@@ -65,7 +66,7 @@ class RankingModel(QAbstractTableModel):
             if col == 0:
                 return f"{u.unit}" + ("" if getattr(u, "exact", True) else " ~")
             if col in (1, 2, 3):
-                return f"{values[col]:.4g}"
+                return f"{values[col]:.3g}"
             return None
         if role == Qt.ItemDataRole.DecorationRole and col == 4:
             return self.thumbnails.get(int(u.unit))
@@ -114,13 +115,13 @@ class RankingTable(QTableView):
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setItemDelegateForColumn(1, ScoreBarDelegate(model, self))
-        self.setIconSize(QSize(44, 44))
+        self.setIconSize(QSize(THUMB, THUMB))
         self.verticalHeader().setVisible(False)
-        self.verticalHeader().setDefaultSectionSize(48)
+        self.verticalHeader().setDefaultSectionSize(THUMB + 4)
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
-        for column, width in enumerate((52, 96, 64, 64)):
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)  # the score bar takes the spare width
+        for column, width in ((0, 56), (2, 70), (3, 70), (4, THUMB + 40)):
             self.setColumnWidth(column, width)
         self.doubleClicked.connect(lambda index: self.units_chosen.emit([self.unit_at(index.row())]))
         self.selectionModel().currentRowChanged.connect(
