@@ -412,6 +412,9 @@ def export(generator: "Generator", edits: Sequence[UnitEdit] = (), concept_edito
         units = generator.layer(e.layer).units
         if not 0 <= e.unit < units:
             raise ExportError(f"Unit {e.unit} does not exist: {e.layer} has units 0..{units - 1}.")
+    if mask is not None and tuple(mask.shape[-2:]) != tuple(generator.resolution):
+        raise ExportError(f"The mask is {mask.shape[-1]}x{mask.shape[-2]} but the model renders "
+                          f"{generator.resolution[1]}x{generator.resolution[0]}; paint it on this model's image.")
     concept_editor = concept_editor if concept_editor is not None else _concept_editor(generator)
     ticker = Ticker(4, progress, unit="steps", message="rendering the edited model")
     report = ExportReport(format, path)
@@ -434,16 +437,24 @@ def export(generator: "Generator", edits: Sequence[UnitEdit] = (), concept_edito
             expected = generator.render(samples).detach().float().cpu()
     ticker.advance(1, "baking exact edits")
     write, reopen = _WRITERS[format]
-    snapshot = {k: v.detach().to("cpu", copy=True) for k, v in generator.module.state_dict().items()}
+    bakes = format not in ("recipe", "lora") and any(not_exact_reason(e) is None for e in job.edits)
+    # only a bake changes weights: then copy them (to the CPU) first, and put them back whatever happens
+    snapshot = {k: v.detach().to("cpu", copy=True) for k, v in generator.module.state_dict().items()} \
+        if bakes else None
     try:
         _bake(job)
         ticker.advance(1, f"writing {path.name}")
         report.files = write(job)
     finally:
-        generator.module.load_state_dict(snapshot)  # the app's model is as it was, bit for bit
+        if snapshot is not None:
+            generator.module.load_state_dict(snapshot)  # the app's model is as it was, bit for bit
     ticker.advance(1, "reopening and checking")
     if expected is not None:
-        got = reopen(job)
+        try:
+            got = reopen(job)
+        except StudioError as error:
+            raise ExportError(f"{path.name} was written but could not be reopened to check it ({error}); "
+                              "do not use it.") from error
         report.samples = len(samples)
         report.max_abs_diff = float((got - expected).abs().max()) if got.shape == expected.shape else float("inf")
     ticker.advance(1, "done")

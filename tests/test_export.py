@@ -87,6 +87,18 @@ def test_a_wrong_bake_is_caught_by_the_check(registry, tmp_path, monkeypatch):
     assert "DIFFERENT image" in report.text()
 
 
+def test_an_export_that_does_not_reopen_is_reported(registry, tmp_path, monkeypatch):
+    from models.exported import ExportedFamily
+
+    def broken(self, probe, device, precision):
+        raise ModelOpenError("damaged on the way")
+
+    monkeypatch.setattr(ExportedFamily, "open_path", broken)
+    with pytest.raises(ExportError, match="e.safetensors was written but could not be reopened to check it "
+                                          r"\(damaged on the way\); do not use it"):
+        export(registry.open_model("toy"), BAKED, None, "studio", tmp_path / "e.safetensors")
+
+
 def test_recipe_export_reapplies_every_edit_to_the_original(registry, tmp_path):
     gen, editor = _concept_model(registry)
     edits = [UnitEdit("conv", 2, "scale", 1.5), UnitEdit("conv", 5, "set", 0.1, local=True)]
@@ -161,6 +173,8 @@ def test_export_refuses_clearly(registry, tmp_path):
         export(registry.open_model("toy-text"), [], None, "lora", tmp_path / "x.safetensors")
     with pytest.raises(StudioError, match="units 0..31"):
         export(gen, [UnitEdit("blocks.0", 99, "off")], None, "studio", tmp_path / "x.safetensors")
+    with pytest.raises(ExportError, match="mask is 16x16 but the model renders 32x32"):
+        export(gen, [], None, "studio", tmp_path / "x.safetensors", mask=torch.ones(16, 16))
     with gen.editor() as other:
         other.set([UnitEdit("blocks.1", 0, "off")])
         with pytest.raises(ExportError, match="Another editor has edits on blocks.1"):
