@@ -84,19 +84,22 @@ class Session:
     def apply(self, generator: "Generator") -> "AppliedSession":
         """Put the session's edits on ``generator``: concept edits into the weights, unit edits as hooks.
 
-        Use it as a context manager; leaving it removes the hooks and reverts the concept edits. The GUI,
-        which keeps its own editor, uses :meth:`restore_concepts` and the fields instead.
+        Use it as a context manager; leaving it removes the hooks and puts back the concept edits the model
+        had before. The GUI, which keeps its own editor, uses :meth:`restore_concepts` and the fields instead.
         """
+        before = None
+        if generator.cross_attention():
+            from .concept import editor_for
+
+            before = list(editor_for(generator).stack)
         concepts = self.restore_concepts(generator)
-        editor = generator.editor()
+        applied = AppliedSession(generator.editor(), concepts, before or [])
         try:
-            editor.set(self.unit_edits, mask=self.mask.to(generator.device) if self.mask is not None else None)
+            applied.editor.set(self.unit_edits, mask=self.mask.to(generator.device) if self.mask is not None else None)
         except BaseException:
-            editor.close()
-            if concepts is not None:
-                concepts.revert()
+            applied.close()
             raise
-        return AppliedSession(editor, concepts)
+        return applied
 
     def restore_concepts(self, generator: "Generator") -> Any:
         """Make ``generator``'s concept-edit stack the session's (none: revert it); returns the ConceptEditor."""
@@ -149,8 +152,9 @@ class Session:
 class AppliedSession:
     """A session's edits on a model; ``close()`` (or leaving the ``with``) takes them off again."""
 
-    def __init__(self, editor: Editor, concepts: Any) -> None:
+    def __init__(self, editor: Editor, concepts: Any, before: list | None = None) -> None:
         self.editor, self.concepts = editor, concepts
+        self.before = before or []  # the concept edits the model had: put back on close
 
     def __enter__(self) -> "AppliedSession":
         return self
@@ -162,6 +166,8 @@ class AppliedSession:
         self.editor.close()
         if self.concepts is not None:
             self.concepts.revert()
+            if self.before:
+                self.concepts.push(*self.before)  # original + the same factors in order: the same weights
 
 
 def concept_state(concept_editor: Any) -> dict | None:

@@ -76,6 +76,11 @@ def test_concept_edits_round_trip_bit_for_bit_and_revert(registry, tmp_path):
     with torch.inference_mode(), gen.editor() as hooks:
         hooks.set(session.unit_edits)
         before = gen.render([sample])
+    edited = {k: v.clone() for k, v in gen.module.state_dict().items()}
+    other = Session.capture(gen, samples=[sample], reference=session.model)  # no concept edits, no unit edits
+    assert not torch.equal(other.render(gen), before)
+    assert len(editor.stack) == 1  # rendering another session put this model's concept edits back ...
+    assert all(torch.equal(v, edited[k]) for k, v in gen.module.state_dict().items())  # ... bit for bit
     editor.revert()
     save_session(session, tmp_path / "c.nstudio")
 
