@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .stylegan_ops import (ACTIVATION_GAIN, FullyConnected, bias_act, modulated_conv2d, normalize_2nd_moment,
-                           setup_filter, upfirdn2d, upsample2d)
+                           setup_filter, upsample2d)
 
 #: A per-layer noise source: (layer name, batch, resolution) -> (B, 1, r, r) noise, or None for no noise.
 NoiseFn = Callable[[str, int, int], "torch.Tensor | None"]
@@ -262,7 +262,7 @@ class SynthesisNetwork(nn.Module):
 
 
 class StyleGAN2(nn.Module):
-    """``mapping`` + ``synthesis``; the module the adapter hooks (layer names ``mapping``, ``synthesis.b8.conv0``...)."""
+    """``mapping`` + ``synthesis``: the module the adapter hooks (``mapping``, ``synthesis.b8.conv0``, ...)."""
 
     def __init__(self, config: StyleGANConfig) -> None:
         super().__init__()

@@ -174,7 +174,7 @@ class SynthesisNetwork3(nn.Module):
     def forward(self, ws: torch.Tensor, noise: Any = None, *, start: str | None = None,
                 x: torch.Tensor | None = None, carry: dict | None = None, stop_before: str | None = None,
                 record: dict | None = None) -> torch.Tensor | dict:
-        """The image from ``ws`` (B, num_ws, w_dim); ``start``/``x`` resume after a layer (noise: StyleGAN3 has none)."""
+        """The image from ``ws`` (B, num_ws, w_dim); ``start``/``x`` resume after a layer (StyleGAN3 has no noise)."""
         ws = ws.to(torch.float32)
         names = ["input"] + self.layer_names
         begin = 0 if start is None else names.index(start) + 1

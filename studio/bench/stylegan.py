@@ -7,7 +7,8 @@ channel base 32768, 512 max, 8 mapping layers; StyleGAN3-T: base 32768, 512 max;
 
 - ``render_s``: one full image (mapping + every synthesis layer), the baseline;
 - ``partial_<where>_s``: ``forward_from`` a traced activation at the first, middle and last synthesis layer,
-  and ``partial_<where>_ratio`` = that time / ``render_s`` (what a live slider on that layer costs).
+  and ``partial_<where>_ratio``: its time over a full render's, the median of pairs run alternately
+  (what a live slider on that layer costs relative to re-rendering everything).
 
     python -m studio bench stylegan --resolution 256 --families sg2,sg3t --json
 """
@@ -48,17 +49,22 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _timed(fn, repeats: int, device: torch.device) -> float:
-    times = []
-    for _ in range(max(1, repeats)):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _paired(fn, baseline, repeats: int, device: torch.device) -> tuple[float, float, float]:
+    """Median seconds of ``fn`` and of ``baseline``, run alternately, and the median of their paired ratios
+    (alternating keeps a shared machine's drifting load out of the ratio)."""
+    runs = [(_seconds(fn, device), _seconds(baseline, device)) for _ in range(max(1, repeats))]
+    return (statistics.median(a for a, _ in runs), statistics.median(b for _, b in runs),
+            statistics.median(a / b for a, b in runs))
 
 
 def bench_family(kind: str, resolution: int, repeats: int, device: str, precision: str) -> dict:
@@ -78,15 +84,19 @@ def bench_family(kind: str, resolution: int, repeats: int, device: str, precisio
     row = {"family": kind, "arch": gen.arch, "resolution": resolution, "device": str(gen.device),
            "dtype": str(gen.dtype).removeprefix("torch."), "parameters": sum(p.numel() for p in net.parameters()),
            "layers": len(layers)}
+    render = lambda: gen.render([sample])  # noqa: E731  (the baseline)
     with torch.inference_mode():
-        gen.render([sample])  # warm-up
-        row["render_s"] = round(_timed(lambda: gen.render([sample]), repeats, gen.device), 4)
+        render()  # warm-up
+        full = []
         for where, layer in (("first", layers[0]), ("middle", layers[len(layers) // 2]), ("last", layers[-1])):
             act = gen.trace([sample], [layer])[layer]
-            seconds = _timed(lambda: gen.forward_from(layer, act, [sample]), repeats, gen.device)
+            seconds, baseline, ratio = _paired(lambda: gen.forward_from(layer, act, [sample]), render, repeats,
+                                               gen.device)
+            full.append(baseline)
             row[f"partial_{where}_layer"] = layer
             row[f"partial_{where}_s"] = round(seconds, 4)
-            row[f"partial_{where}_ratio"] = round(seconds / row["render_s"], 3)
+            row[f"partial_{where}_ratio"] = round(ratio, 3)
+        row["render_s"] = round(statistics.median(full), 4)
     return row
 
 
