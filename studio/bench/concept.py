@@ -7,6 +7,8 @@ back from the render:
 - ``efficacy``: share of canonical prompts naming the edited colour that now render the target colour;
 - ``generality``: the same on paraphrased prompts (caption styles 1..N);
 - ``specificity``: share of canonical prompts naming a preserved colour still rendered in that colour;
+- ``facts_kept``: share of the edited renders whose bed, window and lamp count still match the prompt (spill onto
+  words nobody listed);
 - ``edit_seconds``: one solve for all layers of the model (median of the edits);
 - ``sd15_edit_seconds``: one solve on random weights of Stable Diffusion 1.5's cross-attention shapes (16 layers,
   768-wide text), against ``sd15_dense_seconds``, the textbook dense solve (``W = (…)(…)⁻¹`` per projection) in the
@@ -46,7 +48,7 @@ def register(benches: argparse._SubParsersAction) -> None:
                            description=__doc__.split("\n\n")[0])
     p.add_argument("--model", "-m", default=None, help="a Rooms model (default: the embedded 'rooms')")
     p.add_argument("--device", default="cpu", help="device for the Rooms renders (default: cpu)")
-    p.add_argument("--seeds", type=int, default=4, help="held-out rooms per colour and prompt set (default: 4)")
+    p.add_argument("--seeds", type=int, default=8, help="held-out rooms per colour and prompt set (default: 8)")
     p.add_argument("--lambda", dest="lambda_", type=float, default=DEFAULT_LAMBDA, help="lambda of every solve")
     p.add_argument("--tokens", choices=TOKEN_MODES, default=DEFAULT_TOKENS, help="token choice of the main figures")
     p.add_argument("--no-compare", action="store_true", help="skip the comparison of token choices")
@@ -86,12 +88,13 @@ class Case:
 
     sample: object
     scene: object
+    fields: object  # the caption facts the prompt states
 
 
 class RoomsConceptBench:
     """Replace edits between wall colours, scored by the Rooms world's wall detector."""
 
-    def __init__(self, generator, seeds: int = 4, lambda_: float = DEFAULT_LAMBDA) -> None:
+    def __init__(self, generator, seeds: int = 8, lambda_: float = DEFAULT_LAMBDA) -> None:
         from studio.rooms import world
 
         self.world, self.generator, self.lambda_ = world, generator, lambda_
@@ -114,18 +117,19 @@ class RoomsConceptBench:
                                      int(rng.integers(1, w.MAX_LAMPS + 1)))
             style = 1 + k % w.N_PARAPHRASES if paraphrase else 0
             prompt = w.caption(fields, style)
-            cases.append(Case(self.generator.sample(seed, prompt), w.scene_from(w.sample_latent(seed), fields)))
+            scene = w.scene_from(w.sample_latent(seed), fields)
+            cases.append(Case(self.generator.sample(seed, prompt), scene, fields))
         return cases
 
-    def walls(self, cases: Sequence[Case], batch: int = 16) -> list[str]:
-        """The wall colour the detector reads in each case's render."""
-        out: list[str] = []
+    def read(self, cases: Sequence[Case], batch: int = 16) -> list:
+        """The caption facts (wall, bed, window, lamp count) the world's detectors read in each case's render."""
+        out: list = []
         with torch.inference_mode():
             for i in range(0, len(cases), batch):
                 chunk = cases[i:i + batch]
                 images = self.generator.render([c.sample for c in chunk]).float().clamp(0, 1)
                 images = images.permute(0, 2, 3, 1).cpu().numpy()
-                out += [self.world.detect_wall(img, c.scene) for img, c in zip(images, chunk)]
+                out += [self.world.detect_fields(img, c.scene) for img, c in zip(images, chunk)]
         return out
 
     def spec(self, concept: str, target: str, tokens: str, phrase: bool) -> ConceptEditSpec:
@@ -135,41 +139,46 @@ class RoomsConceptBench:
                                tokens=tokens)
 
     def before(self) -> dict:
-        """The unedited model on the same prompts: how often it draws the named wall, and the target's."""
-        right = sum(w == c for c in self.colours for w in self.walls(self.canonical[c]))
-        right_p = sum(w == c for c in self.colours for w in self.walls(self.paraphrased[c]))
-        n = sum(len(v) for v in self.canonical.values())
-        return {"adherence": right / n, "adherence_paraphrased": right_p / n}
+        """The unedited model on the same prompts: how often it draws the named wall, and the other facts."""
+        cases = [case for c in self.colours for case in self.canonical[c]]
+        seen = self.read(cases)
+        seen_p = self.read([case for c in self.colours for case in self.paraphrased[c]])
+        walls = [case.fields.wall for c in self.colours for case in self.paraphrased[c]]
+        return {"adherence": sum(f.wall == c.fields.wall for f, c in zip(seen, cases)) / len(cases),
+                "adherence_paraphrased": sum(f.wall == w for f, w in zip(seen_p, walls)) / len(walls),
+                "facts_kept": sum(_other_facts(f) == _other_facts(c.fields) for f, c in zip(seen, cases)) / len(cases)}
 
     def evaluate(self, tokens: str, phrase: bool = False) -> dict:
         """Efficacy, generality, specificity and solve seconds of all eight replace edits under one token choice."""
-        hits = gen_hits = kept = n_eff = n_gen = n_spec = 0
+        hits = gen_hits = kept = facts = n_eff = n_gen = n_spec = n_facts = 0
         seconds: list[float] = []
         ranks: list[int] = []
         for concept, target in self.pairs:
             print(f"  {concept} -> {target} ({tokens}{', phrase' if phrase else ''})", file=sys.stderr)
+            n_eff += len(self.canonical[concept])
+            n_gen += len(self.paraphrased[concept])
             try:
                 applied = self.editor.apply(self.spec(concept, target, tokens, phrase))
             except ConceptError as error:  # e.g. 'last' on "red walls": the last word does not change
                 print(f"  no edit: {error}", file=sys.stderr)
-                n_eff += len(self.canonical[concept])
-                n_gen += len(self.paraphrased[concept])
                 continue
             try:
                 seconds.append(applied.seconds)
                 ranks.append(applied.rank)
-                hits += sum(w == target for w in self.walls(self.canonical[concept]))
-                gen_hits += sum(w == target for w in self.walls(self.paraphrased[concept]))
-                n_eff += len(self.canonical[concept])
-                n_gen += len(self.paraphrased[concept])
                 others = [case for c in self.colours if c != concept for case in self.canonical[c]]
-                wants = [c for c in self.colours if c != concept for _ in self.canonical[c]]
-                kept += sum(w == want for w, want in zip(self.walls(others), wants))
+                edited = self.read(self.canonical[concept])
+                kept_seen = self.read(others)
+                hits += sum(f.wall == target for f in edited)
+                gen_hits += sum(f.wall == target for f in self.read(self.paraphrased[concept]))
+                kept += sum(f.wall == c.fields.wall for f, c in zip(kept_seen, others))
                 n_spec += len(others)
+                pairs = list(zip(edited, self.canonical[concept])) + list(zip(kept_seen, others))
+                facts += sum(_other_facts(f) == _other_facts(c.fields) for f, c in pairs)
+                n_facts += len(pairs)
             finally:
                 self.editor.revert()
         return {"efficacy": hits / max(n_eff, 1), "generality": gen_hits / max(n_gen, 1),
-                "specificity": kept / n_spec if n_spec else None,
+                "specificity": kept / n_spec if n_spec else None, "facts_kept": facts / n_facts if n_facts else None,
                 "edit_seconds": statistics.median(seconds) if seconds else None,
                 "rank": max(ranks, default=0), "edits": len(self.pairs), "edits_solved": len(seconds)}
 
@@ -209,6 +218,10 @@ class RoomsConceptBench:
                 return key
         self._seen.append((f"{tokens}/{'phrase' if phrase else 'word'}", factors))
         return None
+
+
+def _other_facts(fields) -> tuple:
+    return bool(fields.bed), bool(fields.window), int(fields.lamps)
 
 
 # -- SD 1.5 shapes -----------------------------------------------------------------------------------------------
