@@ -149,10 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-timing", action="store_true", help="skip the render-speed measurement")
+    parser.add_argument("--timing-only", action="store_true", help="only measure render speed")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     net, meta = load_weights(args.weights)
+    if args.timing_only:
+        print(json.dumps(timings(net, threads=args.threads), indent=2))
+        return 0
     result = evaluate(net, args.scenes)
     result["weights"] = {"path": str(args.weights), "steps": meta.get("steps"), "train_minutes": meta.get("train_minutes")}
     if not args.no_timing:

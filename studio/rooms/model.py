@@ -175,6 +175,9 @@ class RoomsGenerator(nn.Module):
             blocks.append(RoomsBlock(w[i - 1] if i else w[0], c, upsample=i > 0, attn=attn))
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Conv2d(w[-1], 3, 1)
+        for i in range(len(w)):  # CoordConv inputs, made once (not saved: they are a function of the config)
+            res = cfg.resolution(i)
+            self.register_buffer(f"coords_{res}", coordinate_map(res), persistent=False)
         for lin in self.film:  # start as the identity FiLM
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
@@ -189,10 +192,7 @@ class RoomsGenerator(nn.Module):
             scale, shift = lin(latent).chunk(2, dim=1)
             film.append((scale[:, :, None, None], shift[:, :, None, None]))
         text, pad = self.text(tokens)
-        coords = {
-            cfg.resolution(i): coordinate_map(cfg.resolution(i), latent.device, stem.dtype)
-            for i in range(len(cfg.widths))
-        }
+        coords = {cfg.resolution(i): getattr(self, f"coords_{cfg.resolution(i)}") for i in range(len(cfg.widths))}
         return Conditioning(stem, film, text, pad, coords)
 
     def run_block(self, index: int, h: Tensor, cond: Conditioning) -> Tensor:
@@ -208,7 +208,7 @@ class RoomsGenerator(nn.Module):
         return h
 
     def to_image(self, h: Tensor) -> Tensor:
-        return torch.sigmoid(self.head(h))
+        return torch.sigmoid(self.head(h)).contiguous()  # callers get a plain NCHW tensor whatever the net's layout
 
     # -- public entry points --------------------------------------------------------------------------------
     def forward(self, latent: Tensor, tokens: Tensor) -> Tensor:
@@ -261,6 +261,7 @@ def save_weights(model: RoomsGenerator, path: str | Path, vocab: list[str], extr
     meta.update({k: str(v) for k, v in (extra or {}).items()})
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)  # an ordinary, shareable file like any other resource
     os.replace(tmp, path)
 
 
@@ -294,4 +295,5 @@ def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> 
             f"{path.name} is not usable Rooms weights ({detail[:200]}); it may be truncated or from another "
             "version: retrain or restore it from git."
         ) from error
-    return model.to(map_location).eval(), meta
+    # channels_last: oneDNN convolutions on the CPU run about 1.5x faster in this layout (block outputs keep it)
+    return model.to(map_location).to(memory_format=torch.channels_last).eval(), meta
