@@ -78,6 +78,16 @@ def _haar_kernels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return _KERNELS[key]
 
 
+def modulate(x: torch.Tensor, style_scale: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``x * style_scale[:, :, None, None]`` written in one pass in the layout the next op runs fastest on.
+
+    Depthwise and 1x1 convs run about twice as fast channels-last on the CPU; the wavelet step on NCHW.
+    """
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty_like(x, memory_format=fmt)
+    return torch.mul(x, style_scale[:, :, None, None], out=out)
+
+
 class PixelNorm(nn.Module):
     def __init__(self, eps: float = 1e-8) -> None:
         super().__init__()
@@ -127,15 +137,15 @@ class StyledConv(nn.Module):
         self.use_noise = True
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        x = x * self.modulation(style)[:, :, None, None]
+        x = modulate(x, self.modulation(style), True)
         if self.weight_dw is not None:
             x = F.conv2d(x, self.weight_dw, padding=self.padding, groups=x.shape[1])
             x = F.conv2d(x, self.weight)
         else:
             x = F.conv2d(x, self.weight, padding=self.padding)
         if self.use_noise:
-            x = x + self.noise
-        return F.leaky_relu(x + self.bias, self.slope)
+            x = x.add_(self.noise)  # in place: x is this layer's own fresh tensor
+        return F.leaky_relu_(x.add_(self.bias), self.slope)
 
 
 class WaveletUp(nn.Module):
@@ -147,7 +157,7 @@ class WaveletUp(nn.Module):
         self.channels = cin // 4
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        return haar_synthesis(x * self.modulation(style)[:, :, None, None], self.channels)
+        return haar_synthesis(modulate(x, self.modulation(style), False), self.channels)
 
 
 class ToWavelets(nn.Module):
@@ -160,7 +170,7 @@ class ToWavelets(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 12, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x * self.modulation(style)[:, :, None, None], self.weight) + self.bias
+        return F.conv2d(modulate(x, self.modulation(style), True), self.weight).add_(self.bias)
 
 
 class Block(nn.Module):

@@ -29,6 +29,8 @@ ELEMENT_TYPES: dict[str, str] = {
 }
 _NUMPY_TO_IR = {"float32": "f32", "float16": "f16", "int64": "i64", "int32": "i32", "uint8": "u8"}
 _PRECISION = {"f32": "FP32", "f16": "FP16", "i64": "I64", "i32": "I32", "u8": "U8"}
+#: Op versions the writer declares where opset1 is not the one meant (as the 2021 Model Optimizer wrote them).
+OP_VERSIONS = {"Gather": "opset7", "Broadcast": "opset3", "ShapeOf": "opset3"}
 
 
 @dataclass
@@ -167,45 +169,58 @@ def _layer(node: ET.Element, label: str) -> IRLayer:
 
 
 # -- writing ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Node:
+    id: int
+    name: str
+    type: str
+    data: dict[str, str]
+    inputs: list[tuple[tuple[int, ...], str]]  # (dims, precision) per input port
+    outputs: list[tuple[tuple[int, ...], str]]  # (dims, precision) per output port
+    names: str | None
+
+
 class IRWriter:
     """Build an IR (version 10 layout, as the Model Optimizer writes it) and save it as .xml + .bin.
 
-    >>> ir = IRWriter("Tiny")
-    >>> x = ir.parameter("var", (1, 8))
-    >>> w = ir.const(np.ones((4, 8), np.float32))
-    >>> y = ir.op("MatMul", [x, w], (1, 4), {"transpose_a": "false", "transpose_b": "true"})
-    >>> ir.result(y); ir.save("tiny.xml")
+    Inputs are layer ids (their first output) or ``(layer id, output index)`` for multi-output ops::
+
+        ir = IRWriter("Tiny")
+        x = ir.parameter("var", (1, 8))
+        y = ir.op("MatMul", [x, ir.const(np.ones((4, 8), np.float32))], (1, 4),
+                  {"transpose_a": "false", "transpose_b": "true"})
+        ir.result(y); ir.save(tmp / "tiny.xml")        # tiny.xml + tiny.bin
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._layers: list[tuple[int, str, str, dict[str, str], list[tuple[int, ...]], list[tuple[int, ...]],
-                                 str | None, str]] = []
+        self._nodes: list[_Node] = []
         self._edges: list[tuple[int, int, int, int]] = []
         self._blob = bytearray()
-        self._shapes: dict[int, tuple[tuple[int, ...], str]] = {}  # layer id -> (output dims, precision)
 
-    def _add(self, kind: str, name: str, data: dict[str, str], inputs: Sequence[int], out: tuple[int, ...] | None,
-             precision: str = "FP32", names: str | None = None) -> int:
-        lid = len(self._layers)
-        in_dims = [self._shapes[i][0] for i in inputs]
-        for port, src in enumerate(inputs):
-            self._edges.append((src, self._out_port(src), lid, port))
-        outs = [out] if out is not None else []
-        self._layers.append((lid, name or f"{kind}_{lid}", kind, data, in_dims, outs, names, precision))
-        if out is not None:
-            self._shapes[lid] = (out, precision)
+    def _ref(self, source) -> tuple[int, int]:
+        return (source, 0) if isinstance(source, int) else (int(source[0]), int(source[1]))
+
+    def _add(self, kind: str, name: str, data: dict[str, str], inputs: Sequence, outputs: Sequence,
+             names: str | None = None) -> int:
+        lid = len(self._nodes)
+        ins = []
+        for port, source in enumerate(inputs):
+            src, index = self._ref(source)
+            node = self._nodes[src]
+            ins.append(node.outputs[index])
+            self._edges.append((src, len(node.inputs) + index, lid, port))  # ports: inputs first, then outputs
+        self._nodes.append(_Node(lid, name or f"{kind}_{lid}", kind, data, ins, list(outputs), names))
         return lid
-
-    def _out_port(self, lid: int) -> int:
-        return len(self._layers[lid][4])  # ports number inputs first, then outputs
 
     def parameter(self, name: str, shape: tuple[int, ...]) -> int:
         return self._add("Parameter", name, {"shape": ", ".join(map(str, shape)), "element_type": "f32"}, [],
-                         tuple(shape), names=name)
+                         [(tuple(shape), "FP32")], names=name)
 
     def const(self, array: np.ndarray, name: str = "") -> int:
-        array = np.ascontiguousarray(array)
+        array = np.array(array, order="C")  # not ascontiguousarray: it turns scalars into (1,) arrays
         kind = _NUMPY_TO_IR[str(array.dtype)]
         while len(self._blob) % 4:  # keep arrays aligned, as the Model Optimizer does
             self._blob.append(0)
@@ -213,39 +228,46 @@ class IRWriter:
         self._blob.extend(array.astype(ELEMENT_TYPES[kind]).tobytes())
         data = {"element_type": kind, "shape": ", ".join(map(str, array.shape)), "offset": str(offset),
                 "size": str(array.nbytes)}
-        return self._add("Const", name, data, [], tuple(array.shape), _PRECISION[kind])
+        return self._add("Const", name, data, [], [(tuple(array.shape), _PRECISION[kind])])
 
-    def op(self, kind: str, inputs: Iterable[int], out: tuple[int, ...], data: dict[str, str] | None = None,
-           name: str = "") -> int:
-        return self._add(kind, name, dict(data or {}), list(inputs), tuple(out))
+    def op(self, kind: str, inputs: Iterable, out: tuple[int, ...] | Sequence[tuple[int, ...]],
+           data: dict[str, str] | None = None, name: str = "", *, precision: str = "FP32",
+           names: str | None = None) -> int:
+        """A layer of op ``kind`` reading ``inputs``; ``out`` is its output's dims, or a list of them."""
+        outs = list(out) if out and isinstance(out[0], (tuple, list)) else [tuple(out)]
+        return self._add(kind, name, dict(data or {}), list(inputs), [(tuple(o), precision) for o in outs], names)
 
-    def result(self, source: int, name: str = "") -> int:
-        return self._add("Result", name, {}, [source], None)
+    def dims(self, source) -> tuple[int, ...]:
+        """The dims of an output written so far."""
+        src, index = self._ref(source)
+        return self._nodes[src].outputs[index][0]
+
+    def result(self, source, name: str = "") -> int:
+        return self._add("Result", name, {}, [source], [])
 
     def save(self, xml_path: str | Path) -> Path:
-        """Write ``xml_path`` and the .bin next to it; returns the XML path."""
+        """Write ``xml_path`` and the .bin next to it (atomically); returns the XML path."""
+        from studio.atomic import atomic_write_bytes
+
         xml_path = Path(xml_path)
         net = ET.Element("net", name=self.name, version="10")
         layers = ET.SubElement(net, "layers")
-        for lid, name, kind, data, in_dims, outs, names, precision in self._layers:
-            node = ET.SubElement(layers, "layer", id=str(lid), name=name, type=kind, version="opset1")
-            if data:
-                ET.SubElement(node, "data", {k: str(v) for k, v in data.items()})
-            if in_dims:
-                inp = ET.SubElement(node, "input")
-                for port, dims in enumerate(in_dims):
-                    _port(inp, port, dims, "FP32")
-            if outs:
-                out = ET.SubElement(node, "output")
-                attrs = {"names": names} if names else {}
-                _port(out, len(in_dims), outs[0], precision, attrs)
+        for n in self._nodes:
+            node = ET.SubElement(layers, "layer", id=str(n.id), name=n.name, type=n.type,
+                                 version=OP_VERSIONS.get(n.type, "opset1"))
+            if n.data:
+                ET.SubElement(node, "data", {k: str(v) for k, v in n.data.items()})
+            for tag, ports, first in (("input", n.inputs, 0), ("output", n.outputs, len(n.inputs))):
+                if ports:
+                    parent = ET.SubElement(node, tag)
+                    for i, (dims, precision) in enumerate(ports):
+                        attrs = {"names": n.names} if tag == "output" and n.names and i == 0 else {}
+                        _port(parent, first + i, dims, precision, attrs)
         edges = ET.SubElement(net, "edges")
         for src, sport, dst, dport in self._edges:
             ET.SubElement(edges, "edge", {"from-layer": str(src), "from-port": str(sport), "to-layer": str(dst),
                                           "to-port": str(dport)})
         ET.indent(net, "\t")
-        from studio.atomic import atomic_write_bytes
-
         atomic_write_bytes(xml_path.with_suffix(".bin"), bytes(self._blob))
         atomic_write_bytes(xml_path, b'<?xml version="1.0" ?>\n' + ET.tostring(net))
         return xml_path
