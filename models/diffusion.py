@@ -28,6 +28,7 @@ import torch
 
 from studio.device import pick_dtype
 from studio.errors import ModelOpenError, StudioError
+from studio.hooks import Trace
 from studio.progress import ProgressCallback
 
 from .base import CrossAttention, FileProbe, Generator, LayerInfo, ModelEntry, PromptEncoding, Sample
@@ -178,6 +179,23 @@ class DiffusionModel(Generator):
         latents = latents * scheduler.init_noise_sigma
         latents = self.sampler.run(cond, latents, scheduler, generators, plan, 0, step, progress)
         return DenoiseState(samples, step, latents, scheduler, [g.get_state() for g in generators], plan)
+
+    def trace(self, samples: Sequence[Sample], layers: Sequence[str], *, before_edits: bool = False,
+              stop: bool = True, step: int | None = None) -> dict[str, torch.Tensor]:
+        """Activations of ``layers`` at denoising ``step`` (default: the last), for the text-conditioned half of
+        a guided batch, so row ``i`` belongs to ``samples[i]``. ``stop``: no step after it runs, nor the VAE."""
+        samples = list(samples)
+        plan = self.plan(samples)
+        step = plan.steps - 1 if step is None else max(0, min(int(step), plan.steps - 1))
+        cond, scheduler = self._start(samples, plan)
+        latents, generators = self.sampler.noise([s.seed for s in samples], plan)
+        latents = latents * scheduler.init_noise_sigma
+        with Trace(self.module, layers, before_edits=before_edits) as trace:  # keeps each layer's latest call
+            latents = self.sampler.run(cond, latents, scheduler, generators, plan, 0, step + 1, None)
+        if not stop:  # the later steps run too (for other hooks), untraced
+            self.sampler.run(cond, latents, scheduler, generators, plan, step + 1, plan.steps, None)
+        n = len(samples)
+        return {k: (v[-n:] if v.shape[0] == 2 * n else v) for k, v in trace.outputs.items()}
 
     def prefix_step(self, window_start: int, sample: Sample) -> int:
         """The render step at which edits windowed from full-schedule step ``window_start`` begin for ``sample``."""

@@ -251,7 +251,8 @@ def build_pipeline(state: Mapping[str, torch.Tensor], kind: str, *, tokenizer_fi
     unet = _materialize(unet, convert_ldm_unet_checkpoint(dict(state), copy.deepcopy(ucfg)), "UNet").to(dtype)
     vcfg = vae_config(state, kind)
     vae = _on_meta(lambda: AutoencoderKL.from_config(vcfg))
-    vae = _materialize(vae, convert_ldm_vae_checkpoint(dict(state), vcfg), "VAE").to(dtype)
+    vae = _materialize(vae, convert_ldm_vae_checkpoint(dict(state), vcfg), "VAE")
+    vae = vae.to(torch.float32 if vcfg.get("force_upcast", True) else dtype)  # SD VAEs overflow in fp16
     scfg = shipped_config(kind, "scheduler/scheduler_config.json")
     scheduler = getattr(diffusers, scfg["_class_name"]).from_config(scfg)
     if kind == "sdxl":

@@ -32,15 +32,18 @@ def _write_model(root, make):
 @pytest.fixture(scope="module")
 def sd_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("sd1")
-    _write_model(root, tiny_sd)
+    _PIPES["sd"] = _write_model(root, tiny_sd)
     return root
 
 
 @pytest.fixture(scope="module")
 def xl_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("sdxl")
-    _write_model(root, tiny_sdxl)
+    _PIPES["xl"] = _write_model(root, tiny_sdxl)
     return root
+
+
+_PIPES: dict = {}  # the pipelines the fixtures wrote, as built
 
 
 @pytest.fixture(scope="module")
@@ -97,14 +100,14 @@ def test_a_sample_is_the_same_alone_or_in_a_batch(sd):
     assert torch.allclose(both[1], render(sd, [b])[0], atol=1e-5)
 
 
-def test_round_trip_of_the_original_layout_through_diffusers_converters(tmp_path):
+def test_round_trip_of_the_original_layout_through_diffusers_converters(sd_dir, xl_dir):
     from models.sd_single_file import build_pipeline, detect_kind
 
-    for make in (tiny_sd, tiny_sdxl):
-        pipe = make(tmp_path / make.__name__)
+    for which, root in (("sd", sd_dir), ("xl", xl_dir)):
+        pipe = _PIPES[which]
         state = pipeline_to_original(pipe)
         kind = detect_kind(state)
-        back = build_pipeline(state, kind, tokenizer_files=tmp_path / make.__name__ / "bpe")
+        back = build_pipeline(state, kind, tokenizer_files=root / "tokenizer")
         for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
             if getattr(pipe, part, None) is None:
                 continue
@@ -199,6 +202,16 @@ def test_layers_are_unet_blocks_with_latent_resolutions(sd, xl):
     assert enc.embeddings.shape == (77, 64)  # both text encoders, concatenated: what attn2 reads
     assert enc.tokens[:4] == ["<|startoftext|>", "a</w>", "red</w>", "cat</w>"]
     assert enc.content[:5].tolist() == [False, True, True, True, False] and not enc.content[5:].any()
+
+
+def test_trace_gives_one_row_per_sample_at_the_chosen_step(sd):
+    a, b = sample(sd, 1), sample(sd, 2)
+    with torch.inference_mode():
+        acts = sd.trace([a, b], ["mid_block", "up_blocks.1.resnets.0"])
+        first = sd.trace([a], ["mid_block"], step=0)["mid_block"]
+    assert acts["mid_block"].shape == (2, 64, 8, 8) and acts["up_blocks.1.resnets.0"].shape == (2, 32, 16, 16)
+    assert not torch.allclose(first[0], acts["mid_block"][0])  # step 0 sees other latents than the last step
+    assert count_hooks(sd.module) == 0
 
 
 @pytest.mark.parametrize("which", ["sd", "xl"])
@@ -302,21 +315,23 @@ def test_ranking_returns_every_unit_of_a_layer(sd):
     assert count_hooks(sd.module) == 0
 
 
-def test_concept_edit_changes_cross_attention_with_the_expected_rank(tmp_path):
+def test_concept_edit_changes_cross_attention_with_the_expected_rank(sd):
     from studio.concept import ConceptEdit, ConceptEditSpec, editor_for
 
-    gen = open_model(str(_fresh_folder(tmp_path)), device="cpu")
-    before = {c.name: (c.to_k.weight.detach().clone(), c.to_v.weight.detach().clone()) for c in gen.cross_attention()}
-    applied = editor_for(gen).apply(ConceptEditSpec([ConceptEdit("replace", "red", "blue")], preserve=["tree"]))
-    assert applied.rank == 1  # one word, one edit vector
-    for c in gen.cross_attention():
-        for old, new in zip(before[c.name], (c.to_k.weight, c.to_v.weight)):
-            delta = (new.detach() - old).double()
-            assert delta.abs().max() > 0
-            assert int(torch.linalg.matrix_rank(delta, rtol=1e-6)) == 1
-
-
-def _fresh_folder(tmp_path):
-    pipe = tiny_sd(tmp_path / "build")
-    pipe.save_pretrained(tmp_path / "folder")
-    return tmp_path / "folder"
+    before = {c.name: (c.to_k.weight.detach().clone(), c.to_v.weight.detach().clone()) for c in sd.cross_attention()}
+    s = sample(sd)
+    base = render(sd, [s])
+    editor = editor_for(sd)
+    try:
+        applied = editor.apply(ConceptEditSpec([ConceptEdit("replace", "red", "blue")], preserve=["tree"]))
+        assert applied.rank == 1  # one word, one edit vector
+        assert set(applied.factors) == {f"{c.name}.{p}" for c in sd.cross_attention() for p in ("to_k", "to_v")}
+        for c in sd.cross_attention():
+            for old, new in zip(before[c.name], (c.to_k.weight, c.to_v.weight)):
+                delta = (new.detach() - old).double()
+                assert delta.abs().max() > 0
+                assert int(torch.linalg.matrix_rank(delta, rtol=1e-6)) == 1
+        assert not torch.allclose(render(sd, [s]), base, atol=1e-4)  # "a red house" renders differently now
+    finally:
+        editor.revert()
+    assert torch.equal(render(sd, [s]), base)
