@@ -33,14 +33,24 @@ def _files(folder: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
+#: (path, [(relative path, size, mtime_ns)]) -> digest: autosaves re-hash a multi-GB model only when it changed.
+_DIGESTS: dict[tuple, str] = {}
+
+
 def content_sha256(path: str | os.PathLike, progress: ProgressCallback | None = None) -> str:
     """SHA-256 of a file's bytes, or of a folder's sorted relative paths, sizes and contents; streamed.
 
-    >>> content_sha256("resources/rooms/rooms.safetensors")[:12]
+    Remembered per file list, sizes and modification times, so asking again for an unchanged model is free::
+
+        content_sha256("resources/rooms/rooms.safetensors")[:12]
     """
     path = Path(path)
     entries = _files(path) if path.is_dir() else [("", path)]
-    total = sum(p.stat().st_size for _, p in entries)
+    stats = [(rel, file.stat()) for rel, file in entries]
+    key = (str(path.resolve()), tuple((rel, st.st_size, st.st_mtime_ns) for rel, st in stats))
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    total = sum(st.st_size for _, st in stats)
     ticker = Ticker(total, progress, unit="bytes", message=f"hashing {path.name}")
     digest = hashlib.sha256()
     for rel, file in entries:
@@ -50,7 +60,10 @@ def content_sha256(path: str | os.PathLike, progress: ProgressCallback | None = 
             while chunk := f.read(_CHUNK):
                 digest.update(chunk)
                 ticker.advance(len(chunk))
-    return digest.hexdigest()
+    if len(_DIGESTS) > 64:
+        _DIGESTS.clear()
+    _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 @dataclass(frozen=True)

@@ -244,7 +244,7 @@ def test_model_reference_hashes_files_and_folders_and_notices_changes(registry, 
     ref = ModelReference.of(gen)
     assert ref.source == str(path.resolve()) and ref.sha256 == content_sha256(path)
     assert ref.mismatch(gen) is None
-    path.write_bytes(b"TOY18")
+    path.write_bytes(b"TOY180")  # another size: a change even where file times are coarse
     assert "differ" in ref.mismatch(gen)
     assert "a toy-text model is open" in ModelReference("x", "toy").mismatch(registry.open_model("toy-text"))
 
