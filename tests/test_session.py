@@ -334,3 +334,13 @@ def test_default_config_dir_honours_the_override(monkeypatch, tmp_path):
     monkeypatch.setenv("NEURON_STUDIO_CONFIG_DIR", str(tmp_path))
     assert user_config_dir() == tmp_path
     assert RecoveryStore().path == tmp_path / "recovery" / "recovery.nstudio"
+
+
+def test_saved_files_get_ordinary_permissions(toy, tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = save_session(Session.capture(toy), tmp_path / "mode.nstudio")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600: others can read an export
+    path.chmod(0o640)
+    save_session(Session.capture(toy), path)
+    assert path.stat().st_mode & 0o777 == 0o640  # a replaced file keeps the mode it had
