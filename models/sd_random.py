@@ -1,6 +1,7 @@
 """Random-weight Stable Diffusion pipelines with their own small tokenizer, built offline (tests, benchmarks).
 
     pipe = tiny_sd(workdir)                  # SD 1.x-shaped: 2-level UNet (32, 64), 32-px images, seconds to run
+    pipe = tiny_sd2(workdir)                 # SD 2.x-shaped: OpenCLIP-style text encoder, linear projections
     pipe = tiny_sdxl(workdir)                # SDXL-shaped: two text encoders, text_time conditioning
     pipe = full_size("sd1", workdir)         # the real SD 1.5 sizes (UNet 860 M parameters), random weights
 
@@ -78,6 +79,27 @@ def tiny_sd(workdir: Path, seed: int = 0):
                                 attention_head_dim=8, norm_num_groups=32)
     vae = _vae(0.18215)  # the SD 1 VAE's latent scale
     text = CLIPTextModel(_text_config(len(tokenizer)))
+    _randomize(unet, vae)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text.eval(), tokenizer=tokenizer, unet=unet.eval(),
+                                   scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def tiny_sd2(workdir: Path, seed: int = 0):
+    """An SD 2.x-shaped StableDiffusionPipeline: OpenCLIP-style text encoder (gelu, pads with '!'), linear
+    attention projections, 64-wide heads."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    files = tokenizer_files(workdir / "bpe")
+    tokenizer = _tokenizer(files, workdir / "tok1", "!")
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4,
+                                out_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=(1, 1), use_linear_projection=True, norm_num_groups=32)
+    vae = _vae(0.18215)
+    text = CLIPTextModel(_text_config(len(tokenizer), act="gelu"))
     _randomize(unet, vae)
     return StableDiffusionPipeline(vae=vae, text_encoder=text.eval(), tokenizer=tokenizer, unet=unet.eval(),
                                    scheduler=_scheduler(), safety_checker=None, feature_extractor=None,

@@ -117,6 +117,21 @@ def test_round_trip_of_the_original_layout_through_diffusers_converters(sd_dir, 
         assert back.tokenizer("a red cat").input_ids == pipe.tokenizer("a red cat").input_ids
 
 
+def test_sd2_round_trip_keeps_the_unread_last_text_block(tmp_path):
+    from models.sd_random import tiny_sd2
+    from models.sd_single_file import build_pipeline, detect_kind
+
+    pipe = tiny_sd2(tmp_path)
+    state = pipeline_to_original(pipe)
+    assert "cond_stage_model.model.transformer.resblocks.2.attn.in_proj_weight" in state  # 2 read + 1 unread
+    assert detect_kind(state) == "sd2"
+    back = build_pipeline(state, "sd2", tokenizer_files=tmp_path / "bpe")
+    for part in ("unet", "vae", "text_encoder"):
+        want, got = getattr(pipe, part).state_dict(), getattr(back, part).state_dict()
+        assert set(want) == set(got) and all(torch.equal(want[k], got[k]) for k in want), part
+    assert back.tokenizer.pad_token == "!" and back.scheduler.config.prediction_type == "v_prediction"
+
+
 def test_detect_kind_from_keys_and_clear_refusals(tmp_path):
     from models.sd_single_file import detect_kind
 
