@@ -220,6 +220,11 @@ def test_rosinality_checkpoints_open_and_export_round_trips(files, gens, tmp_pat
     with torch.inference_mode():
         torch.testing.assert_close(reopened.render(samples), gen.render(samples), atol=1e-5, rtol=0)
     assert [i.units for i in reopened.layers()] == [i.units for i in gen.layers()]
+    legacy = tmp_path / "legacy.pt"  # torch < 1.6 wrote plain pickles: older rosinality checkpoints are such
+    torch.save(checkpoint, legacy, _use_new_zipfile_serialization=False)
+    with torch.inference_mode():
+        torch.testing.assert_close(open_model(str(legacy), device="cpu").render(samples[:1]), reopened.render(
+            samples[:1]), atol=1e-6, rtol=0)
     assert rosinality_args(gen.net) is None  # tiny widths: no channel multiplier of rosinality's fits
     with pytest.raises(UnsupportedOperation, match="StyleGAN3"):
         to_rosinality_checkpoint(gens["sg3t"].net)
