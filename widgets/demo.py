@@ -43,7 +43,7 @@ class Demo(QObject):
         self.step = "image"
         self.edit_stamp = None
         window.frame_shown.connect(self._on_frame)
-        window.worker.load_failed.connect(lambda _: self._finish())
+        window.load_failed.connect(lambda _: self._finish())  # a GUI-thread signal, not the worker's
 
     def _on_frame(self, frame) -> None:
         window = self.window

@@ -60,6 +60,7 @@ class MainWindow(QMainWindow):
     image_shown = Signal()
     frame_shown = Signal(object)  # studio.live.Frame
     model_loaded = Signal(object)  # Generator
+    load_failed = Signal(str)  # one sentence; the previous model (if any) is still loaded
 
     def __init__(self, model: str | None = None, device: str = "auto", settings: QSettings | None = None) -> None:
         super().__init__()
@@ -189,7 +190,9 @@ class MainWindow(QMainWindow):
     def _add_concept_panel(self) -> None:
         try:
             from .concept_panel import ConceptPanel
-        except ImportError:
+        except ModuleNotFoundError as error:
+            if error.name != "widgets.concept_panel":
+                raise  # the panel exists but something it imports is missing: say so, do not hide it
             return  # not written yet: the window works without it
         self.concepts = ConceptPanel(self.jobs, parent=self)
         self.concepts.model_changed.connect(self._on_weights_changed)
@@ -289,6 +292,7 @@ class MainWindow(QMainWindow):
             self.canvas.placeholder = sentence
             self.canvas.update()
         self.show_error(sentence)
+        self.load_failed.emit(sentence)
         self.image_shown.emit()
 
     # -- rendering ----------------------------------------------------------------------------------------------

@@ -62,6 +62,18 @@ def default_layer_index(layers) -> int:
     return names.index(name) if name in names else 0
 
 
+def thumbnails(images, size: int = THUMB):
+    """(N, 3, H, W) images -> N (h, w, 3) uint8 arrays at most ``size`` wide/high (made on the worker thread)."""
+    import torch.nn.functional as F
+
+    from studio.images import to_uint8
+
+    h, w = images.shape[-2:]
+    scale = size / max(h, w)
+    small = F.interpolate(images.float(), size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
+    return [to_uint8(image) for image in small]
+
+
 def parse_seeds(text: str, current: int) -> list[int]:
     from studio.commands.common import parse_seeds as parse
 
@@ -211,7 +223,7 @@ class RankingPanel(QWidget):
             ranking = rank_units(generator, samples, mask.to(generator.device), layer, method=options["method"],
                                  ablation=options["ablation"], progress=progress)
             best = [int(u.unit) for u in ranking.units[:THUMBNAILS]]
-            thumbs = unit_off_images(generator, base, layer, best) if best else None
+            thumbs = thumbnails(unit_off_images(generator, base, layer, best)) if best else None
             return layer, ranking, best, thumbs
 
         return work
@@ -235,8 +247,7 @@ class RankingPanel(QWidget):
         pixmaps = {}
         if thumbs is not None:
             for unit, image in zip(best, thumbs):
-                pixmaps[unit] = pixmap_from(image).scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
-                                                          Qt.TransformationMode.SmoothTransformation)
+                pixmaps[unit] = pixmap_from(image)
         self.state.ranking, self.state.layer = ranking, layer
         self.show_ranking(ranking, pixmaps)
         self.ranked.emit(ranking)
