@@ -1,5 +1,5 @@
-"""The main window: model, seed and prompt above the canvas; ranking and sliders beside it; seeds and concepts
-in docks; device and frame time in the status bar. Every computation runs on the model's worker thread.
+"""The main window: model, seed and prompt above the canvas; beside it tabs for units (ranking and sliders),
+concept edits and a seed grid; device and frame time in the status bar. Every computation runs on the model's worker thread.
 
     window = MainWindow("rooms", "auto")       # loads in the background; ``image_shown`` after each frame
     window.canvas.set_mask(mask)               # what the user paints
@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QLabel, QLineEdit, QMainWindow, QPushButton, QSpinBox,
-                               QSplitter, QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QLabel, QLineEdit, QMainWindow, QPushButton, QSpinBox,
+                               QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from studio.device import describe
 from studio.live import Frame, LiveRequest
@@ -150,42 +150,35 @@ class MainWindow(QMainWindow):
         self.sliders.hold_original.connect(self._on_hold)
         self.sliders.side_by_side.connect(self._on_side_by_side)
         self.sliders.unit_focused.connect(self._show_activation_of)
-        side = QSplitter(Qt.Orientation.Vertical)
-        side.addWidget(self.ranking)
-        side.addWidget(self.sliders)
-        side.setStretchFactor(0, 3)
-        side.setStretchFactor(1, 2)
+        units = QSplitter(Qt.Orientation.Vertical)
+        units.addWidget(self.ranking)
+        units.addWidget(self.sliders)
+        units.setStretchFactor(0, 3)
+        units.setStretchFactor(1, 2)
+        self.seeds = SeedBrowser(self.jobs)
+        self.seeds.seed_picked.connect(self.seed.setValue)
+        self.seeds.message.connect(self.show_error)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(units, "Units")
+        self.concepts = None
+        # The concept-edit panel (widgets/concept_panel.py, a colleague's): ConceptPanel(jobs), told about models
+        # with set_generator(), emitting model_changed() after weight edits.
+        self._add_concept_panel()
+        self.tabs.addTab(self.seeds, "Seeds")
+        self.tabs.currentChanged.connect(lambda _: self._browse_seeds_if_visible())
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(centre)
-        split.addWidget(side)
+        split.addWidget(self.tabs)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         split.setSizes([720, 520])
         self.splitter = split
         self.setCentralWidget(split)
 
-        self.seeds = SeedBrowser(self.jobs)
-        self.seeds.seed_picked.connect(self.seed.setValue)
-        self.seeds.message.connect(self.show_error)
-        self.seed_dock = self._dock("Seeds", self.seeds, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.seed_dock.visibilityChanged.connect(self._browse_seeds_if_visible)
-        self.seed_dock.hide()
-        self.concepts = None
-        # The concept-edit panel (widgets/concept_panel.py, a colleague's) docks here when it exists:
-        # ConceptPanel(jobs) told about models with set_generator(), emitting model_changed() after weight edits.
-        self._add_concept_panel()
-
         self.device_label = QLabel("device: …")
         self.frame_label = QLabel("")
         self.statusBar().addPermanentWidget(self.frame_label)
         self.statusBar().addPermanentWidget(self.device_label)
-
-    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(f"{title}Dock")
-        dock.setWidget(widget)
-        self.addDockWidget(area, dock)
-        return dock
 
     def _add_concept_panel(self) -> None:
         try:
@@ -196,8 +189,8 @@ class MainWindow(QMainWindow):
             return  # not written yet: the window works without it
         self.concepts = ConceptPanel(self.jobs, parent=self)
         self.concepts.model_changed.connect(self._on_weights_changed)
-        self.concept_dock = self._dock("Concepts", self.concepts, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.concept_dock.hide()
+        self.concepts.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
+        self.tabs.addTab(self.concepts, "Concepts")
 
     def _build_menus(self) -> None:
         self.sessions = SessionActions(self)
@@ -227,9 +220,9 @@ class MainWindow(QMainWindow):
         self.tools.addSeparator()
         self.tools.addAction(self.activation_action)
         view.addSeparator()
-        view.addAction(self.seed_dock.toggleViewAction())
-        if self.concepts is not None:
-            view.addAction(self.concept_dock.toggleViewAction())
+        for index in range(self.tabs.count()):
+            action = view.addAction(self.tabs.tabText(index), lambda i=index: self.tabs.setCurrentIndex(i))
+            action.setShortcut(QKeySequence(f"Ctrl+{index + 1}"))
 
     # -- settings -----------------------------------------------------------------------------------------------
     def _restore_settings(self) -> None:
@@ -304,7 +297,7 @@ class MainWindow(QMainWindow):
         self.state.sample = self.generator.sample(self.seed.value(), prompt)
         self.canvas.set_heatmap(None)
         self._post(content=True)
-        if self.seed_dock.isVisible():
+        if self.tabs.currentWidget() is self.seeds:
             self.seeds.show_seeds(self.state.sample, self.seeds.first)
 
     def _post(self, content: bool = False) -> int:
@@ -418,8 +411,8 @@ class MainWindow(QMainWindow):
 
         self.jobs.submit(work, done, self.show_error)
 
-    def _browse_seeds_if_visible(self, visible: bool) -> None:
-        if visible and self.state.sample is not None:
+    def _browse_seeds_if_visible(self) -> None:
+        if self.tabs.currentWidget() is self.seeds and self.state.sample is not None:
             self.seeds.show_seeds(self.state.sample, self.seeds.first or self.seed.value())
 
     # -- drag and drop ------------------------------------------------------------------------------------------
