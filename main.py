@@ -18,6 +18,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _report_unexpected_errors(window) -> None:
+    """A bug in a slot becomes one sentence in the window (and a traceback on the console), never a lost session."""
+    import traceback
+
+    def hook(kind, error, tb) -> None:
+        traceback.print_exception(kind, error, tb)
+        window.show_error(f"Unexpected {kind.__name__}: {error}. Your work is still open; details are on the console.")
+
+    sys.excepthook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.screenshot:
@@ -31,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Neuron Studio")
     app.setOrganizationName("Neuron Studio")
-    settings = None
-    if args.screenshot:  # the picture must not depend on (or change) this user's saved layout
+    settings = folder = None
+    if args.screenshot:  # the picture must not depend on (or change) this user's layout and recovery file
         folder = tempfile.mkdtemp(prefix="neuron-studio-shot-")
         settings = QSettings(os.path.join(folder, "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(args.model, args.device, settings=settings)
+    window = MainWindow(args.model, args.device, settings=settings, config_dir=folder)
     if args.screenshot:
         window.resize(1440, 900)
     elif settings is None and window.settings.value("window/geometry") is None:
@@ -44,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo and not args.screenshot:
         Demo(window)
     if not args.screenshot:
+        _report_unexpected_errors(window)
         return app.exec()
 
     status = {"code": 1}

@@ -50,7 +50,7 @@ def open_window(qtbot, tmp_path, model: str = "toy"):
     from widgets.main_window import MainWindow
 
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(model, "cpu", settings=settings)
+    window = MainWindow(model, "cpu", settings=settings, config_dir=str(tmp_path / "config"))
     qtbot.addWidget(window)
     window.resize(1200, 800)
     with qtbot.waitSignal(window.frame_shown, timeout=60_000):

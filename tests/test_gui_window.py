@@ -230,3 +230,27 @@ def test_the_event_loop_stays_responsive_while_a_ranking_runs(slow_window, qtbot
     assert took > 1.0, "the probe needs a ranking that runs for more than a second"
     assert len(ticks) > 50
     assert gaps.max() < 0.1, f"the GUI thread stalled for {gaps.max() * 1000:.0f} ms"
+
+
+def test_work_left_by_a_crash_is_recovered(registry, qtbot, tmp_path):
+    import shutil
+
+    first = open_window(qtbot, tmp_path)
+    paint_square(first, 4, 4, 12, 12)
+    first.sliders.add_units("blocks.1", [7])
+    first.sliders.rows[0].slider.setValue(200)
+    recovery = first.recovery.store.path
+    qtbot.waitUntil(lambda: recovery.exists() and first.recovery.autosaver.writes > 0
+                    and not first.recovery.autosaver.dirty, timeout=30_000)
+    shutil.copy(recovery, tmp_path / "left-behind")
+    first.close()  # a normal close removes the recovery file...
+    assert not recovery.exists()
+    shutil.copy(tmp_path / "left-behind", recovery)  # ...a crash would have left it
+    second = open_window(qtbot, tmp_path)
+    assert second.recovery.recover_action.isEnabled()
+    second.recovery.recover_action.trigger()
+    qtbot.waitUntil(lambda: len(second.sliders.rows) == 1, timeout=20_000)
+    assert second.sliders.edits() == [UnitEdit("blocks.1", 7, "scale", 2.0)]
+    assert second.state.mask is not None and float(second.state.mask[8, 8]) > 0.9
+    assert second.sessions.path is None  # never saved: Save asks where
+    second.close()

@@ -29,6 +29,7 @@ from .model_picker import ModelPicker
 from .qt_images import heatmap_image
 from .ranking_panel import RankingPanel
 from .seed_browser import SeedBrowser
+from .recovery_actions import RecoveryActions
 from .session_actions import SessionActions
 from .slider_panel import SliderPanel
 from .worker import ModelWorker, WorkerThread
@@ -62,7 +63,9 @@ class MainWindow(QMainWindow):
     model_loaded = Signal(object)  # Generator
     load_failed = Signal(str)  # one sentence; the previous model (if any) is still loaded
 
-    def __init__(self, model: str | None = None, device: str = "auto", settings: QSettings | None = None) -> None:
+    def __init__(self, model: str | None = None, device: str = "auto", settings: QSettings | None = None,
+                 config_dir: str | None = None) -> None:
+        """``settings``/``config_dir``: where preferences and the recovery file live (default: the user's)."""
         super().__init__()
         self.setWindowTitle("Neuron Studio")
         self.setAcceptDrops(True)
@@ -87,6 +90,8 @@ class MainWindow(QMainWindow):
         self.worker.frame_failed.connect(lambda stamp, sentence: self.show_error(sentence))
 
         self._build_widgets()
+        self.sessions = SessionActions(self)
+        self.recovery = RecoveryActions(self, Path(config_dir) / "recovery" if config_dir else None)
         self._build_menus()
         self._restore_settings()
         self.open_model(model or "")
@@ -141,6 +146,7 @@ class MainWindow(QMainWindow):
 
         self.ranking = RankingPanel(self.jobs, self.state)
         self.ranking.message.connect(self.show_error)
+        self.ranking.ranked.connect(lambda _: self.recovery.edited())
         self.ranking.units_chosen.connect(self._add_sliders)
         self.ranking.unit_selected.connect(self._on_unit_selected)
         self.ranking.layers.layer_changed.connect(self._on_layer_changed)
@@ -193,7 +199,6 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.concepts, "Concepts")
 
     def _build_menus(self) -> None:
-        self.sessions = SessionActions(self)
         file = self.menuBar().addMenu("&File")
         file.addAction("Open model file…", self.picker.open_file)
         file.addAction("Open model folder…", self.picker.open_folder)
@@ -201,6 +206,7 @@ class MainWindow(QMainWindow):
         file.addAction(self.sessions.open_action)
         file.addAction(self.sessions.save_action)
         file.addAction(self.sessions.save_as_action)
+        file.addAction(self.recovery.recover_action)
         file.addSeparator()
         file.addAction("Save image…", self.sessions.save_image)
         file.addSeparator()
@@ -294,7 +300,10 @@ class MainWindow(QMainWindow):
         if self.generator is None:
             return
         prompt = self.prompt.text().strip() or None
-        self.state.sample = self.generator.sample(self.seed.value(), prompt)
+        sample = self.generator.sample(self.seed.value(), prompt)
+        if sample != self.state.sample and self.state.sample is not None:
+            self.recovery.edited()
+        self.state.sample = sample
         self.canvas.set_heatmap(None)
         self._post(content=True)
         if self.tabs.currentWidget() is self.seeds:
@@ -334,17 +343,20 @@ class MainWindow(QMainWindow):
     def _on_mask_changed(self) -> None:
         mask = self.canvas.mask()
         self.state.mask = torch.from_numpy(mask) if mask is not None else None
+        self.recovery.edited()
         if self.state.edits and self.state.local:
             self._post()
 
     def _on_edits_changed(self, edits: list) -> None:
         self.state.edits = list(edits)
+        self.recovery.edited()
         self.ranking.plot.set_marked([e.unit for e in edits if e.layer == self.state.layer],
                                      self.ranking.plot.current)
         self._post()
 
     def _on_local_changed(self, local: bool) -> None:
         self.state.local = local
+        self.recovery.edited()
         if self.state.edits:
             self._post()
 
@@ -433,6 +445,8 @@ class MainWindow(QMainWindow):
     # -- closing ------------------------------------------------------------------------------------------------
     def closeEvent(self, event) -> None:
         self._save_settings()
+        self.recovery.timer.stop()
+        self.recovery.saved()  # a normal close: nothing to recover next time
         self.jobs.cancel_all()
         self.thread.stop()  # quit() then wait(): a running job stops at its next progress report
         super().closeEvent(event)

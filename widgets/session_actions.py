@@ -70,6 +70,7 @@ class SessionActions(QObject):
 
         def done(written) -> None:
             self.path = Path(written)
+            window.recovery.saved()
             window.setWindowTitle(f"Neuron Studio — {self.path.name}")
             window.statusBar().showMessage(f"Saved {self.path}", 5000)
 
@@ -91,7 +92,8 @@ class SessionActions(QObject):
                 self.window.show_error(f"Could not save the image: {error}")
 
     # -- opening ------------------------------------------------------------------------------------------------
-    def open(self, path: str | Path | None) -> None:
+    def open(self, path: str | Path | None, *, origin: str | None = None, recovered: bool = False) -> None:
+        """Open a session file (``recovered``: a recovery file whose work belongs to ``origin``, if it was saved)."""
         window = self.window
         if path is None:
             path, _ = QFileDialog.getOpenFileName(window, "Open session", "", SESSION_FILTER)
@@ -100,7 +102,9 @@ class SessionActions(QObject):
         source = Path(path)
 
         def done(session) -> None:
-            self.path = source
+            self.path = (Path(origin) if origin else None) if recovered else source
+            if recovered:
+                window.recovery.edited()  # still unsaved: keep autosaving it
             if window.generator is not None and session.model.source == window.generator.source:
                 self._apply(session)
             else:

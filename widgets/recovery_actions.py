@@ -1,0 +1,90 @@
+"""Autosave while the user works, and recovery of the work a crash left behind (studio.recovery decides when).
+
+    recovery = RecoveryActions(window, directory)   # <config>/recovery by default
+    recovery.edited()                               # after every edit: a write soon after, then every minute
+    recovery.recover_action                         # File menu: enabled when the last run did not close normally
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtGui import QAction
+
+from studio.recovery import Autosaver, RecoveryStore
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
+
+
+class RecoveryActions(QObject):
+    def __init__(self, window: "MainWindow", directory: str | os.PathLike | None = None) -> None:
+        super().__init__(window)
+        self.window = window
+        self.store = RecoveryStore(directory)
+        self.pending = self.store.pending()  # read before our first autosave replaces it
+        self.reference = None  # the model's ModelReference, hashed once per load on the worker thread
+        self.autosaver = Autosaver(self.store, self._snapshot, origin=self._origin)
+        self.recover_action = QAction("Recover unsaved work", self)
+        self.recover_action.setEnabled(self.pending is not None)
+        self.recover_action.triggered.connect(self.recover)
+        self.timer = QTimer(self)
+        self.timer.setInterval(1000)
+        self.timer.timeout.connect(self.tick)
+        self.timer.start()
+        window.model_loaded.connect(self._on_model_loaded)
+
+    @property
+    def ready(self) -> bool:
+        """Autosave needs a model and its reference (no hashing of weights on the GUI thread)."""
+        return self.window.generator is not None and self.reference is not None
+
+    def edited(self) -> None:
+        if self.ready:
+            self._report(self.autosaver.edited())
+        else:
+            self.autosaver.dirty = self.autosaver.active = True  # written once the model's reference is known
+
+    def tick(self) -> None:
+        if self.ready:
+            self._report(self.autosaver.tick())
+
+    def saved(self) -> None:
+        """The user saved, or closed the window normally: nothing is left to recover."""
+        self.autosaver.saved()
+
+    def _report(self, wrote: bool) -> None:
+        if not wrote and self.autosaver.last_error:
+            self.window.statusBar().showMessage(self.autosaver.last_error, 10000)
+
+    def _snapshot(self):
+        from .session_actions import concept_editor_of
+
+        window = self.window
+        return window.state.to_session(window.generator, concept_editor=concept_editor_of(window.generator),
+                                       reference=self.reference)
+
+    def _origin(self) -> str | None:
+        path = self.window.sessions.path
+        return str(path) if path else None
+
+    def _on_model_loaded(self, generator) -> None:
+        from studio.reference import ModelReference
+
+        self.reference = None
+
+        def done(reference) -> None:
+            if self.window.generator is generator:
+                self.reference = reference
+
+        self.window.jobs.submit(lambda g: ModelReference.of(g), done, lambda sentence: None)
+        if self.pending is not None:
+            self.window.statusBar().showMessage(f"{self.pending.describe()} File → Recover unsaved work.", 20000)
+
+    def recover(self) -> None:
+        """Open the recovered session (its model is reloaded if another one is open)."""
+        pending, self.pending = self.pending, None
+        self.recover_action.setEnabled(False)
+        if pending is not None:
+            self.window.sessions.open(pending.path, origin=pending.origin, recovered=True)
