@@ -84,8 +84,10 @@ def modulate(x: torch.Tensor, style_scale: torch.Tensor, channels_last: bool) ->
     Depthwise and 1x1 convs run about twice as fast channels-last on the CPU; the wavelet step on NCHW.
     """
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    out = torch.empty_like(x, memory_format=fmt)
-    return torch.mul(x, style_scale[:, :, None, None], out=out)
+    scale = style_scale[:, :, None, None]
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        return (x * scale).contiguous(memory_format=fmt)  # out= has no autograd (gradient ranking needs it)
+    return torch.mul(x, scale, out=torch.empty_like(x, memory_format=fmt))
 
 
 class PixelNorm(nn.Module):

@@ -181,6 +181,30 @@ def test_ranking_returns_every_unit(gens, kind):
     assert sorted(u.unit for u in result.units) == list(range(info.units))
     assert all(u.exact for u in result.units) and result.units[0].score >= result.units[-1].score
     assert max(u.inside for u in result.units) > 0
+    fast = ranking.rank_units(gen, [_sample(gen, 1)], mask, info.name, method="fast", candidates=3)
+    assert sorted(u.unit for u in fast.units) == list(range(info.units)) and len(fast.exact_units) == 3
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_studio_export_bakes_edits_and_reopens_the_same(files, kind, tmp_path):
+    from studio.export import export
+
+    path, _ = files[kind]
+    gen = open_model(str(path), device="cpu")
+    layers = [info.name for info in gen.layers()]
+    mask = torch.zeros(32, 32)
+    mask[4:16, 4:16] = 1
+    edits = [UnitEdit(layers[0], 0, "off"), UnitEdit(layers[-1], 2, "scale", 1.5),
+             UnitEdit(layers[1], 1, "scale", 3.0, local=True)]
+    samples = [gen.sample(1), gen.sample(2)]
+    with torch.inference_mode():
+        report = export(gen, edits, None, "studio", tmp_path / "edited.safetensors", mask=mask, samples=samples)
+        assert report.verified and len(report.baked) == 2 and len(report.kept) == 1, report.text()
+        reopened = open_model(str(tmp_path / "edited.safetensors"), device="cpu")
+        with gen.editor() as editor:
+            editor.set(edits, mask=mask)
+            expected = gen.render(samples)
+        assert torch.allclose(reopened.render(samples), expected, atol=1e-4)
 
 
 def test_mobilestylegan_options(gens):
