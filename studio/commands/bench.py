@@ -12,6 +12,7 @@ BENCHES: list[str] = [
     "diffusion",
     "slider",
     "stylegan",
+    "faces",
 ]
 
 
