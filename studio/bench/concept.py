@@ -10,6 +10,7 @@ back from the render:
 - ``facts_kept``: share of the edited renders whose bed, window and lamp count still match the prompt (spill onto
   words nobody listed);
 - ``edit_seconds``: one solve for all layers of the model (median of the edits);
+- ``joint``: all eight replacements in one solve (the palette swapped pairwise), the captions' other words preserved;
 - ``sd15_edit_seconds``: one solve on random weights of Stable Diffusion 1.5's cross-attention shapes (16 layers,
   768-wide text), against ``sd15_dense_seconds``, the textbook dense solve (``W = (…)(…)⁻¹`` per projection) in the
   same process.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -53,6 +55,7 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", choices=TOKEN_MODES, default=DEFAULT_TOKENS, help="token choice of the main figures")
     p.add_argument("--no-compare", action="store_true", help="skip the comparison of token choices")
     p.add_argument("--sd15-only", action="store_true", help="only time the solve on SD 1.5 shapes")
+    p.add_argument("--no-sd15", action="store_true", help="skip the timing on SD 1.5 shapes")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
@@ -71,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         result.update(bench.run(args.tokens))
         if not args.no_compare:
             result["tokens"] = bench.compare()
-    result.update(sd15_timing(args.lambda_, args.tokens))
+    if not args.no_sd15:
+        result.update(sd15_timing(args.lambda_, args.tokens))
     result["targets"] = {k: v for k, v in TARGETS.items() if k in result}
     if args.json:
         print(json.dumps(result, indent=2))
@@ -182,6 +186,28 @@ class RoomsConceptBench:
                 "edit_seconds": statistics.median(seconds) if seconds else None,
                 "rank": max(ranks, default=0), "edits": len(self.pairs), "edits_solved": len(seconds)}
 
+    def joint(self, tokens: str) -> dict:
+        """All eight replacements in one solve (the palette swapped pairwise), the captions' other words preserved."""
+        colours = set(self.colours)
+        words = sorted({w for cases in (*self.canonical.values(), *self.paraphrased.values()) for case in cases
+                        for w in re.findall(r"[a-z]+", case.sample.prompt) if w not in colours})
+        spec = ConceptEditSpec([ConceptEdit("replace", c, t) for c, t in self.pairs], words, self.lambda_,
+                               tokens=tokens)
+        print(f"  all {len(self.pairs)} colours in one solve ({tokens})", file=sys.stderr)
+        applied = self.editor.apply(spec)
+        try:
+            target = dict(self.pairs)
+            cases = [case for c in self.colours for case in self.canonical[c]]
+            seen = self.read(cases)
+            cases_p = [case for c in self.colours for case in self.paraphrased[c]]
+            seen_p = self.read(cases_p)
+        finally:
+            self.editor.revert()
+        return {"efficacy": sum(f.wall == target[c.fields.wall] for f, c in zip(seen, cases)) / len(cases),
+                "generality": sum(f.wall == target[c.fields.wall] for f, c in zip(seen_p, cases_p)) / len(cases_p),
+                "facts_kept": sum(_other_facts(f) == _other_facts(c.fields) for f, c in zip(seen, cases)) / len(cases),
+                "edit_seconds": applied.seconds, "rank": applied.rank, "preserved_words": len(words)}
+
     def run(self, tokens: str) -> dict:
         start = time.perf_counter()
         result = {"model": self.generator.name, "tokens_mode": tokens, "lambda": self.lambda_,
@@ -190,6 +216,7 @@ class RoomsConceptBench:
                                        "specificity": sum(len(self.canonical[c]) for c in self.colours[1:])}}
         result["before"] = self.before()
         result.update(self.evaluate(tokens))
+        result["joint"] = self.joint(tokens)
         result["bench_seconds"] = time.perf_counter() - start
         return result
 
@@ -240,10 +267,10 @@ class Sd15Shapes(Generator):
     family = "sd15-shapes"
     takes_prompt = True
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, widths: Sequence[int] = SD15_WIDTHS) -> None:
         torch.manual_seed(seed)
         module = nn.ModuleList()
-        for width in SD15_WIDTHS:
+        for width in widths:
             attn = nn.Module()
             attn.to_k = nn.Linear(SD15_TEXT, width, bias=False)
             attn.to_v = nn.Linear(SD15_TEXT, width, bias=False)
@@ -291,12 +318,13 @@ def dense_solve(generator, spec: ConceptEditSpec) -> None:
                 linear.weight.copy_(mat1 @ torch.inverse(mat2))
 
 
-def sd15_timing(lambda_: float = DEFAULT_LAMBDA, tokens: str = DEFAULT_TOKENS, repeats: int = 3) -> dict:
+def sd15_timing(lambda_: float = DEFAULT_LAMBDA, tokens: str = DEFAULT_TOKENS, repeats: int = 3,
+                widths: Sequence[int] = SD15_WIDTHS) -> dict:
     """Seconds of one solve (2 replace edits, 10 preserved concepts) on SD 1.5 shapes: ours (median of
     ``repeats``; the first also keeps a copy of the original weights) against one dense solve, both on one thread."""
     from studio.concept import _one_cpu_thread
 
-    model = Sd15Shapes()
+    model = Sd15Shapes(widths=widths)
     spec = ConceptEditSpec([ConceptEdit("replace", "a red car", "a blue car"),
                             ConceptEdit("replace", "van gogh", "a photograph")],
                            ["a green car", "a yellow car", "a truck", "a cat", "monet", "a painting", "red",
@@ -317,5 +345,5 @@ def sd15_timing(lambda_: float = DEFAULT_LAMBDA, tokens: str = DEFAULT_TOKENS, r
     diff = max((lin.weight - edited[n]).abs().max().item() for n, lin in editor.projections.items())
     o = statistics.median(ours)
     return {"sd15_edit_seconds": o, "sd15_first_edit_seconds": ours[0], "sd15_dense_seconds": dense,
-            "sd15_speedup_vs_dense": dense / o, "sd15_max_abs_diff_vs_dense": diff, "sd15_layers": len(SD15_WIDTHS),
+            "sd15_speedup_vs_dense": dense / o, "sd15_max_abs_diff_vs_dense": diff, "sd15_layers": len(widths),
             "sd15_tokens_mode": tokens, "sd15_rank": rank}
