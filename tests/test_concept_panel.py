@@ -113,3 +113,17 @@ def test_strengths_explain_their_effect(panel):
     panel.tokens.setCurrentIndex(panel.tokens.findData("all"))
     made = panel.spec()
     assert made.edits[0].kind == "erase" and made.lambda_ == 0.5 and made.tokens == "all"
+
+
+def test_the_stack_follows_edits_made_elsewhere(panel, gen, qtbot):
+    from studio.concept import editor_for
+
+    panel.rows[0].set("replace", "red", "blue")
+    panel.test_prompts.setPlainText("a red room")
+    panel.test_seeds.setText("0")
+    job = panel.apply()
+    panel.set_generator(gen)  # e.g. a session was opened while the edit ran: read the stack once it is done
+    qtbot.waitUntil(lambda: job.finished and not panel.busy and panel.stack_list.count() == 1, timeout=20_000)
+    with qtbot.waitSignal(panel.finished, timeout=10_000):
+        panel.jobs.submit(lambda g: editor_for(g).revert(), done=lambda _: panel.refresh(), failed=pytest.fail)
+    assert panel.stack_list.count() == 0 and not panel.undo_button.isEnabled()

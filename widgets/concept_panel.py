@@ -157,6 +157,7 @@ class ConceptPanel(QWidget):
         self._stack: list[str] = []
         self._can_redo = False
         self.result: ConceptResult | None = None  # the last weight change, with its grid
+        self._refresh_pending = False
 
         self.rows_box = QVBoxLayout()
         add = QPushButton("Add concept")
@@ -274,9 +275,14 @@ class ConceptPanel(QWidget):
         self._update_buttons()
 
     def refresh(self) -> None:
-        """Read the model's stack again (e.g. after a session put its own edits on)."""
-        if self._supported and not self.busy:
-            self.job = self.jobs.submit(_state, self._on_state, self._on_failed)
+        """Read the model's stack again (e.g. after a session put its own edits on); waits for a running job."""
+        if not self._supported:
+            return
+        if self.busy:
+            self._refresh_pending = True
+            return
+        self._refresh_pending = False
+        self.job = self.jobs.submit(_state, self._on_state, self._on_failed)
 
     @property
     def busy(self) -> bool:
@@ -343,10 +349,15 @@ class ConceptPanel(QWidget):
         self._show_grid(result)
         self.message.emit(result.note)
         self.model_changed.emit()
-        self.finished.emit()
+        self._finish()
 
     def _on_state(self, result: ConceptResult) -> None:
         self._show_stack(result)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._refresh_pending:
+            self.refresh()
         self.finished.emit()
 
     def _show_stack(self, result: ConceptResult) -> None:
@@ -358,7 +369,7 @@ class ConceptPanel(QWidget):
     def _on_failed(self, sentence: str) -> None:
         self._say(sentence)
         self._update_buttons()
-        self.finished.emit()
+        self._finish()
 
     def _say(self, sentence: str) -> None:
         self.status.setText(sentence)
