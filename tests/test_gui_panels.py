@@ -25,13 +25,17 @@ def test_the_seed_grid_renders_seeds_and_a_click_picks_one(window, qtbot):
 
 
 def test_the_activation_map_overlays_the_selected_unit(window, qtbot):
-    window.sliders.add_units("blocks.0", [5])
+    window.sliders.add_units("blocks.0", [5])  # not the layer picker's (blocks.1)
     assert window.canvas.heatmap is None
-    qtbot.mouseClick(window.sliders.rows[0].name, Qt.MouseButton.LeftButton)  # "show where it fires"
+    window.activation_action.trigger()  # View > Activation map: the slider's unit, on its own layer
     qtbot.waitUntil(lambda: window.canvas.heatmap is not None, timeout=20_000)
-    assert window.activation_action.isChecked() and window.canvas.heatmap.width() == 32
+    assert window._focus_unit == ("blocks.0", 5) and window.canvas.heatmap.width() == 32
     window.activation_action.setChecked(False)
     assert window.canvas.heatmap is None
+    window.sliders.add_units("blocks.2", [1])
+    qtbot.mouseClick(window.sliders.rows[1].name, Qt.MouseButton.LeftButton)  # "show where it fires"
+    qtbot.waitUntil(lambda: window.canvas.heatmap is not None, timeout=20_000)
+    assert window.activation_action.isChecked() and window._focus_unit == ("blocks.2", 1)
 
 
 def test_the_picker_lists_models_and_marks_the_missing_ones(window):

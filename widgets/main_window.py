@@ -395,9 +395,11 @@ class MainWindow(QMainWindow):
         elif self._focus_unit is not None:
             self._show_activation_of(*self._focus_unit)
         else:
-            units = self.ranking.table.selected_units() or [e.unit for e in self.state.edits]
-            if units and self.state.layer:
-                self._show_activation_of(self.state.layer, units[0])
+            layer = self.ranking.layers.current_layer()
+            chosen = [(layer, u) for u in self.ranking.table.selected_units()] or [(e.layer, e.unit)
+                                                                                    for e in self.state.edits]
+            if chosen and chosen[0][0]:
+                self._show_activation_of(*chosen[0])
             else:
                 self.statusBar().showMessage("Select a unit in the ranking table to see where it fires.", 5000)
 
