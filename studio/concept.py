@@ -302,14 +302,17 @@ def solve(generator: "Generator", spec: ConceptEditSpec, progress: ProgressCallb
     d = input_factor(c, p, spec.lambda_, spec.edit_scale, spec.preserve_scale)[:, moving]
     shift = (t - c)[moving].T.contiguous()  # (in, r)
     ticker = Ticker(len(projections), progress, unit="projections", message="solving")
+    downs: dict[torch.device, torch.Tensor] = {}  # one (r, in) factor per device, shared by every projection
     factors: dict[str, LowRank] = {}
     for name, linear in projections.items():
         weight = linear.weight.detach()
         if weight.shape[1] != c.shape[1]:
             raise UnsupportedOperation(f"{name} reads {weight.shape[1]}-wide inputs but the prompt encoding is "
                                        f"{c.shape[1]} wide: this model's text path is not supported.")
+        if weight.device not in downs:
+            downs[weight.device] = d.T.contiguous().to(weight.device)
         up = spec.edit_scale * (weight.float() @ shift.to(weight.device))
-        factors[name] = LowRank(up, d.T.contiguous().to(weight.device))
+        factors[name] = LowRank(up, downs[weight.device])
         ticker.advance(1, name)
     return factors
 
