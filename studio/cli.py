@@ -19,6 +19,7 @@ COMMANDS: list[str] = [
     "export",
     "apply",
     "concept",
+    "rank",
 ]
 
 

@@ -13,6 +13,7 @@ BENCHES: list[str] = [
     "slider",
     "stylegan",
     "faces",
+    "rank",
 ]
 
 

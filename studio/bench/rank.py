@@ -1,0 +1,161 @@
+"""``python -m studio bench rank``: exact and fast unit ranking against each other and against a naive loop.
+
+On the default model, at a layer of at least 256 units, for ``--sets`` problems of ``--seeds`` images each (on
+Rooms: the light of one lamp, its truth mask per image, ``world.truth(scene).masks["glow<i>"]``)::
+
+    python -m studio bench rank --json
+    {"exact_units_per_s": 3.9, "fast_speedup": 22.4, "top20_recall": 0.88, "naive_speedup": 1.4, ...}
+
+- ``exact_units_per_s``: units of the layer ranked per second by the exact ranking (every unit, every image);
+- ``fast_speedup``: exact seconds / fast seconds, same problem, same process (fast timed ``--repeats`` times,
+  median);
+- ``top20_recall``: share of the exact top 20 that the fast ranking's top 20 contains (mean over sets);
+- ``naive_speedup``: a loop of one full render per unit (all images in one batch, an Editor hook switching the
+  unit off) against the exact ranking; the loop runs ``--naive-units`` units spread over the layer, half before
+  and half after the exact ranking, and is extrapolated to every unit (``naive_extrapolated``). Its effects are
+  checked against the exact ranking's (``naive_max_abs_diff``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from studio.commands.common import add_model_args, open_from_args
+
+#: Rooms problems: caption facts, which lamp's light is masked, the first seed searched for a lit lamp.
+ROOMS_SETS = [(("blue", True, False, 2), 0, 0), (("green", False, True, 3), 1, 100),
+              (("red", True, True, 3), 2, 200), (("teal", True, False, 2), 1, 300)]
+
+
+def register(benches: argparse._SubParsersAction) -> None:
+    p = benches.add_parser("rank", help="unit ranking: exact speed, fast speedup and recall, naive loop",
+                           description="Exact ranking speed, fast ranking speedup and top-20 recall against the exact "
+                                       "one, and the exact ranking against a loop of one full render per unit.")
+    add_model_args(p, seed=False, prompt=False)
+    p.add_argument("--layer", help="layer to rank (default: the first with at least 256 units)")
+    p.add_argument("--seeds", type=int, default=4, help="images per problem (default: 4)")
+    p.add_argument("--sets", type=int, default=2, help="problems (masks and seeds) to average over (default: 2)")
+    p.add_argument("--candidates", type=int, default=None, help="fast: units checked exactly (default: ranking's)")
+    p.add_argument("--naive-units", type=int, default=16, help="units the naive loop times (default: 16)")
+    p.add_argument("--repeats", type=int, default=3, help="fast rankings timed per problem (default: 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def problems(generator, sets: int, seeds: int) -> list[tuple[list, torch.Tensor, str]]:
+    """``sets`` (samples, masks, description): lamp-light truth masks on Rooms, a centred disc elsewhere."""
+    if generator.family == "rooms":
+        from studio.rooms import world
+
+        out = []
+        for (fields, lamp, first) in ROOMS_SETS[:sets]:
+            caption = world.caption(world.CaptionFields(*fields))
+            found, masks, seed = [], [], first
+            while len(found) < seeds:
+                scene = world.scene_from(world.sample_latent(seed), caption)
+                if scene.lamps[lamp].lit:
+                    found.append(generator.sample(seed, caption))
+                    masks.append(torch.from_numpy(world.truth(scene, generator.resolution[0]).masks[f"glow{lamp}"]))
+                seed += 1
+            out.append((found, torch.stack(masks).float(), f"light of lamp {lamp}: {caption}"))
+        return out
+    h, w = generator.resolution
+    yy, xx = torch.meshgrid(torch.arange(h) - h / 2 + 0.5, torch.arange(w) - w / 2 + 0.5, indexing="ij")
+    disc = ((yy**2 + xx**2).sqrt() < min(h, w) / 4).float()
+    return [([generator.sample(s + 100 * i) for s in range(seeds)], disc, "centred disc") for i in range(sets)]
+
+
+def naive_loop(generator, samples, masks, layer: str, units: list[int]) -> tuple[float, dict[int, tuple]]:
+    """Seconds per unit of one full render per unit (Editor hook), and each unit's (inside, outside)."""
+    from studio.hooks import UnitEdit
+    from studio.ranking import measure_effect
+
+    effects = {}
+    with torch.inference_mode(), generator.editor() as editor:
+        base = generator.render(samples)
+        start = time.perf_counter()
+        for unit in units:
+            editor.set([UnitEdit(layer, unit, "off")])
+            inside, outside = measure_effect(base, generator.render(samples), masks)
+            effects[unit] = (float(inside.mean()), float(outside.mean()))
+    return (time.perf_counter() - start) / max(1, len(units)), effects
+
+
+def measure(generator, layer: str, seeds: int = 4, sets: int = 2, candidates: int | None = None,
+            naive_units: int = 16, repeats: int = 3) -> dict:
+    """Run every measurement on ``sets`` problems; per-set figures and their aggregates."""
+    from studio.ranking import rank_units
+
+    info = generator.layer(layer)
+    spread = sorted({round(i * info.units / max(1, naive_units)) % info.units for i in range(naive_units)})
+    rows = []
+    for samples, masks, what in problems(generator, sets, seeds):
+        half = len(spread) // 2
+        before, naive_a = naive_loop(generator, samples, masks, layer, spread[:half])
+        start = time.perf_counter()
+        exact = rank_units(generator, samples, masks, layer, method="exact")
+        exact_s = time.perf_counter() - start
+        after, naive_b = naive_loop(generator, samples, masks, layer, spread[half:])
+        fast_times, fast = [], None
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            fast = rank_units(generator, samples, masks, layer, method="fast", candidates=candidates)
+            fast_times.append(time.perf_counter() - start)
+        fast_s = statistics.median(fast_times)
+        naive_per_unit = (before * half + after * (len(spread) - half)) / max(1, len(spread))
+        by_unit = {u.unit: u for u in exact.units}
+        diff = max(max(abs(i - by_unit[u].inside), abs(o - by_unit[u].outside))
+                   for u, (i, o) in {**naive_a, **naive_b}.items())
+        top_exact = {u.unit for u in exact.top(20)}
+        rows.append({"problem": what, "seeds": [s.seed for s in samples], "exact_s": round(exact_s, 3),
+                     "fast_s": round(fast_s, 3), "fast_speedup": round(exact_s / fast_s, 2),
+                     "top20_recall": len(top_exact & {u.unit for u in fast.top(20)}) / 20,
+                     "top1_same": exact.units[0].unit == fast.units[0].unit,
+                     "fast_exact_units": len(fast.exact_units),
+                     "naive_s_extrapolated": round(naive_per_unit * info.units, 3),
+                     "naive_speedup": round(naive_per_unit * info.units / exact_s, 2),
+                     "naive_max_abs_diff": diff, "exact_top5": [u.unit for u in exact.top(5)],
+                     "fast_top5": [u.unit for u in fast.top(5)]})
+    exact_total = sum(r["exact_s"] for r in rows)
+    return {
+        "exact_units_per_s": round(info.units * len(rows) / exact_total, 3),
+        "fast_speedup": round(exact_total / sum(r["fast_s"] for r in rows), 2),
+        "top20_recall": round(statistics.mean(r["top20_recall"] for r in rows), 3),
+        "naive_speedup": round(sum(r["naive_s_extrapolated"] for r in rows) / exact_total, 2),
+        "images_per_s_exact": round(info.units * seeds * len(rows) / exact_total, 2),
+        "layer": layer, "units": info.units, "seeds_per_set": seeds, "sets": rows,
+        "naive_units_timed": len(spread), "naive_extrapolated": len(spread) < info.units,
+        "candidates": rows and rows[0]["fast_exact_units"],
+        "targets": {"fast_speedup": 20, "top20_recall": 0.8, "naive_speedup": 5},
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from studio.device import describe
+    from studio.errors import StudioError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    generator = open_from_args(args)
+    layer = args.layer or next((i.name for i in generator.layers() if i.units >= 256 and i.size), None)
+    if layer is None:
+        raise StudioError(f"{generator.name} has no spatial layer with 256 or more units; name one with --layer.")
+    result = measure(generator, layer, args.seeds, args.sets, args.candidates, args.naive_units, args.repeats)
+    result.update({"model": generator.name, "device": describe(generator.device, generator.dtype),
+                   "threads": torch.get_num_threads()})
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{generator.name} {layer} ({result['units']} units) on {result['device']}, {result['threads']} threads")
+    for r in result["sets"]:
+        print(f"  {r['problem']}, seeds {r['seeds']}: exact {r['exact_s']:.1f} s, fast {r['fast_s']:.2f} s "
+              f"({r['fast_speedup']}x, recall {r['top20_recall']:.2f}), naive {r['naive_s_extrapolated']:.1f} s "
+              f"({r['naive_speedup']}x)")
+    print(f"exact {result['exact_units_per_s']} units/s; fast {result['fast_speedup']}x with top-20 recall "
+          f"{result['top20_recall']}; exact vs naive loop {result['naive_speedup']}x")
+    return 0
