@@ -245,8 +245,7 @@ class DCGANFamily:
     def builtins(self) -> list[ModelEntry]:
         found = package_weights() is not None
         reason = "" if found else f"install it: pip install {PIP_NAME}  (or pip install \"neuron-studio[faces]\")"
-        return [ModelEntry("faces", self.name, f"DCGAN faces, 64 px (package {PIP_NAME}, MIT; trained on "
-                           "DigiFace1M synthetic faces)", found, reason)]
+        return [ModelEntry("faces", self.name, f"DCGAN faces, 64 px (package {PIP_NAME}, MIT)", found, reason)]
 
     def open_builtin(self, name: str, device: torch.device, precision: str) -> Generator:
         path = package_weights()
