@@ -227,6 +227,27 @@ def test_mobilestylegan_options(gens):
         gen.sample(1, style=[0.0, 1.0])
 
 
+def test_half_precision_renders_like_full(files):
+    """What GPUs run (fp16 synthesis, fp32 mapping), checked on the CPU's fp16 kernels with tiny models."""
+    dcgan = DCGANFaces(tiny_dcgan(), torch.device("cpu"), torch.float16, name="h", source="h")
+    msg = MobileStyleGANModel(tiny_mobilestylegan(), torch.device("cpu"), torch.float16, name="h", source="h")
+    mobilestylegan.set_style_mean(msg.net, samples=256)
+    full = {"dcgan": tiny_dcgan(), "mobilestylegan": tiny_mobilestylegan()}
+    with torch.inference_mode():
+        for gen, net in ((dcgan, full["dcgan"]), (msg, full["mobilestylegan"])):
+            samples = [gen.sample(1), gen.sample(2)]
+            half = gen.render(samples)
+            assert half.dtype == torch.float32 and bool(torch.isfinite(half).all())
+            reference = type(gen)(net, torch.device("cpu"), torch.float32, name="f", source="f")
+            if isinstance(gen, MobileStyleGANModel):
+                reference.net.mapping.style_mean.copy_(msg.net.mapping.style_mean)
+            assert float((half - reference.render(samples)).abs().mean()) < 5e-3
+            layer = gen.layers()[-2].name
+            act = gen.trace(samples, [layer])[layer]
+            assert act.dtype == torch.float16
+            assert torch.allclose(gen.forward_from(layer, act, samples), half, atol=1e-3)
+
+
 # -- bad files -----------------------------------------------------------------------------------------------------
 class _Payload:
     def __reduce__(self):
