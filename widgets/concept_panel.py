@@ -41,6 +41,8 @@ PRESERVE_SCALE_TIP = ("Weight of the preserved concepts. Larger keeps them close
 TOKENS_TIP = {"concept": "The concept's own word embeddings (default: best on the Rooms benchmark)",
               "last": "Only the concept's last word (fails on phrases whose last word does not change)",
               "all": "Every row of its encoding, start/end/padding included (as UCE does on CLIP)"}
+STRENGTHS = ("λ larger: gentler edit, less spill onto unlisted words. Edit scale larger: concepts pushed harder onto "
+             "their targets. Preserve scale larger: preserved concepts held closer. Hover for details.")
 HELP = ("Replace makes a concept mean its target; erase sends it to a guide (empty: the empty prompt). Preserved "
         "concepts keep their outputs. All edits are solved together, in closed form, on every cross-attention "
         "key and value projection.")
@@ -214,6 +216,10 @@ class ConceptPanel(QWidget):
             name.setToolTip(tip)
             strengths.addRow(name, spin)
         strengths.addRow("Tokens", self.tokens)
+        explained = QLabel(STRENGTHS)
+        explained.setWordWrap(True)
+        explained.setStyleSheet("color: gray")
+        strengths.addRow(explained)
         strengths.addRow("Test prompts", self.test_prompts)
         strengths.addRow("Test seeds", self.test_seeds)
         buttons = QHBoxLayout()
