@@ -265,9 +265,25 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-    log(f"config {json.dumps(cfg, sort_keys=True)}")
-    summary = train(cfg, args.out, log, args.state, args.init)
-    print(json.dumps(summary), flush=True)
+    stages = cfg.get("stages")
+    if not stages:
+        log(f"config {json.dumps(cfg, sort_keys=True)}")
+        print(json.dumps(train(cfg, args.out, log, args.state, args.init)), flush=True)
+        return 0
+    # A multi-stage config lists stage configs (relative to it); each stage starts from the previous one's weights.
+    init = args.init
+    for number, name in enumerate(stages, start=1):
+        stage_cfg = json.loads((args.config.parent / name).read_text())
+        for item in args.set:
+            key, _, value = item.partition("=")
+            stage_cfg[key] = json.loads(value)
+        last = number == len(stages)
+        out = args.out if last else args.out.with_name(f"{args.out.stem}.stage{number}{args.out.suffix}")
+        log(f"stage {number}/{len(stages)} ({name}) config {json.dumps(stage_cfg, sort_keys=True)}")
+        print(json.dumps(train(stage_cfg, out, log, None, init)), flush=True)
+        if init is not None and init != args.init:
+            init.unlink(missing_ok=True)  # intermediate weights are not kept
+        init = out
     return 0
 
 
