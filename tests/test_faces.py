@@ -6,7 +6,6 @@ packages (optional extras) run when they are installed; the OpenVINO comparisons
 """
 from __future__ import annotations
 
-import pickle
 
 import numpy as np
 import pytest
