@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(args.model, args.device, settings=settings, config_dir=folder)
     if args.screenshot:
         window.resize(1440, 900)
+        window.confirm_close = False  # a scripted run closes itself: no "save changes?" dialog
     elif settings is None and window.settings.value("window/geometry") is None:
         window.resize(1440, 900)
     window.show()

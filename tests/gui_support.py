@@ -52,6 +52,7 @@ def open_window(qtbot, tmp_path, model: str = "toy"):
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     window = MainWindow(model, "cpu", settings=settings, config_dir=str(tmp_path / "config"))
     qtbot.addWidget(window)
+    window.confirm_close = False  # a real "save changes?" modal would block; tests of the prompt turn it on
     window.resize(1200, 800)
     with qtbot.waitSignal(window.frame_shown, timeout=60_000):
         window.show()

@@ -78,6 +78,9 @@ class MainWindow(QMainWindow):
         self._sent_at = 0.0
         self._holding = False
         self._focus_unit: tuple[str, int] | None = None
+        self.config_dir = Path(config_dir) if config_dir else None  # recent sessions and recovery live here
+        self.confirm_close = True  # ask about unsaved edits on close (never in --screenshot runs)
+        self.exporter = None  # the Export dialog, made on first use
 
         self.worker = ModelWorker()
         self.thread = WorkerThread(self.worker)
@@ -92,6 +95,7 @@ class MainWindow(QMainWindow):
         self._build_widgets()
         self.sessions = SessionActions(self)
         self.recovery = RecoveryActions(self, Path(config_dir) / "recovery" if config_dir else None)
+        self.centre_column.insertWidget(self.centre_column.indexOf(self.canvas), self.recovery.offer)
         self._build_menus()
         self._restore_settings()
         self.open_model(model or "")
@@ -143,6 +147,7 @@ class MainWindow(QMainWindow):
         column.addWidget(self.tools)
         column.addWidget(self.banner)
         column.addWidget(self.canvas, 1)
+        self.centre_column = column
 
         self.ranking = RankingPanel(self.jobs, self.state)
         self.ranking.message.connect(self.show_error)
@@ -205,9 +210,14 @@ class MainWindow(QMainWindow):
         file.addSeparator()
         file.addAction(self.sessions.open_action)
         file.addAction(self.sessions.save_action)
+        file.addMenu(self.sessions.recent_menu)
+        file.addAction(self.sessions.save_action)
         file.addAction(self.sessions.save_as_action)
         file.addAction(self.recovery.recover_action)
         file.addSeparator()
+        self.export_action = file.addAction("Export…", self.show_export)
+        self.export_action.setShortcut(QKeySequence("Ctrl+E"))
+        self.export_action.setToolTip("Write the edited model as a checkpoint, then reopen and check it")
         file.addAction("Save image…", self.sessions.save_image)
         file.addSeparator()
         quit_action = file.addAction("Quit", self.close)
@@ -381,6 +391,7 @@ class MainWindow(QMainWindow):
         self.canvas.fit()
 
     def _on_weights_changed(self) -> None:
+        self.recovery.edited()  # a concept edit is an edit: autosave it, ask before closing
         self._post(content=True)  # the worker dropped its caches when the job ran
 
     def _on_unit_selected(self, unit: int) -> None:
@@ -445,7 +456,26 @@ class MainWindow(QMainWindow):
             self.open_model(paths[0])
 
     # -- closing ------------------------------------------------------------------------------------------------
+    def show_export(self):
+        """File → Export…: the dialog for the loaded model (a job exports, checks and reports)."""
+        if self.generator is None:
+            self.show_error("Nothing to export yet: no model is loaded.")
+            return None
+        from .export_dialog import ExportDialog
+
+        if self.exporter is None or self.exporter.generator is not self.generator:
+            if self.exporter is not None:
+                self.exporter.deleteLater()
+            self.exporter = ExportDialog(self)  # its formats depend on the model's family
+            self.exporter.generator = self.generator
+        self.exporter.show()
+        self.exporter.raise_()
+        return self.exporter
+
     def closeEvent(self, event) -> None:
+        if self.confirm_close and not self.sessions.ask_to_save(then=self.close):
+            event.ignore()  # Cancel, or Save still writing (it closes the window when done)
+            return
         self._save_settings()
         self.recovery.timer.stop()
         self.recovery.saved()  # a normal close: nothing to recover next time

@@ -2,7 +2,11 @@
 
     recovery = RecoveryActions(window, directory)   # <config>/recovery by default
     recovery.edited()                               # after every edit: a write soon after, then every minute
+    recovery.offer                                  # a bar above the canvas: Restore / Discard (no modal dialog)
     recovery.recover_action                         # File menu: enabled when the last run did not close normally
+
+The recovery file a crash left is moved to ``<directory>/offered/`` before this run autosaves, so our own
+autosaves never replace it while the user has not answered; an unanswered offer is made again next start.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton
 
 from studio.recovery import Autosaver, RecoveryStore
 
@@ -18,17 +23,48 @@ if TYPE_CHECKING:
     from .main_window import MainWindow
 
 
+class RecoveryOffer(QFrame):
+    """A bar above the canvas: "restore unsaved work autosaved at …?" with Restore and Discard."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("RecoveryOffer")
+        self.setStyleSheet("#RecoveryOffer{background:#2b4a6b;border-radius:3px;} QLabel{color:white;}")
+        row = QHBoxLayout(self)
+        row.setContentsMargins(8, 4, 8, 4)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.restore_button = QPushButton("Restore")
+        self.discard_button = QPushButton("Discard")
+        self.discard_button.setToolTip("Delete the autosaved work")
+        row.addWidget(self.label, 1)
+        row.addWidget(self.restore_button)
+        row.addWidget(self.discard_button)
+        self.hide()
+
+
 class RecoveryActions(QObject):
     def __init__(self, window: "MainWindow", directory: str | os.PathLike | None = None) -> None:
         super().__init__(window)
         self.window = window
         self.store = RecoveryStore(directory)
-        self.pending = self.store.pending()  # read before our first autosave replaces it
+        self.offered = RecoveryStore(self.store.directory / "offered")
+        left = self.store.pending()
+        if left is not None:  # move it aside before our first autosave could replace it
+            self.offered.directory.mkdir(parents=True, exist_ok=True)
+            os.replace(left.path, self.offered.path)
+        self.pending = self.offered.pending()
         self.reference = None  # the model's ModelReference, hashed once per load on the worker thread
         self.autosaver = Autosaver(self.store, self._snapshot, origin=self._origin)
         self.recover_action = QAction("Recover unsaved work", self)
         self.recover_action.setEnabled(self.pending is not None)
         self.recover_action.triggered.connect(self.recover)
+        self.offer = RecoveryOffer()
+        self.offer.restore_button.clicked.connect(self.recover)
+        self.offer.discard_button.clicked.connect(self.discard)
+        if self.pending is not None:
+            self.offer.label.setText(self.pending.describe())
+            self.offer.show()
         self.timer = QTimer(self)
         self.timer.setInterval(1000)
         self.timer.timeout.connect(self.tick)
@@ -41,6 +77,8 @@ class RecoveryActions(QObject):
         return self.window.generator is not None and self.reference is not None
 
     def edited(self) -> None:
+        """Every edit comes here: the session is unsaved, and the recovery file is written soon."""
+        self.window.sessions.mark_modified()
         if self.ready:
             self._report(self.autosaver.edited())
         else:
@@ -79,12 +117,22 @@ class RecoveryActions(QObject):
                 self.reference = reference
 
         self.window.jobs.submit(lambda g: ModelReference.of(g), done, lambda sentence: None)
-        if self.pending is not None:
-            self.window.statusBar().showMessage(f"{self.pending.describe()} File → Recover unsaved work.", 20000)
+
+    def _answered(self) -> None:
+        self.pending = None
+        self.recover_action.setEnabled(False)
+        self.offer.hide()
 
     def recover(self) -> None:
-        """Open the recovered session (its model is reloaded if another one is open)."""
-        pending, self.pending = self.pending, None
-        self.recover_action.setEnabled(False)
+        """Open the recovered session (its model is reloaded if another one is open); then forget the file."""
+        pending = self.pending
+        self._answered()
         if pending is not None:
-            self.window.sessions.open(pending.path, origin=pending.origin, recovered=True)
+            self.window.sessions.open(pending.path, origin=pending.origin, recovered=True,
+                                      then=self.offered.discard)
+
+    def discard(self) -> None:
+        """The user declined: delete the work the crash left."""
+        self._answered()
+        self.offered.discard()
+        self.window.statusBar().showMessage("The autosaved work was discarded.", 5000)
