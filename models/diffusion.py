@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -269,14 +270,28 @@ def _check_folder(folder: Path) -> str:
     return cls
 
 
+def _quiet() -> None:
+    """No download progress bars or accelerate hints from the libraries: the studio reports its own progress."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def open_folder(folder: Path, device: torch.device, precision: str, *, source: str | None = None) -> DiffusionModel:
     import diffusers
 
     cls = _check_folder(folder)
+    _quiet()
     dtype = pick_dtype(device, True, precision)
     extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False} \
         if cls == "StableDiffusionPipeline" else {}
-    pipe = getattr(diffusers, cls).from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch_dtype's rename: the old name works in every version
+        pipe = getattr(diffusers, cls).from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype, **extra)
     return DiffusionModel(pipe, _kind_of(pipe), device, dtype, name=folder.name, source=source or str(folder))
 
 
@@ -284,6 +299,7 @@ def open_single_file(path: Path, device: torch.device, precision: str) -> Diffus
     from .sd_single_file import build_pipeline, detect_kind, read_checkpoint
     from .sd_tokenizer import find_clip_tokenizer
 
+    _quiet()
     state = read_checkpoint(path)
     kind = detect_kind(state)
     tokenizer = find_clip_tokenizer(path)

@@ -317,16 +317,25 @@ def test_samples_with_different_steps_cannot_share_a_batch(sd):
 
 
 # -- ranking and concept edits ------------------------------------------------------------------------------------
-def test_ranking_returns_every_unit_of_a_layer(sd):
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_ranking_returns_every_unit_of_a_layer(sd, method):
     from studio.ranking import rank_units
 
     mask = torch.zeros(32, 32)
     mask[8:24, 8:24] = 1.0
     s = sample(sd, steps=2)
+    calls = []
     with torch.inference_mode():
-        ranking = rank_units(sd, [s], mask, "down_blocks.0.downsamplers.0", steps=(1, 2), chunk=16)
+        prefix = sd.denoise_prefix
+        sd.denoise_prefix = lambda *a, **k: calls.append(a[1]) or prefix(*a, **k)  # see the shared prefix used
+        try:
+            ranking = rank_units(sd, [s], mask, "down_blocks.0.downsamplers.0", steps=(1, 2), chunk=16,
+                                 method=method)
+        finally:
+            del sd.denoise_prefix
     assert sorted(u.unit for u in ranking.units) == list(range(32))
-    assert any(u.inside > 0 for u in ranking.units)
+    assert any(u.inside > 0 for u in ranking.units) and any(u.exact for u in ranking.units)
+    assert calls == [1]  # step 0 ran once for all units
     assert count_hooks(sd.module) == 0
 
 

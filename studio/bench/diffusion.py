@@ -11,6 +11,10 @@ real SD 1.5 sizes: UNet 860 M parameters, 512 px, 64x64 latents) and times, on t
 - ``step_s``: one denoising step (the UNet on the guided batch of 2);
 - ``resume_batch_s`` / ``full_batch_s``: a ranking batch of ``--batch`` copies continuing from a cached prefix
   that covers half the steps, against rendering them from step 0 (``prefix_speedup``).
+
+Wall seconds, and under ``cpu_s`` the process's CPU seconds of the same runs: on a shared machine the wall clock
+counts other programs' time, and with ``--threads 1`` CPU seconds are what an idle machine's clock would show.
+The ratios are taken from CPU seconds.
 """
 from __future__ import annotations
 
@@ -43,10 +47,11 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _seconds(fn) -> float:
-    start = time.perf_counter()
+def _seconds(fn) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``fn``; with one thread CPU seconds are what an idle machine's wall clock shows."""
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def measure(generator, steps: int, batch: int, size: int | None = None, repeat: int = 3) -> dict:
@@ -57,24 +62,27 @@ def measure(generator, steps: int, batch: int, size: int | None = None, repeat: 
     one_step = generator.sample(1, s.prompt, **{**s.options, "steps": 1})
     sync = (lambda: torch.cuda.synchronize()) if generator.device.type == "cuda" else (lambda: None)
 
-    def timed(fn) -> float:
-        return statistics.median(_seconds(lambda: (fn(), sync())) for _ in range(max(1, repeat)))
+    cpu: dict[str, float] = {}
+
+    def timed(name: str, fn) -> float:
+        runs = [_seconds(lambda: (fn(), sync())) for _ in range(max(1, repeat))]
+        cpu[name] = round(statistics.median(c for _, c in runs), 4)
+        return round(statistics.median(w for w, _ in runs), 4)
 
     with torch.inference_mode():
         generator.render([one_step])  # warm-up
-        image = timed(lambda: generator.render([s]))
-        frame = timed(lambda: generator.render([preview]))
-        step = timed(lambda: generator.render([one_step]))
+        figures = {"image_s": timed("image_s", lambda: generator.render([s])),
+                   "preview_s": timed("preview_s", lambda: generator.render([preview])),
+                   "step_s": timed("step_s", lambda: generator.render([one_step]))}
         half = steps // 2
         state = generator.denoise_prefix([s], half)
-        resumed = timed(lambda: generator.render([s] * batch, start=state))
-        full = timed(lambda: generator.render([s] * batch))
+        figures["resume_batch_s"] = timed("resume_batch_s", lambda: generator.render([s] * batch, start=state))
+        figures["full_batch_s"] = timed("full_batch_s", lambda: generator.render([s] * batch))
     plan = generator.plan([preview])
-    return {"image_s": round(image, 4), "preview_s": round(frame, 4), "preview_ratio": round(frame / image, 3),
-            "preview_size": [plan.height, plan.width], "preview_steps": plan.steps, "step_s": round(step, 4),
-            "steps": steps, "size": size, "resume_batch_s": round(resumed, 4), "full_batch_s": round(full, 4),
-            "prefix_steps": half, "prefix_speedup": round(full / resumed, 2), "batch": batch,
-            "unet_parameters": sum(p.numel() for p in generator.unet.parameters())}
+    return {**figures, "cpu_s": cpu, "preview_ratio": round(cpu["preview_s"] / cpu["image_s"], 3),
+            "prefix_speedup": round(cpu["full_batch_s"] / cpu["resume_batch_s"], 2),
+            "preview_size": [plan.height, plan.width], "preview_steps": plan.steps, "steps": steps, "size": size,
+            "prefix_steps": half, "batch": batch, "unet_parameters": sum(p.numel() for p in generator.unet.parameters())}
 
 
 def run(args: argparse.Namespace) -> int:
