@@ -63,7 +63,7 @@ class ExportDialog(QDialog):
         self.window_ = window
         self.job: Job | None = None
         self.report: ExportReport | None = None
-        generator = window.generator
+        self.generator = generator = window.generator  # formats depend on its family: a new model, a new dialog
         self.format = QComboBox()
         for name in formats_for(generator):
             self.format.addItem(name, name)
@@ -119,8 +119,8 @@ class ExportDialog(QDialog):
         spec = FORMATS[name]
         self.description.setText(spec.description + (" (a folder)" if not spec.suffix else ""))
         current = self.path.text()
-        self.path.setText(str(Path(current).with_suffix(spec.suffix)) if current and spec.suffix
-                          else current or self._default_path(name))
+        # the name follows the format (a folder for diffusers: no suffix)
+        self.path.setText(str(Path(current).with_suffix(spec.suffix)) if current else self._default_path(name))
 
     def _browse(self) -> None:
         name = self.format.currentData()

@@ -467,7 +467,6 @@ class MainWindow(QMainWindow):
             if self.exporter is not None:
                 self.exporter.deleteLater()
             self.exporter = ExportDialog(self)  # its formats depend on the model's family
-            self.exporter.generator = self.generator
         self.exporter.show()
         self.exporter.raise_()
         return self.exporter
