@@ -83,6 +83,14 @@ def test_folder_and_single_files_open_to_the_same_images(which, request):
         assert torch.allclose(render(single, [s]), image, atol=1e-5), name
 
 
+def test_half_precision_runs_the_unet_in_fp16_and_keeps_the_vae_in_fp32(xl_dir, xl):
+    half = open_model(str(xl_dir / "folder"), device="cpu", precision="fp16")  # what GPUs get by default
+    assert half.dtype == half.unet.dtype == torch.float16 and half.pipe.vae.dtype == torch.float32
+    s = sample(xl)
+    image = render(half, [s])
+    assert image.dtype == torch.float32 and torch.allclose(image, render(xl, [s]), atol=0.02)
+
+
 def test_render_matches_the_diffusers_pipeline_call(sd):
     s = sample(sd, guidance=6.0)
     plan = sd.plan([s])
