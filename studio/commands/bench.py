@@ -14,6 +14,7 @@ BENCHES: list[str] = [
     "stylegan",
     "faces",
     "rank",
+    "rooms",
 ]
 
 
