@@ -29,7 +29,7 @@ import torch
 
 from studio.device import pick_dtype
 from studio.errors import ModelOpenError, StudioError
-from studio.hooks import Trace
+from studio.hooks import Trace, get_module
 from studio.progress import ProgressCallback
 
 from .base import CrossAttention, FileProbe, Generator, LayerInfo, ModelEntry, PromptEncoding, Sample
@@ -202,6 +202,36 @@ class DiffusionModel(Generator):
         """The render step at which edits windowed from full-schedule step ``window_start`` begin for ``sample``."""
         plan = self._plan(sample)
         return next((i for i in range(plan.steps) if i * plan.full_steps // plan.steps >= window_start), plan.steps)
+
+    # -- export -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:
+        """Exact (over all steps) where the layer ends in a convolution with no identity path: downsamplers,
+        upsampling block outputs, and resnets with a shortcut convolution; attention outputs and identity-shortcut
+        resnets add their input back, so they stay hooks."""
+        name = self.layer(layer).name
+        module = get_module(self.unet, name)
+        if name.endswith(".downsamplers.0"):
+            convs = [module.conv]
+        elif name.startswith("up_blocks.") and name.count(".") == 1:
+            if module.upsamplers:
+                convs = [module.upsamplers[0].conv]
+            elif getattr(module, "attentions", None):
+                return False
+            else:
+                module = module.resnets[-1]
+                convs = [module.conv2, module.conv_shortcut] if module.conv_shortcut is not None else []
+        elif ".resnets." in name and getattr(module, "conv_shortcut", None) is not None:
+            convs = [module.conv2, module.conv_shortcut]
+        else:
+            convs = []
+        if not all(isinstance(c, torch.nn.Conv2d) for c in convs) or not convs:
+            return False
+        for conv in convs:  # (out, in, k, k): row ``unit`` makes output channel ``unit``
+            conv.weight[unit] *= gain
+            if conv.bias is not None:
+                conv.bias[unit] *= gain
+        return True
 
     # -- text conditioning --------------------------------------------------------------------------------------
     def cross_attention(self) -> list[CrossAttention]:

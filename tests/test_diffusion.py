@@ -251,6 +251,24 @@ def test_unit_edits_change_the_image_and_leave_no_hooks(which, request):
     assert count_hooks(gen.module) == 0
 
 
+def test_baking_a_unit_scale_equals_the_hook_where_it_is_exact(tmp_path):
+    gen = open_model(_fresh(tmp_path), device="cpu")  # baking writes weights: a model of its own
+    s = sample(gen)
+    edits = [("down_blocks.0.downsamplers.0", 3, 0.0), ("up_blocks.0", 5, 2.0), ("up_blocks.1.resnets.0", 7, 0.5)]
+    with gen.editor() as editor:
+        editor.set([UnitEdit(layer, unit, "scale", gain) for layer, unit, gain in edits])
+        hooked = render(gen, [s])
+    assert all(gen.bake_unit_scale(layer, unit, gain) for layer, unit, gain in edits)
+    assert torch.allclose(render(gen, [s]), hooked, atol=1e-5)
+    assert not gen.bake_unit_scale("up_blocks.1.attentions.0", 0, 0.0)  # residual: not foldable
+    assert not gen.bake_unit_scale("mid_block.resnets.0", 0, 0.0)  # identity shortcut
+
+
+def _fresh(tmp_path):
+    tiny_sd(tmp_path / "build").save_pretrained(tmp_path / "folder")
+    return str(tmp_path / "folder")
+
+
 def test_edits_apply_only_within_their_step_window(sd):
     s = sample(sd)
     base = render(sd, [s])
