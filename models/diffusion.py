@@ -41,6 +41,7 @@ DEFAULT_STEPS = 25
 PREVIEW_STEPS = 8
 PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_FILE_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".pkl", ".bin", ".nstudio"}
 
 
 class DiffusionModel(Generator):
@@ -344,16 +345,16 @@ def resolve_repo(spec: str) -> Path | None:
 
     A well-formed id that is not cached raises one sentence saying so (nothing is downloaded).
     """
-    if not _REPO_ID.match(spec) or Path(spec).expanduser().exists():
-        return None
+    if not _REPO_ID.match(spec) or Path(spec).expanduser().exists() or Path(spec).suffix.lower() in _FILE_SUFFIXES:
+        return None  # a mistyped file name is not a repository id
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(spec, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE")))
     except Exception as error:  # LocalEntryNotFoundError and friends: all mean "not in the cache"
-        raise ModelOpenError(f"'{spec}' is not in the local Hugging Face cache, and Neuron Studio never downloads: "
-                             "fetch it once on a connected machine (huggingface-cli download "
-                             f"{spec}), or open a local folder or checkpoint file.") from error
+        raise ModelOpenError(f"'{spec}' is neither a file or folder nor a model in the local Hugging Face cache, "
+                             "and Neuron Studio never downloads: fetch it once on a connected machine "
+                             f"(huggingface-cli download {spec}), or open a local folder or checkpoint file.") from error
 
 
 class DiffusionFamily:

@@ -207,8 +207,10 @@ def test_a_cached_repository_id_opens_offline_and_an_uncached_one_is_explained(s
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     gen = open_model("tiny/sd", device="cpu")
     assert gen.kind == "sd1" and gen.layers()
-    with pytest.raises(ModelOpenError, match="not in the local Hugging Face cache"):
+    with pytest.raises(ModelOpenError, match="nor a model in the local Hugging Face cache"):
         open_model("tiny/absent", device="cpu")
+    with pytest.raises(ModelOpenError, match="no file or folder exists"):
+        open_model("tiny/absent.safetensors", device="cpu")  # a mistyped path is not taken for an id
 
 
 # -- layers and edits -------------------------------------------------------------------------------------------
