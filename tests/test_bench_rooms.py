@@ -1,0 +1,75 @@
+"""The Rooms truth benchmark on the committed weights: held-out scenes, figures in range, switched-off units darken."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from studio.bench import rooms as bench
+from studio.rooms import world
+
+
+
+@pytest.fixture(scope="module")
+def gen():
+    from models.registry import open_model
+
+    return open_model("rooms", device="cpu", precision="fp32")
+
+
+def test_truth_scenes_are_held_out_with_a_lit_lamp_and_exact_counterfactuals(gen):
+    scenes = bench.truth_scenes(gen, 2)
+    assert len(scenes) == 2 and all(s.seed >= 10**9 for s in scenes)  # training seeds lie below 10**9
+    for s in scenes:
+        scene = world.scene_from(world.sample_latent(s.seed), s.caption)
+        assert scene.lamps[s.lamp].lit and not any(l.lit for l in scene.lamps[:s.lamp])  # the first lit lamp
+        assert s.region.any() and not s.region.all()
+        change = np.abs(s.lit - s.unlit).max(axis=-1)
+        assert change[s.region].max() > 0.2 and change[~s.region].max() <= world.GLOW_THRESHOLD + 1e-6  # light stays in
+        assert s.lit[s.region].mean() > s.unlit[s.region].mean()
+
+
+def test_switching_off_the_ranked_units_darkens_the_lamp_region(gen):
+    scenes = bench.truth_scenes(gen, 2)
+    # blocks.3 (32 units): its top 5 carry most of the light on the tuning seeds, and ranking it exactly is quick
+    result = bench.evaluate(gen, scenes, layer="blocks.3", top=5, method="exact", keep_images=True)
+    for key in ("scenes", "lamp_off_rate", "relight_psnr", "outside_change", "units_used", "local", "layer",
+                "method", "seconds", "baseline", "alternative", "units_per_scene"):
+        assert key in result
+    assert result["scenes"] == 2 and result["local"] is bench.DEFAULT_LOCAL
+    assert result["alternative"]["local"] is (not bench.DEFAULT_LOCAL)
+    for figures in (result, result["alternative"]):
+        assert 0 <= figures["lamp_off_rate"] <= 1 and 0 <= figures["outside_change"] <= 1
+        assert 0 < figures["units_used"] <= 5 and figures["relight_psnr"] > 0
+    assert result["baseline"]["lamp_off_rate"] == 0.0 and result["baseline"]["outside_change"] == 0.0
+    for scene, (lit, model, edited, unlit) in zip(scenes, result.pop("images")):
+        assert edited[scene.region].mean() < model[scene.region].mean() - 0.01  # the lamp's light goes down
+    assert result["brightness_drop"] > 0.01 and result["darkening"] > 0.2
+    json.dumps(result)  # the figures are plain JSON
+
+
+def test_local_edit_leaves_the_outside_alone_and_rows_save(gen, tmp_path):
+    scenes = bench.truth_scenes(gen, 1)
+    result = bench.evaluate(gen, scenes, layer="blocks.4", top=3, local=True, keep_images=True)
+    assert result["local"] is True and result["layer"] == "blocks.4"
+    # a local switch-off changes the outside only through the mask's blurred edge after the layer's convs
+    assert result["outside_change"] <= result["alternative"]["outside_change"]
+    path = bench.save_strip(result["images"], tmp_path / "strip.png")
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.size == (4 * 128 + 4 * 2, 128 + 2)
+
+
+def test_cli_prints_one_json_object_and_refuses_no_scenes(capsys):
+    from studio.cli import main
+
+    torch.set_num_threads(1)
+    assert main(["bench", "rooms", "--seeds", "1", "--layer", "blocks.4", "--top", "2", "--threads", "1",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["scenes"] == 1 and data["layer"] == "blocks.4" and data["units_used"] <= 2
+    assert main(["bench", "rooms", "--seeds", "0"]) == 2
+    assert "at least one scene" in capsys.readouterr().err
