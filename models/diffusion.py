@@ -38,6 +38,8 @@ from .sd_sampling import DenoiseState, Plan, Sampler, gather_scheduler, make_sch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the hub, whatever a library defaults to
 
 DEFAULT_STEPS = 25
+#: What the app renders before the user types a prompt.
+DEFAULT_PROMPT = "a photograph of a cozy bedroom with a bed and a lamp"
 PREVIEW_STEPS = 8
 PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -62,6 +64,7 @@ class DiffusionModel(Generator):
         self.pipe, self.kind = pipe, kind
         self.sampler = Sampler(pipe, self.clock, device, dtype)
         self.default_guidance = 5.0 if kind == "sdxl" else 7.5
+        self.default_prompt = DEFAULT_PROMPT
         self.progress: ProgressCallback | None = None  # used by render() when no callback is passed
 
     @property
@@ -115,6 +118,8 @@ class DiffusionModel(Generator):
     # -- rendering ----------------------------------------------------------------------------------------------
     def plan(self, samples: Sequence[Sample]) -> Plan:
         """The options shared by a batch; samples that disagree on size, steps or scheduler are refused."""
+        if not samples:
+            raise StudioError("Nothing to render: give at least one sample.")
         plans = {self._plan(s) for s in samples}
         if len(plans) != 1:
             raise StudioError("Samples rendered together must share size, steps, scheduler and preview; render "
