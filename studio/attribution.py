@@ -112,7 +112,9 @@ def contributions(ablator, weights: Tensor, chunk: int | None = None) -> Tensor:
     while start < count:
         images = torch.arange(start, min(start + chunk, count))
         try:
-            parts.append(compute(ablator, images, weights[:, images.to(weights.device)]).cpu())
+            # the GUI's model thread runs in inference mode; gradients need it off (it is thread-local)
+            with torch.inference_mode(False), torch.enable_grad():
+                parts.append(compute(ablator, images, weights[:, images.to(weights.device)]).cpu())
         except (RuntimeError, MemoryError) as error:
             if not is_out_of_memory(error):
                 raise

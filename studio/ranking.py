@@ -12,9 +12,11 @@ re-rendered, and the change is measured inside the mask and outside it::
 
 Effects (:func:`measure_effect`): the mean absolute change per pixel (averaged over RGB) inside the mask and
 outside it, the mask's values weighting pixels; averaged over the images. Score (:func:`specificity_score`):
-``inside * (inside - outside) / (inside + outside)``: the inside effect times the contrast of inside against
-outside, so a unit that changes the whole image scores 0, a dead unit scores 0, and of two units that change
-the mask alike the one that leaks less outside ranks first.
+``inside / (outside + floor)``, ``floor`` a quarter of the layer's mean inside effect: how many times more a unit
+changes the mask than the rest, with the floor keeping weak and dead units (whose tiny effects give noisy
+ratios) from the top. Picked against ``inside - outside`` and ``inside * contrast`` on the Rooms truth task
+(mask a lamp's light, switch the top units off inside it, is the lamp off?): the ratio puts the lamp's own units
+first, the others rank strong units that also change the rest of the room.
 
 The exact path re-renders only the layers after the edited one (``Generator.forward_from``) for many
 (unit, image) pairs per batch; models without that (diffusion) render in full with a per-image ablation hook,
@@ -37,6 +39,8 @@ from .progress import ProgressCallback, ProgressUpdate, Ticker
 
 METHODS = ("exact", "fast")
 ABLATIONS = ("zero", "mean")
+#: The score's floor on the outside effect, as a share of the layer's mean inside effect.
+FLOOR = 0.25
 #: Units the fast path checks exactly, unless ``candidates`` says otherwise.
 DEFAULT_CANDIDATES = 5
 
@@ -108,9 +112,12 @@ class LayerSummary:
 
 # -- effects and score ---------------------------------------------------------------------------------------------
 def specificity_score(inside: Tensor, outside: Tensor) -> Tensor:
-    """``inside * (inside - outside) / (inside + outside)``: big where the change is large and stays in the mask."""
-    total = (inside + outside).clamp_min(1e-12)
-    return inside * (inside - outside) / total
+    """``inside / (outside + floor)`` for every unit of a layer; ``floor`` = a quarter of the mean of ``inside``.
+
+    >>> specificity_score(torch.tensor([0.02, 0.02, 0.0]), torch.tensor([0.0, 0.02, 0.0]))   # [6.0, 0.857, 0.0]
+    """
+    floor = (FLOOR * inside.float().mean()).clamp_min(1e-12)
+    return inside / (outside + floor)
 
 
 # -- masks ---------------------------------------------------------------------------------------------------------
@@ -168,7 +175,7 @@ def rank_units(generator, samples: Sequence, mask: Tensor, layer: str, *, method
     masks, notes = prepare_masks(mask, tuple(generator.resolution), len(samples))
     masks = masks.to(generator.device)
     if bool((masks.amin(dim=(-2, -1)) > 1 - 1e-6).all()):
-        notes.append("The mask covers the whole image, so nothing is outside it: the score is the inside effect.")
+        notes.append("The mask covers the whole image, so nothing is outside it: units rank by their inside effect.")
     ticker = Ticker(info.units, progress, unit="units", message=info.name)
     ticker.report()
     # the fast path's gradient pass renders the unedited images on the CPU; a GPU measures memory on a base pass

@@ -91,11 +91,18 @@ class SteppedGenerator(Generator):
     def layers(self) -> list[LayerInfo]:
         return [LayerInfo("features", UNITS, (SIZE, SIZE), "resnet", False)]
 
-    def render(self, samples: Sequence[Sample]) -> torch.Tensor:
+    def render(self, samples: Sequence[Sample], start: tuple | None = None) -> torch.Tensor:
         net = self.module
-        h = net.start(_latents(samples, self.device))
+        h, first = net.start(_latents(samples, self.device)), 0
+        if start is not None:  # continue copies of the prefix's samples from its step
+            prefix_samples, first, states = start
+            h = torch.stack([states[prefix_samples.index(s)] for s in samples])
+        return net.finish(self._steps(h, first, self.steps))
+
+    def _steps(self, h: torch.Tensor, first: int, stop: int) -> torch.Tensor:
+        net = self.module
         try:
-            for step in range(self.steps):
+            for step in range(first, stop):
                 self.clock.step = step
                 if self.guidance:  # [uncond, cond] in one batch, combined after the layer
                     uncond, cond = net.features(torch.cat([0.5 * h, h])).chunk(2)
@@ -104,4 +111,18 @@ class SteppedGenerator(Generator):
                     h = h + 0.5 * net.features(h)
         finally:
             self.clock.step = None
-        return net.finish(h)
+        return h
+
+
+class PrefixSteppedGenerator(SteppedGenerator):
+    """Also runs the steps before a window once and continues copies from there, like the diffusion adapter."""
+
+    prefix_calls: list[int]
+
+    def prefix_step(self, window_start: int, sample: Sample) -> int:
+        return window_start
+
+    def denoise_prefix(self, samples: Sequence[Sample], step: int) -> tuple:
+        self.prefix_calls = [*getattr(self, "prefix_calls", []), step]
+        h = self._steps(self.module.start(_latents(samples, self.device)), 0, step)
+        return list(samples), step, list(h)

@@ -11,7 +11,7 @@ from PIL import Image
 from studio.errors import Cancelled, LayerNotFound, MaskError
 from studio.hooks import UnitEdit, count_hooks
 from studio.ranking import Ranking, UnitScore, measure_effect, rank_layers, rank_units, specificity_score
-from tests.planted import PLANTED, PlantedGenerator, SteppedGenerator
+from tests.planted import PLANTED, PlantedGenerator, PrefixSteppedGenerator, SteppedGenerator
 from tests.toy import ToyGenerator
 
 
@@ -146,6 +146,17 @@ def test_full_render_path_equals_the_loop_with_step_windows(guidance):
     assert count_hooks(gen.module) == 0 and gen.clock.step is None
 
 
+def test_a_window_after_step_zero_runs_the_shared_prefix_once():
+    gen = PrefixSteppedGenerator(steps=3)
+    samples = [gen.sample(1), gen.sample(2)]
+    late = rank_units(gen, samples, left_half(16), "features", steps=(2, 3), chunk=5)
+    assert gen.prefix_calls == [2]
+    torch.testing.assert_close(by_unit(late), loop_effects(gen, samples, left_half(16), "features", 8, steps=(2, 3)),
+                               rtol=1e-4, atol=1e-6)
+    fast = rank_units(gen, samples, left_half(16), "features", steps=(2, 3), method="fast", candidates=2)
+    assert len(fast.exact_units) == 2 and fast.units[0].unit == PLANTED
+
+
 def test_partial_layers_with_a_step_window_render_in_full(planted):
     samples = [planted.sample(1)]
     windowed = rank_units(planted, samples, left_half(16), "features", steps=(0, 5))
@@ -161,6 +172,32 @@ def test_fast_ranking_through_full_renders():
     mean = rank_units(gen, samples, left_half(16), "features", method="fast", ablation="mean", candidates=2)
     assert sorted(u.unit for u in mean.units) == list(range(8))
     assert count_hooks(gen.module) == 0
+
+
+class NoGradStepped(SteppedGenerator):
+    """Renders under no_grad, like diffusers pipelines: no gradients for the fast estimate."""
+
+    @torch.no_grad()
+    def render(self, samples, start=None):
+        return super().render(samples, start)
+
+
+def test_fast_ranking_without_gradients_checks_every_unit():
+    gen = NoGradStepped(steps=2)
+    ranking = rank_units(gen, [gen.sample(1)], left_half(16), "features", method="fast", candidates=2)
+    assert len(ranking.exact_units) == 8 and any("checked exactly" in n for n in ranking.notes)
+    assert count_hooks(gen.module) == 0
+
+
+@pytest.mark.parametrize("stepped", [False, True])
+def test_fast_ranking_inside_inference_mode(planted, stepped):
+    gen = SteppedGenerator(steps=2) if stepped else planted
+    samples = [gen.sample(1), gen.sample(2)]
+    plain = rank_units(gen, samples, left_half(16), "features", method="fast", candidates=2)
+    with torch.inference_mode():  # how the GUI's model thread calls it
+        inside = rank_units(gen, samples, left_half(16), "features", method="fast", candidates=2)
+    assert [(u.unit, u.exact) for u in inside.units] == [(u.unit, u.exact) for u in plain.units]
+    torch.testing.assert_close(by_unit(inside), by_unit(plain))
 
 
 def test_mean_ablation_through_full_renders_uses_the_mean():
@@ -298,3 +335,14 @@ def test_cli_rank_all_layers_and_errors(toy_registry, tmp_path, capsys):
     assert "is empty" in capsys.readouterr().err
     assert main(["rank", "--model", "toy", "--mask", str(tmp_path / "full.png"), "--layer", "blocks9"]) == 2
     assert "Nearest" in capsys.readouterr().err
+
+
+def test_bench_figures_on_a_small_model(toy):
+    from studio.bench.rank import measure
+
+    result = measure(toy, "blocks.1", seeds=2, sets=1, naive_units=4, repeats=1)
+    for key in ("exact_units_per_s", "fast_speedup", "top20_recall", "naive_speedup"):
+        assert result[key] > 0
+    row = result["sets"][0]
+    assert row["naive_max_abs_diff"] < 1e-5  # the naive loop and the exact ranking measure the same thing
+    assert result["naive_units_timed"] == 4 and result["naive_extrapolated"]
