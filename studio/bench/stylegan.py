@@ -5,10 +5,12 @@ channel base 32768, 512 max, 8 mapping layers; StyleGAN3-T: base 32768, 512 max;
 1024 max, 1x1 convs, radial filters) and put behind the StyleGAN adapter. Per family, the median over
 ``--repeats`` of:
 
-- ``render_s``: one full image (mapping + every synthesis layer), the baseline;
-- ``partial_<where>_s``: ``forward_from`` a traced activation at the first, middle and last synthesis layer,
-  and ``partial_<where>_ratio``: its time over a full render's, the median of pairs run alternately
-  (what a live slider on that layer costs relative to re-rendering everything).
+- ``render_s`` / ``render_cpu_s``: one full image (mapping + every synthesis layer), wall and process CPU
+  seconds: the baseline;
+- ``partial_<where>_s`` / ``_cpu_s``: ``forward_from`` a traced activation at the first, middle and last
+  synthesis layer, and ``partial_<where>_ratio``: its cost over a full render's, the median of pairs run
+  alternately, in CPU time on the CPU (robust when other programs share the cores; use ``--threads 1``) and
+  wall time on GPUs: what a live slider on that layer costs relative to re-rendering everything.
 
     python -m studio bench stylegan --resolution 256 --families sg2,sg3t --json
 """
@@ -49,22 +51,26 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _seconds(fn, device: torch.device) -> float:
+def _seconds(fn, device: torch.device) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one call; CPU time is what a single-threaded run costs on a shared machine."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _paired(fn, baseline, repeats: int, device: torch.device) -> tuple[float, float, float]:
-    """Median seconds of ``fn`` and of ``baseline``, run alternately, and the median of their paired ratios
-    (alternating keeps a shared machine's drifting load out of the ratio)."""
+def _paired(fn, baseline, repeats: int, device: torch.device) -> dict[str, float]:
+    """Medians for ``fn`` and ``baseline`` run alternately, and the median of their paired ratios (CPU time on
+    the CPU, wall time on GPUs); alternating keeps a shared machine's drifting load out of the ratio."""
     runs = [(_seconds(fn, device), _seconds(baseline, device)) for _ in range(max(1, repeats))]
-    return (statistics.median(a for a, _ in runs), statistics.median(b for _, b in runs),
-            statistics.median(a / b for a, b in runs))
+    pick = 0 if device.type != "cpu" else 1
+    med = statistics.median
+    return {"s": med(a[0] for a, _ in runs), "cpu_s": med(a[1] for a, _ in runs),
+            "base_s": med(b[0] for _, b in runs), "base_cpu_s": med(b[1] for _, b in runs),
+            "ratio": med(a[pick] / max(b[pick], 1e-9) for a, b in runs)}
 
 
 def bench_family(kind: str, resolution: int, repeats: int, device: str, precision: str) -> dict:
@@ -87,16 +93,18 @@ def bench_family(kind: str, resolution: int, repeats: int, device: str, precisio
     render = lambda: gen.render([sample])  # noqa: E731  (the baseline)
     with torch.inference_mode():
         render()  # warm-up
-        full = []
+        full, full_cpu = [], []
         for where, layer in (("first", layers[0]), ("middle", layers[len(layers) // 2]), ("last", layers[-1])):
             act = gen.trace([sample], [layer])[layer]
-            seconds, baseline, ratio = _paired(lambda: gen.forward_from(layer, act, [sample]), render, repeats,
-                                               gen.device)
-            full.append(baseline)
+            m = _paired(lambda: gen.forward_from(layer, act, [sample]), render, repeats, gen.device)
+            full.append(m["base_s"])
+            full_cpu.append(m["base_cpu_s"])
             row[f"partial_{where}_layer"] = layer
-            row[f"partial_{where}_s"] = round(seconds, 4)
-            row[f"partial_{where}_ratio"] = round(ratio, 3)
+            row[f"partial_{where}_s"] = round(m["s"], 4)
+            row[f"partial_{where}_cpu_s"] = round(m["cpu_s"], 4)
+            row[f"partial_{where}_ratio"] = round(m["ratio"], 4)
         row["render_s"] = round(statistics.median(full), 4)
+        row["render_cpu_s"] = round(statistics.median(full_cpu), 4)
     return row
 
 
@@ -119,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             print(f"{row['family']} {row['resolution']}px on {row['device']} ({row['dtype']}): "
-                  f"render {row['render_s']}s; partial from "
+                  f"render {row['render_s']}s (cpu {row['render_cpu_s']}s); partial from "
                   + ", ".join(f"{row[f'partial_{w}_layer']} {row[f'partial_{w}_s']}s "
                               f"({row[f'partial_{w}_ratio']:.0%})" for w in ("first", "middle", "last")))
     return 0
