@@ -145,6 +145,30 @@ def test_unit_edits_change_the_image_and_ranking_can_batch_them(gens, kind):
     assert per_unit.shape[0] == layer.units and bool((effect > 0).all())
 
 
+@pytest.mark.parametrize("kind", ["sg2", "ada", "sg3t"])
+def test_rank_units_scores_every_unit_as_full_renders_measure_it(gens, kind):
+    from studio.ablation import measure_effect
+    from studio.ranking import rank_units
+
+    gen = gens[kind]
+    samples = [gen.sample(s, **_opts(gen)) for s in (1, 2)]
+    res = gen.resolution[0]
+    mask = torch.zeros(res, res)
+    mask[: res // 2, : res // 2] = 1
+    layer = gen.layers()[3]
+    ranking = rank_units(gen, samples, mask, layer.name)  # partial re-renders from the layer, batched
+    assert sorted(u.unit for u in ranking.units) == list(range(layer.units)) and all(u.exact for u in ranking.units)
+    best = ranking.units[0]
+    with torch.inference_mode():
+        before = gen.render(samples)
+        with gen.editor() as editor:  # the same ablation by a hook and full renders
+            editor.set([UnitEdit(layer.name, best.unit, "off")])
+            after = gen.render(samples)
+    inside, outside = measure_effect(before, after, mask)
+    assert best.inside > 0 and inside.mean().item() == pytest.approx(best.inside, abs=1e-5)
+    assert outside.mean().item() == pytest.approx(best.outside, abs=1e-5)
+
+
 def test_sample_options_noise_w_plus_and_classes(gens):
     gen = gens["sg2"]
     with torch.inference_mode():
