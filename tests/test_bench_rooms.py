@@ -73,3 +73,13 @@ def test_cli_prints_one_json_object_and_refuses_no_scenes(capsys):
     assert data["scenes"] == 1 and data["layer"] == "blocks.4" and data["units_used"] <= 2
     assert main(["bench", "rooms", "--seeds", "0"]) == 2
     assert "at least one scene" in capsys.readouterr().err
+
+
+def test_rounds_hold_chosen_units_off_and_restore_the_weights(gen):
+    scenes = bench.truth_scenes(gen, 1)
+    before = {k: v.clone() for k, v in gen.module.state_dict().items()}
+    mask = torch.from_numpy(scenes[0].region.astype(np.float32))
+    units = bench._rounds_of_ranking(gen, scenes[0], mask, "blocks.4", 4, 0.0, "exact", "zero", 2)
+    assert 0 < len(units) <= 4 and len(set(units)) == len(units)
+    after = gen.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the held-off units were only borrowed

@@ -16,8 +16,9 @@ Figures (region = the lamp's light region; images in [0, 1]):
 - ``relight_psnr``: PSNR of the edited image against the unlit truth inside the region (mean over scenes);
 - ``outside_change``: mean absolute change (RGB mean) outside the region, the model's own image against the edited;
 - ``units_used``: mean number of units switched off per scene;
-- ``baseline``: the same figures for the unedited model image (what the edit gained), ``darkening``: the share of the
-  truth's brightness drop in the region that the edit reproduces;
+- ``baseline``: the same figures for the unedited model image (what the edit gained), and its ``lit_psnr`` against
+  the lit truth in the region (the model's own fidelity there: a ceiling for ``relight_psnr``); ``darkening``: the
+  share of the truth's brightness drop in the region that the edit reproduces;
 - ``alternative``: the same figures for the other variant (local edits only inside the mask, or global), from the same
   rankings.
 
@@ -61,6 +62,7 @@ DEFAULT_TOP = 20
 DEFAULT_MIN_SHARE = 0.0
 DEFAULT_LOCAL = False
 DEFAULT_ABLATION = "zero"
+DEFAULT_ROUNDS = 1
 TARGETS = {"lamp_off_rate": 0.8, "outside_change": 0.02}
 
 
@@ -118,7 +120,7 @@ def scene_figures(model: np.ndarray, edited: np.ndarray, scene: TruthScene) -> d
     inside_e, lit, unlit = edited[r], scene.lit[r], scene.unlit[r]
     to_unlit, to_lit = float(np.abs(inside_e - unlit).mean()), float(np.abs(inside_e - lit).mean())
     truth_drop = float(lit.mean() - unlit.mean())
-    return {"off": to_unlit < to_lit, "psnr": _psnr(inside_e, unlit),
+    return {"off": to_unlit < to_lit, "psnr": _psnr(inside_e, unlit), "psnr_lit": _psnr(inside_e, lit),
             "outside": float(np.abs(edited[out] - model[out]).mean()) if out.any() else 0.0,
             "brightness": float(inside_e.mean()),
             "darkening": float(model[r].mean() - inside_e.mean()) / truth_drop if truth_drop > 1e-6 else 0.0}
@@ -130,6 +132,41 @@ def _summary(rows: list[dict], units: list[int]) -> dict:
             "outside_change": round(statistics.mean(r["outside"] for r in rows), 4),
             "darkening": round(statistics.mean(r["darkening"] for r in rows), 3),
             "units_used": round(statistics.mean(units), 2) if units else 0.0}
+
+
+def _rounds_of_ranking(generator, scene: TruthScene, mask: torch.Tensor, layer: str, top: int, min_share: float,
+                       method: str, ablation: str, rounds: int) -> list[int]:
+    """Units chosen over ``rounds`` rankings, ``top / rounds`` per round, the units already chosen held off.
+
+    One round is the plain top-k. Later rounds see the image with the earlier units off, so units that carry the
+    same light redundantly (each alone changes little) are found. The held units are folded into the weights
+    (``bake_unit_scale``, exact on Rooms) because the ranking traces the layer before hook edits; the weights are
+    restored afterwards.
+    """
+    from studio.ranking import rank_units
+
+    rounds = max(1, int(rounds))
+    if rounds > 1 and ablation != "zero":
+        raise ValueError("Rounds of ranking hold units off, so they need the zero ablation.")
+    saved = {k: v.detach().clone() for k, v in generator.module.state_dict().items()} if rounds > 1 else None
+    chosen: list[int] = []
+    try:
+        for r in range(rounds):
+            quota = -(-top // rounds) if r < rounds - 1 else top - len(chosen)
+            ranking = rank_units(generator, [scene.sample], mask, layer, method=method, ablation=ablation)
+            new = [u for u in choose_units(ranking, top, min_share) if u not in chosen][:quota]
+            if not new:
+                break
+            chosen += new
+            if r < rounds - 1:
+                with torch.no_grad():
+                    for u in new:
+                        if not generator.bake_unit_scale(layer, u, 0.0):
+                            raise ValueError(f"{generator.name} cannot hold {layer} units off for another round.")
+    finally:
+        if saved is not None:
+            generator.module.load_state_dict(saved)
+    return chosen
 
 
 def _unit_means(generator, sample, layer: str) -> torch.Tensor:
@@ -144,7 +181,7 @@ def _image(tensor: torch.Tensor) -> np.ndarray:
 
 def evaluate(generator, scenes: Sequence[TruthScene], *, layer: str = DEFAULT_LAYER, top: int = DEFAULT_TOP,
              min_share: float = DEFAULT_MIN_SHARE, local: bool = DEFAULT_LOCAL, method: str = "exact",
-             ablation: str = DEFAULT_ABLATION, keep_images: bool = False, progress=None, cache: dict | None = None) -> dict:
+             ablation: str = DEFAULT_ABLATION, rounds: int = DEFAULT_ROUNDS, keep_images: bool = False, progress=None, cache: dict | None = None) -> dict:
     """Rank, switch off and compare on every scene; the chosen variant's figures and the other variant's.
 
     >>> result = evaluate(gen, truth_scenes(gen, 2), top=5)
@@ -153,20 +190,18 @@ def evaluate(generator, scenes: Sequence[TruthScene], *, layer: str = DEFAULT_LA
     cache: a dict kept across calls so a sweep ranks each (layer, seed) once.
     """
     from studio.hooks import UnitEdit
-    from studio.ranking import rank_units
 
     start = time.perf_counter()
     rows = {local: [], not local: []}
     units_per_scene, baseline, images = [], [], []
     for n, scene in enumerate(scenes):
         mask = torch.from_numpy(scene.region.astype(np.float32))
-        key = (layer, scene.seed, method, ablation)
-        ranking = cache.get(key) if cache is not None else None
-        if ranking is None:
-            ranking = rank_units(generator, [scene.sample], mask, layer, method=method, ablation=ablation)
+        key = (layer, scene.seed, method, ablation, rounds, top, min_share)
+        units = cache.get(key) if cache is not None else None
+        if units is None:
+            units = _rounds_of_ranking(generator, scene, mask, layer, top, min_share, method, ablation, rounds)
             if cache is not None:
-                cache[key] = ranking
-        units = choose_units(ranking, top, min_share)
+                cache[key] = units
         units_per_scene.append(len(units))
         with torch.inference_mode(), generator.editor() as editor:
             model = _image(generator.render([scene.sample]))
@@ -186,8 +221,10 @@ def evaluate(generator, scenes: Sequence[TruthScene], *, layer: str = DEFAULT_LA
             progress(n + 1, len(scenes), scene.seed, len(units))
     result = {"scenes": len(scenes), **_summary(rows[local], units_per_scene), "local": local,
               "alternative": {"local": not local, **_summary(rows[not local], units_per_scene)},
-              "baseline": {k: v for k, v in _summary(baseline, []).items() if k != "units_used"},
-              "layer": layer, "method": method, "top": top, "min_share": min_share, "ablation": ablation,
+              "baseline": {**{k: v for k, v in _summary(baseline, []).items() if k != "units_used"},
+                           # the model's own fidelity in the region: a ceiling for relight_psnr
+                           "lit_psnr": round(statistics.mean(b["psnr_lit"] for b in baseline), 2)},
+              "layer": layer, "method": method, "rounds": rounds, "top": top, "min_share": min_share, "ablation": ablation,
               "seeds": [s.seed for s in scenes], "lamps": [s.lamp for s in scenes],
               "units_per_scene": units_per_scene,
               "brightness_drop": round(statistics.mean(b["brightness"] - r["brightness"]
@@ -210,7 +247,7 @@ def save_strip(images: Sequence[tuple[np.ndarray, ...]], path: str | Path) -> Pa
 
 
 def tune(generator, count: int, layers: Sequence[str], tops: Sequence[int], shares: Sequence[float],
-         method: str, ablation: str = DEFAULT_ABLATION) -> list[dict]:
+         method: str, ablation: str = DEFAULT_ABLATION, rounds: int = DEFAULT_ROUNDS) -> list[dict]:
     """The sweep on tuning seeds (``TUNING_FIRST``): one row per layer, top, min-share; both variants in each."""
     scenes = truth_scenes(generator, count, TUNING_FIRST)
     out, cache = [], {}
@@ -218,8 +255,8 @@ def tune(generator, count: int, layers: Sequence[str], tops: Sequence[int], shar
         for top in tops:
             for share in shares:
                 r = evaluate(generator, scenes, layer=layer, top=top, min_share=share, method=method,
-                             ablation=ablation, cache=cache)
-                out.append({k: r[k] for k in ("layer", "ablation", "top", "min_share", "lamp_off_rate", "relight_psnr",
+                             ablation=ablation, rounds=rounds, cache=cache)
+                out.append({k: r[k] for k in ("layer", "ablation", "rounds", "top", "min_share", "lamp_off_rate", "relight_psnr",
                                               "outside_change", "darkening", "units_used", "local")}
                            | {"alternative": r["alternative"]})
                 print(json.dumps(out[-1]), file=sys.stderr)
@@ -244,6 +281,9 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--ablation", default=DEFAULT_ABLATION, choices=("zero", "mean"),
                    help="zero switches units off, mean sets them to their mean over the image (default: "
                         f"{DEFAULT_ABLATION})")
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                   help="rank again with the chosen units off, top/rounds units per round (default: "
+                        f"{DEFAULT_ROUNDS}; zero ablation only)")
     p.add_argument("--picture", default=None, help="save lit | model | edited | unlit rows of 4 scenes to this PNG")
     p.add_argument("--tune", action="store_true", help="sweep layers/top/min-share on the tuning seeds instead")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1; 0: torch's choice)")
@@ -264,7 +304,8 @@ def run(args: argparse.Namespace) -> int:
         raise StudioError("The truth benchmark needs at least one scene: give --seeds 1 or more.")
     if args.tune:
         layers = [i.name for i in generator.layers() if i.size and i.units > 3]
-        rows = tune(generator, args.seeds, layers, (1, 3, 5, 10, 20), (0.0, 0.1, 0.3), args.method, args.ablation)
+        rows = tune(generator, args.seeds, layers, (1, 3, 5, 10, 20), (0.0, 0.1, 0.3), args.method, args.ablation,
+                    args.rounds)
         print(json.dumps({"tuning_first_seed": TUNING_FIRST, "scenes": args.seeds, "rows": rows}))
         return 0
 
@@ -274,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
 
     scenes = truth_scenes(generator, args.seeds)
     result = evaluate(generator, scenes, layer=args.layer, top=args.top, min_share=args.min_share, local=args.local,
-                      method=args.method, ablation=args.ablation, keep_images=bool(args.picture), progress=report)
+                      method=args.method, ablation=args.ablation, rounds=args.rounds, keep_images=bool(args.picture), progress=report)
     if args.picture:
         result["picture"] = str(save_strip(result.pop("images")[:4], args.picture))
     result["threads"] = torch.get_num_threads()
