@@ -1,4 +1,4 @@
-"""The fast ranking's estimate: every unit's inside/outside effect from two backward passes.
+"""The fast ranking's estimate: every unit's inside/outside effect from four backward passes.
 
 First-order (attribution patching): ablating unit c of image b moves its activation by ``d = target - a``
 (``target`` 0, or the unit's mean), so a weighted pixel sum ``<w, image>`` moves by about ``<J^T w, d>``, and one
@@ -6,14 +6,16 @@ backward pass of ``<w, image>`` gives ``J^T w`` for every unit of every image at
 of the layer contributes, ``(J^T w)[c, q] * d[c, q]``, lands in the image near q, so the mask resized to the
 layer's resolution says how much of it lands inside.
 
-A mean *absolute* change is not linear, so the estimate combines two weightings (measured against the exact
-ranking on the Rooms model, ``python -m studio bench rank``):
+A mean *absolute* change is not linear, so the estimate combines two kinds of weighting (chosen by measuring
+top-20 recall against the exact ranking on the Rooms model, ``python -m studio bench rank``):
 
-- ``w = 1`` (every pixel and colour): exact for changes that keep one sign, too low where signs mix;
-- ``w`` = random signs per pixel and colour (fixed seed): blind to sign, but a noisy, differently scaled measure.
+- ``w`` = one colour channel, every pixel (three passes, their absolute values summed): exact for changes that
+  keep one sign per channel, too low where signs mix;
+- ``w`` = random signs per pixel and colour (one pass, fixed seed): blind to sign, but noisy and scaled otherwise.
 
-Per region, the estimate is the geometric mean of the two (the random one rescaled to the same total over units).
-A layer without spatial positions (vector layers) uses both weightings inside and outside the mask instead.
+Per region, the estimate is the geometric mean of the two (the random one rescaled to the same total over units);
+either alone found 70-80 % of the exact top 20 on Rooms lamp masks, together 85-90 %. A layer without spatial
+positions (vector layers) weights the inside and the outside of the mask separately instead (eight passes).
 
     inside, outside = estimate_effects(ablator)        # (C,) each, averaged over the images
 """
@@ -146,14 +148,13 @@ def estimate_effects(ablator, chunk: int | None = None) -> tuple[Tensor, Tensor]
     signs = _random_signs((1, b, 3, h, w), masks.device)
     area_in = masks.sum(dim=(-2, -1)).clamp_min(1e-6).cpu()[:, None]
     area_out = (1 - masks).sum(dim=(-2, -1)).clamp_min(1e-6).cpu()[:, None]
-    size = ablator.info.size
-    if size:  # one pass per weighting over the whole image, split by where each position's change lands
-        parts = contributions(ablator, torch.cat([ones, signs]), chunk)  # (4, B, C, h', w')
+    parts = contributions(ablator, torch.cat([ones, signs]), chunk) if ablator.info.size else None
+    if parts is not None and parts.dim() == 5:  # whole-image passes, split by where each position's change lands
         inside_map = resize_mask(masks, parts.shape[-2:])[:, 0].cpu()[None, :, None]  # (1, B, 1, h', w')
         inside = (parts * inside_map).flatten(3).sum(-1)
         outside = (parts * (1 - inside_map)).flatten(3).sum(-1)
         inside, outside = (torch.stack([t[:3].sum(0), t[3]]) for t in (inside, outside))
-    else:  # vector layers: weight the inside and the outside separately
+    else:  # no spatial positions: weight the inside and the outside separately
         m = masks[None, :, None]
         parts = contributions(ablator, torch.cat([ones * m, signs * m, ones * (1 - m), signs * (1 - m)]), chunk)
         parts = parts.flatten(3).sum(-1) if parts.dim() > 3 else parts

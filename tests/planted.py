@@ -28,7 +28,7 @@ class Gated(nn.Module):
         self.conv = nn.Conv2d(UNITS, UNITS, 3, padding=1)
         gate = torch.ones(UNITS, SIZE, SIZE)
         gate[PLANTED, :, SIZE // 2:] = 0.0
-        gate[PLANTED, :, : SIZE // 2] = 3.0
+        gate[PLANTED, :, : SIZE // 2] = 5.0
         self.register_buffer("gate", gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
