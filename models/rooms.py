@@ -14,6 +14,7 @@ bed and window geometry); the prompt says wall colour, bed, window and lamp coun
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from studio import RESOURCES
-from studio.errors import LayerNotFound, ModelOpenError
+from studio.errors import LayerNotFound, ModelOpenError, StudioError
 from studio.rooms import text as rtext
 from studio.rooms import world
 from studio.rooms.model import FORMAT, Conditioning, RoomsGenerator, load_weights
@@ -96,7 +97,7 @@ class RoomsModel(Generator):
             given = s.option("latent")
             z = np.asarray(given, np.float32) if given is not None else world.sample_latent(s.seed)
             if z.shape != (world.LATENT_DIM,):
-                raise ModelOpenError(f"A Rooms latent has {world.LATENT_DIM} entries, this one {z.size}.")
+                raise StudioError(f"A Rooms latent has {world.LATENT_DIM} entries, this one {z.size}.")
             rows.append(torch.from_numpy(np.ascontiguousarray(z, np.float32)))
         return torch.stack(rows).to(self.device)
 
@@ -181,7 +182,7 @@ class RoomsFamily:
         # fp32 whatever the precision asked for: the model is tiny and fp16 buys nothing (see the model card)
         net, meta = load_weights(path, map_location="cpu")
         vocab = meta.get("vocab")
-        if vocab is not None and __import__("json").loads(vocab) != list(rtext.VOCAB):
+        if vocab is not None and json.loads(vocab) != list(rtext.VOCAB):
             raise ModelOpenError(f"{path.name} was trained with another Rooms vocabulary than this version's; "
                                  "retrain it or use the matching Neuron Studio version.")
         return RoomsModel(net, meta, device, name=name, source=source)
