@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QWidget
 RECENT_KEY = "models/recent"
 RECENT_LIMIT = 8
 _OPEN_FILE, _OPEN_FOLDER = "\0open-file", "\0open-folder"
-MODEL_FILTER = "Models (*.safetensors *.pkl *.pt *.pth *.ckpt *.bin);;All files (*)"
+MODEL_FILTER = "Models (*.safetensors *.pkl *.pt *.pth *.ckpt *.bin *.tar *.xml);;All files (*)"
 
 
 class ModelPicker(QComboBox):
