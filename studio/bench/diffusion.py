@@ -8,7 +8,8 @@ real SD 1.5 sizes: UNet 860 M parameters, 512 px, 64x64 latents) and times, on t
 
 - ``image_s``: one image, ``--steps`` steps with classifier-free guidance, VAE decode included;
 - ``preview_s``: one preview frame (``preview`` option: at most 8 steps at half size) and ``preview_ratio``;
-- ``step_s``: one denoising step (the UNet on the guided batch of 2);
+- ``step_s``: a one-step image; from CPU seconds, ``per_step_cpu_s`` (one guided UNet step, batch 2) and
+  ``decode_cpu_s`` (the VAE);
 - ``resume_batch_s`` / ``full_batch_s``: a ranking batch of ``--batch`` copies continuing from a cached prefix
   that covers half the steps, against rendering them from step 0 (``prefix_speedup``).
 
@@ -79,7 +80,9 @@ def measure(generator, steps: int, batch: int, size: int | None = None, repeat: 
         figures["resume_batch_s"] = timed("resume_batch_s", lambda: generator.render([s] * batch, start=state))
         figures["full_batch_s"] = timed("full_batch_s", lambda: generator.render([s] * batch))
     plan = generator.plan([preview])
-    return {**figures, "cpu_s": cpu, "preview_ratio": round(cpu["preview_s"] / cpu["image_s"], 3),
+    per_step = (cpu["image_s"] - cpu["step_s"]) / max(1, steps - 1)
+    return {**figures, "cpu_s": cpu, "per_step_cpu_s": round(per_step, 4),
+            "decode_cpu_s": round(max(0.0, cpu["step_s"] - per_step), 4), "preview_ratio": round(cpu["preview_s"] / cpu["image_s"], 3),
             "prefix_speedup": round(cpu["full_batch_s"] / cpu["resume_batch_s"], 2),
             "preview_size": [plan.height, plan.width], "preview_steps": plan.steps, "steps": steps, "size": size,
             "prefix_steps": half, "batch": batch, "unet_parameters": sum(p.numel() for p in generator.unet.parameters())}
