@@ -137,6 +137,14 @@ class Generator(ABC):
         """
         raise UnsupportedOperation(f"{self.family} models cannot re-render from a cached layer.")
 
+    def preview_options(self) -> dict[str, Any]:
+        """Sample options for a quick, lower-quality frame while a slider is being dragged.
+
+        Empty (the default) when a full-quality frame is already fast, as with partial re-renders of GANs;
+        slow families (diffusion: fewer steps, smaller size) return what makes a frame cheap.
+        """
+        return {}
+
     def trace(self, samples: Sequence[Sample], layers: Sequence[str], *, before_edits: bool = False,
               stop: bool = True) -> dict[str, torch.Tensor]:
         """Activations of ``layers`` for ``samples``; with ``stop`` later layers do not run."""

@@ -53,6 +53,10 @@ class DiffusionModel(Generator):
     supports_half = True
     takes_prompt = True
 
+    def preview_options(self) -> dict:
+        """While a slider is dragged: PREVIEW_STEPS steps at half size (see the module docstring)."""
+        return {"preview": True}
+
     def __init__(self, pipe, kind: str, device: torch.device, dtype: torch.dtype, *, name: str,
                  source: str | None = None) -> None:
         pipe.set_progress_bar_config(disable=True)

@@ -36,6 +36,7 @@ class LiveRequest:
     mask: torch.Tensor | None = None  # (H, W) in [0, 1]; local edits stay inside it
     stamp: int = 0
     original: bool = False  # also return the unedited image (side-by-side, press-and-hold)
+    preview: bool = False  # a quick frame while a slider moves (the model's preview_options), shown at full size
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +50,7 @@ class Frame:
     layer: str | None  # the layer re-rendered from (None for a full render)
     ms: float
     sample: Sample | None = None
+    preview: bool = False  # rendered with the model's preview options (upscaled to the model's resolution)
 
 
 def default_layer(layers: Sequence[LayerInfo]) -> str | None:
@@ -182,17 +184,29 @@ class LiveRenderer:
         return cache.original
 
     def frame(self, request: LiveRequest) -> Frame:
-        """Render ``request`` into a CPU :class:`Frame`."""
+        """Render ``request`` into a CPU :class:`Frame` at the model's resolution."""
         start = time.perf_counter()
-        original = self.original(request.sample) if request.original or not request.edits else None
+        options = self.generator.preview_options() if request.preview else {}
+        sample = replace(request.sample, options={**request.sample.options, **options}) if options else request.sample
+        original = self.original(sample) if request.original or not request.edits else None
         if request.edits:
-            image, layer = self.render(request.sample, request.edits, request.mask)
+            image, layer = self.render(sample, request.edits, request.mask)
             image = image[0].float().cpu()
         else:
             image, layer = original, None
+        size = tuple(self.generator.resolution)
+        image = _fit(image, size)
+        original = _fit(original, size) if original is not None else None
         ms = 1000 * (time.perf_counter() - start)
         return Frame(request.stamp, image, original if request.original else None, layer is not None, layer, ms,
-                     request.sample)
+                     request.sample, bool(options))
+
+
+def _fit(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A (3, h, w) image at ``size`` (previews render smaller; the canvas and the mask stay full size)."""
+    if tuple(image.shape[-2:]) == size:
+        return image
+    return torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def unit_off_images(generator: Generator, sample: Sample, layer: str, units: Sequence[int], *,

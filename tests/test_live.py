@@ -135,3 +135,52 @@ def test_the_slider_benchmark_reports_partial_and_full_frames(toy_registry, caps
     assert set(result) >= {"partial_ms", "full_ms", "speedup", "partial_from", "max_abs_diff"}
     assert result["partial_from"] == result["layer"] == "blocks.1" and result["frames"] == 4
     assert result["max_abs_diff"] < 1e-5 and result["partial_ms"] > 0 and result["full_ms"] > 0
+
+
+class _PreviewToy:
+    """The toy, plus a cheap preview that renders at half size (as diffusion previews do)."""
+
+    @staticmethod
+    def make():
+        from dataclasses import replace
+
+        from tests.toy import ToyGenerator
+
+        class PreviewToy(ToyGenerator):
+            def preview_options(self) -> dict:
+                return {"quick": True}
+
+            def layers(self):  # like diffusion: every frame is a full render
+                return [replace(info, partial=False) for info in super().layers()]
+
+            def render(self, samples):
+                images = super().render(samples)
+                if samples[0].option("quick"):
+                    return torch.nn.functional.avg_pool2d(images, 2)
+                return images
+
+        return PreviewToy()
+
+
+def test_preview_frames_use_the_models_preview_options_at_full_size():
+    gen = _PreviewToy.make()
+    live = LiveRenderer(gen)
+    sample = gen.sample(2)
+    edits = (UnitEdit("blocks.1", 3, "off"),)
+    quick = live.frame(LiveRequest(sample, edits, original=True, preview=True))
+    full = live.frame(LiveRequest(sample, edits, original=True))
+    assert quick.preview and not full.preview
+    assert quick.image.shape == full.image.shape == (3, 32, 32)  # upscaled for the canvas and the mask
+    assert quick.original.shape == (3, 32, 32)
+    assert not torch.equal(quick.image, full.image)
+    assert torch.allclose(full.image, full_render(gen, sample, edits)[0], atol=1e-6)
+    live.release()
+
+
+def test_models_without_preview_options_render_previews_at_full_quality(toy):
+    live = LiveRenderer(toy)
+    frame = live.frame(LiveRequest(toy.sample(1), (UnitEdit("blocks.1", 3, "off"),), preview=True))
+    assert not frame.preview
+    assert torch.allclose(frame.image, full_render(toy, toy.sample(1), [UnitEdit("blocks.1", 3, "off")])[0],
+                          atol=1e-6)
+    live.release()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import torch
-from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtCore import QSettings, QTimer, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QLabel, QLineEdit, QMainWindow, QPushButton, QSpinBox,
                                QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
@@ -108,6 +108,10 @@ class MainWindow(QMainWindow):
         self.seed.setRange(0, SEED_MAX)
         self.seed.setToolTip("The seed of the sample")
         self.seed.valueChanged.connect(lambda _: self.generate())
+        self.rest_timer = QTimer(self)  # a slider at rest for this long gets its full-quality frame
+        self.rest_timer.setSingleShot(True)
+        self.rest_timer.setInterval(300)
+        self.rest_timer.timeout.connect(lambda: self._post())
         previous, following, lucky = QPushButton("◀"), QPushButton("▶"), QPushButton("Random")
         previous.setToolTip("Previous seed (Alt+Left)")
         previous.setShortcut(QKeySequence("Alt+Left"))
@@ -319,13 +323,13 @@ class MainWindow(QMainWindow):
         if self.tabs.currentWidget() is self.seeds:
             self.seeds.show_seeds(self.state.sample, self.seeds.first)
 
-    def _post(self, content: bool = False) -> int:
+    def _post(self, content: bool = False, preview: bool = False) -> int:
         """Put the newest state in the worker's mailbox and wake it (older unrendered states are dropped)."""
         if self.state.sample is None:
             return self._posted
         edits = self.state.render_edits()
         request = LiveRequest(self.state.sample, edits, self.state.mask if self.state.has_mask() else None,
-                              original=bool(edits))
+                              original=bool(edits), preview=preview)
         self._posted = self.worker.mailbox.post(request)
         if content:
             self._content = self._posted
@@ -341,6 +345,7 @@ class MainWindow(QMainWindow):
         self.last_frame = frame
         self.canvas.set_image(frame.image, frame.original if frame.original is not None else frame.image)
         how = f"partial from {frame.layer}" if frame.partial else "full"
+        how += ", preview" if frame.preview else ""
         self.frame_label.setText(f"frame {frame.ms:.0f} ms ({how})")
         self.frame_shown.emit(frame)
         self.image_shown.emit()
@@ -362,7 +367,12 @@ class MainWindow(QMainWindow):
         self.recovery.edited()
         self.ranking.plot.set_marked([e.unit for e in edits if e.layer == self.state.layer],
                                      self.ranking.plot.current)
-        self._post()
+        if self.generator is not None and self.generator.preview_options():
+            # slow families: a quick preview while the slider moves, the full frame once it rests
+            self._post(preview=True)
+            self.rest_timer.start()
+        else:
+            self._post()
 
     def _on_local_changed(self, local: bool) -> None:
         self.state.local = local
