@@ -36,7 +36,7 @@ from torch import nn
 
 from models.base import CrossAttention, Generator, LayerInfo, PromptEncoding, Sample
 from studio.concept import (DEFAULT_LAMBDA, DEFAULT_TOKENS, TOKEN_MODES, ConceptEdit, ConceptEditor,
-                            ConceptEditSpec, ConceptError, input_factor, solve)
+                            ConceptEditSpec, ConceptError, solve)
 from studio.errors import UnsupportedOperation
 
 #: Rooms seeds at or above this are held out from training (studio.rooms.train.HELDOUT_BASE); we start further on.

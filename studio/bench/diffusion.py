@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from studio.bench.timing import timed
+
 from studio.device import CHOICES, describe, resolve_device
 
 
@@ -48,37 +50,29 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _seconds(fn) -> tuple[float, float]:
-    """(wall, CPU) seconds of ``fn``; with one thread CPU seconds are what an idle machine's wall clock shows."""
-    start, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - start, time.process_time() - cpu
-
-
 def measure(generator, steps: int, batch: int, size: int | None = None, repeat: int = 3) -> dict:
     """Median times of one generator over ``repeat`` runs (see the module docstring), after a warm-up render."""
     size = size or generator.resolution[0]
     s = generator.sample(1, "a red house with a blue door", steps=steps, size=size)
     preview = generator.sample(1, s.prompt, **{**s.options, "preview": True})
     one_step = generator.sample(1, s.prompt, **{**s.options, "steps": 1})
-    sync = (lambda: torch.cuda.synchronize()) if generator.device.type == "cuda" else (lambda: None)
 
     cpu: dict[str, float] = {}
 
-    def timed(name: str, fn) -> float:
-        runs = [_seconds(lambda: (fn(), sync())) for _ in range(max(1, repeat))]
+    def median_of(name: str, fn) -> float:
+        runs = [timed(fn, generator.device) for _ in range(max(1, repeat))]
         cpu[name] = round(statistics.median(c for _, c in runs), 4)
         return round(statistics.median(w for w, _ in runs), 4)
 
     with torch.inference_mode():
         generator.render([one_step])  # warm-up
-        figures = {"image_s": timed("image_s", lambda: generator.render([s])),
-                   "preview_s": timed("preview_s", lambda: generator.render([preview])),
-                   "step_s": timed("step_s", lambda: generator.render([one_step]))}
+        figures = {"image_s": median_of("image_s", lambda: generator.render([s])),
+                   "preview_s": median_of("preview_s", lambda: generator.render([preview])),
+                   "step_s": median_of("step_s", lambda: generator.render([one_step]))}
         half = steps // 2
         state = generator.denoise_prefix([s], half)
-        figures["resume_batch_s"] = timed("resume_batch_s", lambda: generator.render([s] * batch, start=state))
-        figures["full_batch_s"] = timed("full_batch_s", lambda: generator.render([s] * batch))
+        figures["resume_batch_s"] = median_of("resume_batch_s", lambda: generator.render([s] * batch, start=state))
+        figures["full_batch_s"] = median_of("full_batch_s", lambda: generator.render([s] * batch))
     plan = generator.plan([preview])
     per_step = (cpu["image_s"] - cpu["step_s"]) / max(1, steps - 1)
     return {**figures, "cpu_s": cpu, "per_step_cpu_s": round(per_step, 4),

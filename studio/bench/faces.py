@@ -24,6 +24,8 @@ import time
 
 import torch
 
+from studio.bench.timing import paired
+
 MODELS = ("faces", "faces-hd")
 
 
@@ -38,23 +40,6 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
-
-
-def _seconds(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def _paired(fn, baseline, repeats: int, device: torch.device) -> tuple[float, float, float]:
-    """Median seconds of ``fn`` and ``baseline`` run alternately, and the median of their paired ratios."""
-    runs = [(_seconds(fn, device), _seconds(baseline, device)) for _ in range(max(1, repeats))]
-    return (statistics.median(a for a, _ in runs), statistics.median(b for _, b in runs),
-            statistics.median(a / b for a, b in runs))
 
 
 def _reference(name: str, gen, sample):
@@ -103,19 +88,18 @@ def bench_model(name: str, repeats: int, device: str, precision: str) -> dict:
         full = []
         for where, layer in (("first", layers[0]), ("middle", layers[len(layers) // 2]), ("last", layers[-1])):
             act = gen.trace([sample], [layer])[layer]
-            seconds, baseline, ratio = _paired(lambda: gen.forward_from(layer, act, [sample]), render, repeats,
-                                               gen.device)
-            full.append(baseline)
+            m = paired(lambda: gen.forward_from(layer, act, [sample]), render, repeats, gen.device)
+            full.append(m["base_s"])
             row[f"partial_{where}_layer"] = layer
-            row[f"partial_{where}_s"] = round(seconds, 4)
-            row[f"partial_{where}_ratio"] = round(ratio, 3)
+            row[f"partial_{where}_s"] = round(m["s"], 4)
+            row[f"partial_{where}_ratio"] = round(m["ratio"], 3)
         row["render_s"] = round(statistics.median(full), 4)
         reference = _reference(name, gen, sample) if gen.device.type == "cpu" or name == "faces" else None
         if reference is not None:
-            theirs, ours, ratio = _paired(reference, render, repeats, gen.device)
+            m = paired(reference, render, repeats, gen.device)
             row["reference"] = "package Generator" if name == "faces" else "package IR in OpenVINO"
-            row["reference_s"] = round(theirs, 4)
-            row["reference_ratio"] = round(1 / ratio, 3)  # ours over theirs
+            row["reference_s"] = round(m["s"], 4)
+            row["reference_ratio"] = round(1 / m["ratio"], 3)  # ours over theirs
     return row
 
 

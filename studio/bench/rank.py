@@ -24,9 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
+
+from studio.bench.timing import Clock
 
 from studio.commands.common import add_model_args, open_from_args
 
@@ -73,17 +74,6 @@ def problems(generator, sets: int, seeds: int) -> list[tuple[list, torch.Tensor,
     yy, xx = torch.meshgrid(torch.arange(h) - h / 2 + 0.5, torch.arange(w) - w / 2 + 0.5, indexing="ij")
     disc = ((yy**2 + xx**2).sqrt() < min(h, w) / 4).float()
     return [([generator.sample(s + 100 * i) for s in range(seeds)], disc, "centred disc") for i in range(sets)]
-
-
-class Clock:
-    """CPU and wall seconds of a block: ``with Clock() as c: ...; c.cpu, c.wall``."""
-
-    def __enter__(self) -> "Clock":
-        self._cpu, self._wall = time.process_time(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.cpu, self.wall = time.process_time() - self._cpu, time.perf_counter() - self._wall
 
 
 class NaiveLoop:

@@ -16,9 +16,10 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 import torch
+
+from studio.bench.timing import timed
 
 from studio.commands.common import add_model_args, open_from_args
 
@@ -33,12 +34,6 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
-
-
-def _ms(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return 1000 * (time.perf_counter() - start)
 
 
 def measure(generator, sample, layer: str, frames: int = 50) -> dict:
@@ -59,9 +54,9 @@ def measure(generator, sample, layer: str, frames: int = 50) -> dict:
         try:
             for i, v in enumerate(values[:3] + values):  # three warm-up values first
                 editor.clear()
-                p = _ms(lambda: live.render(sample, edits(v))[0].cpu())
+                p = 1000 * timed(lambda: live.render(sample, edits(v))[0].cpu())[0]
                 editor.set(edits(v))
-                f = _ms(lambda: generator.render([sample]).cpu())
+                f = 1000 * timed(lambda: generator.render([sample]).cpu())[0]
                 if i >= 3:
                     partial.append(p)
                     full.append(f)

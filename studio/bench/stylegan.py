@@ -20,11 +20,11 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 import torch
 
 from models.stylegan2_nets import StyleGANConfig
+from studio.bench.timing import paired
 
 FAMILIES = {
     "sg2": lambda res: StyleGANConfig.stylegan2(512, 512, res, mapping={"num_layers": 8}, channel_base=32768,
@@ -51,28 +51,6 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _seconds(fn, device: torch.device) -> tuple[float, float]:
-    """(wall, process CPU) seconds of one call; CPU time is what a single-threaded run costs on a shared machine."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def _paired(fn, baseline, repeats: int, device: torch.device) -> dict[str, float]:
-    """Medians for ``fn`` and ``baseline`` run alternately, and the median of their paired ratios (CPU time on
-    the CPU, wall time on GPUs); alternating keeps a shared machine's drifting load out of the ratio."""
-    runs = [(_seconds(fn, device), _seconds(baseline, device)) for _ in range(max(1, repeats))]
-    pick = 0 if device.type != "cpu" else 1
-    med = statistics.median
-    return {"s": med(a[0] for a, _ in runs), "cpu_s": med(a[1] for a, _ in runs),
-            "base_s": med(b[0] for _, b in runs), "base_cpu_s": med(b[1] for _, b in runs),
-            "ratio": med(a[pick] / max(b[pick], 1e-9) for a, b in runs)}
-
-
 def bench_family(kind: str, resolution: int, repeats: int, device: str, precision: str) -> dict:
     """Time renders of a full-width random ``kind`` generator behind the adapter."""
     from models.stylegan import StyleGANModel
@@ -96,7 +74,7 @@ def bench_family(kind: str, resolution: int, repeats: int, device: str, precisio
         full, full_cpu = [], []
         for where, layer in (("first", layers[0]), ("middle", layers[len(layers) // 2]), ("last", layers[-1])):
             act = gen.trace([sample], [layer])[layer]
-            m = _paired(lambda: gen.forward_from(layer, act, [sample]), render, repeats, gen.device)
+            m = paired(lambda: gen.forward_from(layer, act, [sample]), render, repeats, gen.device)
             full.append(m["base_s"])
             full_cpu.append(m["base_cpu_s"])
             row[f"partial_{where}_layer"] = layer
