@@ -20,11 +20,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from studio.errors import LayerNotFound, UnsupportedOperation
 from studio.hooks import Editor, StepClock, Trace
+
+
+def seed_z(seed: int, dim: int) -> np.ndarray:
+    """The GAN latent for ``seed`` as NVIDIA's ``gen_images.py`` and the face packages draw it (numpy's legacy
+    normal), so a seed shows the same picture here and in the family's own tools."""
+    return np.random.RandomState(int(seed) % 2**32).randn(dim)
 
 
 @dataclass(frozen=True)

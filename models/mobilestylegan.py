@@ -30,7 +30,7 @@ import torch
 from studio.device import pick_dtype
 from studio.errors import ModelOpenError, StudioError
 
-from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample
+from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample, seed_z
 from .mobilestylegan_nets import HAAR, NOISE_MODES, MobileConfig, MobileStyleGAN, StyledConv
 from .openvino_ir import IRGraph, IRLayer, read_ir
 
@@ -246,11 +246,6 @@ def set_style_mean(net: MobileStyleGAN, samples: int = MEAN_SAMPLES, seed: int =
     """The truncation centre: the mean style of a fixed draw of z (the package averages 4096 random ones)."""
     z = torch.from_numpy(np.random.RandomState(seed).randn(samples, net.config.style_dim).astype(np.float32))
     net.mapping.style_mean.copy_(torch.cat([net.mapping.raw(part) for part in z.split(1024)]).mean(0))
-
-
-def seed_z(seed: int, dim: int) -> np.ndarray:
-    """The z for ``seed``: numpy's normal draw, as the package draws its own (``np.random.normal``)."""
-    return np.random.RandomState(int(seed) % 2**32).randn(dim)
 
 
 # -- the model contract --------------------------------------------------------------------------------------------

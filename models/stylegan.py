@@ -32,7 +32,7 @@ from torch import nn
 from studio.device import pick_dtype
 from studio.errors import ModelOpenError, StudioError
 
-from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample
+from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample, seed_z
 from .safe_pickle import load_network_pickle
 from .stylegan_formats import from_record, from_rosinality
 
@@ -43,11 +43,6 @@ _MAX_REMEMBERED = 16  # samples whose skip-path carries are kept for partial re-
 
 def _key(sample: Sample) -> str:
     return json.dumps(sample.to_json(), sort_keys=True, default=str)
-
-
-def seed_z(seed: int, z_dim: int) -> np.ndarray:
-    """The z NVIDIA's ``gen_images.py`` uses for ``seed``, so seeds mean the same pictures here and there."""
-    return np.random.RandomState(int(seed) % 2**32).randn(z_dim)
 
 
 class StyleGANModel(Generator):
