@@ -232,3 +232,90 @@ def test_adapter_caches_conditioning_but_never_serves_it_stale(tmp_path):
         gen.net.film[2].bias += 0.5  # an in-place weight change bumps the version counter
     with torch.inference_mode():
         assert not torch.equal(gen.forward_from("blocks.1", acts, samples), first)
+
+
+# -- architecture options of the shipped model: FiLM without lit flags, trunk depth, pixel-shuffle head -----------
+LIT = tuple(i for i, name in enumerate(world.LATENT_NAMES) if name.endswith("_lit"))
+
+
+def deep_tiny() -> RoomsGenerator:
+    return tiny(widths=(16, 24, 8), extra_convs=(0, 2), upscale=2, film_exclude=LIT)
+
+
+def test_film_exclude_hides_the_lit_flags_from_film_but_not_from_the_stem():
+    net = deep_tiny()
+    latent, tokens = inputs(2)
+    flipped = latent.clone()
+    flipped[:, list(LIT)] *= -1
+    with torch.inference_mode():
+        a, b = net.prepare(latent, tokens), net.prepare(flipped, tokens)
+        assert all(torch.equal(sa, sb) and torch.equal(ta, tb) for (sa, ta), (sb, tb) in zip(a.film, b.film))
+        assert not torch.equal(a.stem, b.stem)  # the lamps' state still reaches the image through the stem
+        other = latent.clone()
+        other[:, 0] += 0.5  # a non-excluded entry still drives FiLM
+        assert not torch.equal(net.prepare(other, tokens).film[0][0], a.film[0][0])
+
+
+def test_extra_convs_and_pixel_shuffle_head_keep_partial_re_renders_exact():
+    net = deep_tiny()
+    assert net.config.image_size == 4 * 2**2 * 2 and len(net.blocks[1].extra) == 2 and not net.blocks[0].extra
+    assert net.head.out_channels == 3 * 4
+    latent, tokens = inputs(2)
+    with torch.inference_mode():
+        full = net(latent, tokens)
+        assert full.shape == (2, 3, 32, 32)
+        cond = net.prepare(latent, tokens)
+        for block in range(len(net.blocks)):
+            assert torch.equal(net.forward_from(block, net.run_blocks(cond, stop=block), cond=cond), full)
+
+
+def test_bake_unit_scale_is_exact_with_the_pixel_shuffle_head(tmp_path):
+    from models import registry
+    from models.rooms import FAMILY
+    from studio.hooks import UnitEdit
+
+    path = tmp_path / "deep.safetensors"
+    save_weights(deep_tiny(), path, list(rtext.VOCAB))
+    gen = FAMILY.open_path(registry.probe(path), torch.device("cpu"), "auto")
+    sample = gen.sample(3)
+    for layer in ("blocks.1", "blocks.2"):  # the last block feeds the shuffled RGB head
+        with torch.inference_mode(), gen.editor() as editor:
+            editor.set([UnitEdit(layer, 1, "scale", 0.25)])
+            hooked = gen.render([sample])
+        saved = {k: v.clone() for k, v in gen.module.state_dict().items()}
+        assert gen.bake_unit_scale(layer, 1, 0.25)
+        with torch.inference_mode():
+            assert torch.allclose(gen.render([sample]), hooked, atol=1e-6)
+        gen.module.load_state_dict(saved)
+
+
+def test_training_sparsity_penalty_is_scale_free_and_leaves_the_image_alone():
+    from studio.rooms.train import forward_with_sparsity, hoyer_ratio
+
+    one_hot, flat = torch.zeros(1, 16, 2, 2), torch.ones(1, 16, 2, 2)
+    one_hot[:, 3] = 5.0
+    assert torch.allclose(hoyer_ratio(one_hot), torch.full((1, 2, 2), 0.25), atol=1e-5)
+    assert torch.allclose(hoyer_ratio(flat), torch.ones(1, 2, 2), atol=1e-5)
+    h = torch.randn(2, 16, 3, 3)
+    assert torch.allclose(hoyer_ratio(7.0 * h), hoyer_ratio(h), atol=1e-5)  # shrinking h cannot dodge it
+
+    net = deep_tiny()
+    latent, tokens = inputs(2)
+    with torch.no_grad():
+        plain, none = forward_with_sparsity(net, latent, tokens, {})
+        image, penalty = forward_with_sparsity(net, latent, tokens, {"1": 2.0})
+        assert none == 0.0 and torch.allclose(image, plain)
+        cond = net.prepare(latent, tokens)
+        expected = 2.0 * hoyer_ratio(net.run_blocks(cond, stop=1)).mean()
+        assert float(penalty) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_relu_blocks_make_units_exactly_zero_where_off_and_restart_exactly():
+    net = tiny(widths=(16, 24, 8), upscale=2, relu_blocks=(1,))
+    latent, tokens = inputs(2)
+    with torch.inference_mode():
+        cond = net.prepare(latent, tokens)
+        h = net.run_blocks(cond, stop=1)
+        assert float(h.min()) == 0.0 and bool((h == 0).any())  # off means exactly zero
+        assert float(net.run_blocks(cond, stop=0).min()) < 0  # other blocks keep SiLU's negative tail
+        assert torch.equal(net.forward_from(1, h, cond=cond), net(latent, tokens))

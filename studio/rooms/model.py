@@ -46,10 +46,23 @@ class RoomsConfig:
     attn_heads: int = 4
     attn_head_dim: int = 32
     stem_hidden: int = 256
+    #: Latent entries the FiLM layers do not read (they still reach the stem): the Rooms default leaves out the
+    #: lamps' lit flags, so a lamp's light can only come from the feature maps, where units can be found and
+    #: switched off, instead of from a global per-channel gain in every block.
+    film_exclude: tuple[int, ...] = ()
+    #: Extra residual 3x3 convs per block (index -> count; missing blocks have none): depth in the low-resolution
+    #: trunk, where the scene is decided, costs little and leaves a thin decoder to the high resolutions.
+    extra_convs: tuple[int, ...] = ()
+    #: The RGB head predicts ``upscale**2`` sub-pixels per position (pixel shuffle): the image is this many times
+    #: larger than the last block, so no block has to run at full resolution.
+    upscale: int = 1
+    #: Blocks whose output goes through a ReLU after the cross-attention: their units are exactly 0 where they are
+    #: off, so switching one off changes the image only where it was on.
+    relu_blocks: tuple[int, ...] = ()
 
     @property
     def image_size(self) -> int:
-        return self.stem_res * 2 ** (len(self.widths) - 1)
+        return self.stem_res * 2 ** (len(self.widths) - 1) * self.upscale
 
     def resolution(self, block: int) -> int:
         return self.stem_res * 2**block
@@ -123,11 +136,13 @@ class RoomsBlock(nn.Module):
     The reduction runs before upsampling, at a quarter of the pixels: most of the speed of a narrowing block.
     """
 
-    def __init__(self, cin: int, cout: int, upsample: bool, attn: CrossAttention | None) -> None:
+    def __init__(self, cin: int, cout: int, upsample: bool, attn: CrossAttention | None, extra: int = 0,
+                 relu: bool = False) -> None:
         super().__init__()
-        self.upsample = upsample
+        self.upsample, self.relu = upsample, relu
         self.reduce = nn.Conv2d(cin, cout, 1) if upsample and cin > cout else None
         self.conv = nn.Conv2d((cout if self.reduce is not None else cin) + 2, cout, 3, padding=1)
+        self.extra = nn.ModuleList(nn.Conv2d(cout + 2, cout, 3, padding=1) for _ in range(extra))
         self.attn = attn
 
     def forward(self, h: Tensor, coords: Tensor, film: tuple[Tensor, Tensor], text: Tensor, pad: Tensor) -> Tensor:
@@ -138,9 +153,11 @@ class RoomsBlock(nn.Module):
         x = torch.cat([h, coords.expand(h.shape[0], -1, -1, -1)], dim=1)
         scale, shift = film
         h = F.silu(self.conv(x) * (1.0 + scale) + shift)
+        for conv in self.extra:
+            h = h + F.silu(conv(torch.cat([h, x[:, -2:]], dim=1)))
         if self.attn is not None:
             h = self.attn(h, text, pad)
-        return h
+        return F.relu(h) if self.relu else h
 
 
 def coordinate_map(res: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
@@ -172,12 +189,17 @@ class RoomsGenerator(nn.Module):
             attn = (
                 CrossAttention(c, cfg.text_dim, cfg.attn_heads, cfg.attn_head_dim) if i in cfg.attn_blocks else None
             )
-            blocks.append(RoomsBlock(w[i - 1] if i else w[0], c, upsample=i > 0, attn=attn))
+            extra = cfg.extra_convs[i] if i < len(cfg.extra_convs) else 0
+            blocks.append(RoomsBlock(w[i - 1] if i else w[0], c, upsample=i > 0, attn=attn, extra=extra,
+                                     relu=i in cfg.relu_blocks))
         self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(w[-1], 3, 1)
+        self.head = nn.Conv2d(w[-1], 3 * cfg.upscale**2, 1)
         for i in range(len(w)):  # CoordConv inputs, made once (not saved: they are a function of the config)
             res = cfg.resolution(i)
             self.register_buffer(f"coords_{res}", coordinate_map(res), persistent=False)
+        keep = torch.ones(cfg.latent_dim)
+        keep[list(cfg.film_exclude)] = 0.0
+        self.register_buffer("film_keep", keep, persistent=False)
         for lin in self.film:  # start as the identity FiLM
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
@@ -187,9 +209,9 @@ class RoomsGenerator(nn.Module):
         """Everything the blocks need besides the running feature map; cheap, computed once per render."""
         cfg = self.config
         stem = self.stem(latent).view(latent.shape[0], cfg.widths[0], cfg.stem_res, cfg.stem_res)
-        film = []
+        film, film_latent = [], latent * self.film_keep if self.config.film_exclude else latent
         for lin in self.film:
-            scale, shift = lin(latent).chunk(2, dim=1)
+            scale, shift = lin(film_latent).chunk(2, dim=1)
             film.append((scale[:, :, None, None], shift[:, :, None, None]))
         text, pad = self.text(tokens)
         coords = {cfg.resolution(i): getattr(self, f"coords_{cfg.resolution(i)}") for i in range(len(cfg.widths))}
@@ -208,7 +230,10 @@ class RoomsGenerator(nn.Module):
         return h
 
     def to_image(self, h: Tensor) -> Tensor:
-        return torch.sigmoid(self.head(h)).contiguous()  # callers get a plain NCHW tensor whatever the net's layout
+        rgb = self.head(h)
+        if self.config.upscale > 1:
+            rgb = F.pixel_shuffle(rgb, self.config.upscale)
+        return torch.sigmoid(rgb).contiguous()  # callers get a plain NCHW tensor whatever the net's layout
 
     # -- public entry points --------------------------------------------------------------------------------
     def forward(self, latent: Tensor, tokens: Tensor) -> Tensor:

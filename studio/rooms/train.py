@@ -138,6 +138,33 @@ def model_config(cfg: dict) -> RoomsConfig:
     )
 
 
+def hoyer_ratio(h: torch.Tensor) -> torch.Tensor:
+    """Per position, ``|h|_1 / (|h|_2 sqrt(C))`` over the units (dim 1): 1 if all are equally active, 1/sqrt(C) if
+    one is; unchanged when ``h`` is scaled."""
+    return h.abs().sum(1) / (h.pow(2).sum(1).sqrt() + 1e-6) / h.shape[1] ** 0.5
+
+
+def forward_with_sparsity(net: RoomsGenerator, latent: torch.Tensor, tokens: torch.Tensor,
+                          act_l1: dict) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """The image and a sparsity penalty on chosen blocks' outputs (``act_l1``: block index -> weight).
+
+    The penalty is the mean over positions of ``|h|_1 / (|h|_2 sqrt(C))`` across units (Hoyer's measure: 1 when
+    every unit is equally active, ``1/sqrt(C)`` when one is): it cannot be dodged by shrinking the activations and
+    growing the next layer's weights, as a plain L1 can. A sparse layer is one where a concept (a lamp's light) is
+    carried by few units, which is what switching off the ranking's top units relies on.
+    """
+    if not act_l1:
+        return net(latent, tokens), 0.0
+    weights = {int(k): float(v) for k, v in act_l1.items()}
+    cond = net.prepare(latent, tokens)
+    h, penalty = cond.stem, 0.0
+    for i in range(len(net.blocks)):
+        h = net.run_block(i, h, cond)
+        if i in weights:
+            penalty = penalty + weights[i] * hoyer_ratio(h).mean()
+    return net.to_image(h), penalty
+
+
 def lr_at(progress: float, cfg: dict) -> float:
     """Linear warmup then cosine decay to ``lr * min_lr_ratio``; ``progress`` in [0, 1]."""
     warm = cfg["warmup_fraction"]
@@ -183,7 +210,7 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
     )
     step, spent = 0, 0.0
     if state_path is not None and state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=True)  # our own file, still no pickled code
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         torch.set_rng_state(state["torch_rng"])
@@ -221,9 +248,9 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
         for group in opt.param_groups:
             group["lr"] = lr
         latent, tokens, image, weight = feed.get(step)
-        pred = net(latent, tokens)
+        pred, sparsity = forward_with_sparsity(net, latent, tokens, cfg.get("act_l1", {}))
         err = (pred - image).abs() + cfg["mse_weight"] * (pred - image).pow(2)
-        loss = (err * weight).mean() / weight.mean()
+        loss = (err * weight).mean() / weight.mean() + sparsity
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
