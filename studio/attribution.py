@@ -137,14 +137,27 @@ def _combine(signed: Tensor, random: Tensor) -> Tensor:
     return (signed * random * scale).clamp_min(0).sqrt()
 
 
-def estimate_effects(ablator, chunk: int | None = None) -> tuple[Tensor, Tensor]:
+#: How the colour channels are weighted by default (see :func:`estimate_effects`).
+DEFAULT_COLOURS = "each"
+
+
+def estimate_effects(ablator, chunk: int | None = None, colours: str | None = None) -> tuple[Tensor, Tensor]:
     """Estimated mean absolute change per pixel inside and outside the masks for every unit, each (C,).
 
+    colours: ``each`` weights every colour channel in its own pass (3 passes); ``together`` weights their sum
+    (1 pass: the same where a change moves R, G and B the same way, as light does).
     Raises :class:`UnsupportedOperation` when the model gives no gradients (the caller then ranks exactly).
     """
+    colours = colours or DEFAULT_COLOURS
+    if colours not in ("each", "together"):
+        raise ValueError(f"colours is 'each' or 'together', not {colours!r}")
     masks = ablator.masks.float()
     b, h, w = masks.shape
-    ones = torch.eye(3, device=masks.device).view(3, 1, 3, 1, 1).expand(3, b, 3, h, w)  # one weighting per colour
+    if colours == "each":
+        ones = torch.eye(3, device=masks.device).view(3, 1, 3, 1, 1).expand(3, b, 3, h, w)  # one pass per colour
+    else:
+        ones = torch.ones(1, b, 3, h, w, device=masks.device)
+    k = len(ones)
     signs = _random_signs((1, b, 3, h, w), masks.device)
     area_in = masks.sum(dim=(-2, -1)).clamp_min(1e-6).cpu()[:, None]
     area_out = (1 - masks).sum(dim=(-2, -1)).clamp_min(1e-6).cpu()[:, None]
@@ -153,12 +166,14 @@ def estimate_effects(ablator, chunk: int | None = None) -> tuple[Tensor, Tensor]
         inside_map = resize_mask(masks, parts.shape[-2:])[:, 0].cpu()[None, :, None]  # (1, B, 1, h', w')
         inside = (parts * inside_map).flatten(3).sum(-1)
         outside = (parts * (1 - inside_map)).flatten(3).sum(-1)
-        inside, outside = (torch.stack([t[:3].sum(0), t[3]]) for t in (inside, outside))
+        inside, outside = (torch.stack([t[:k].sum(0), t[k]]) for t in (inside, outside))
     else:  # no spatial positions: weight the inside and the outside separately
         m = masks[None, :, None]
         parts = contributions(ablator, torch.cat([ones * m, signs * m, ones * (1 - m), signs * (1 - m)]), chunk)
         parts = parts.flatten(3).sum(-1) if parts.dim() > 3 else parts
-        inside, outside = torch.stack([parts[:3].sum(0), parts[3]]), torch.stack([parts[4:7].sum(0), parts[7]])
+        n = k + 1
+        inside = torch.stack([parts[:k].sum(0), parts[k]])
+        outside = torch.stack([parts[n:n + k].sum(0), parts[n + k]])
     inside = inside / (3 * area_in)
     outside = outside / (3 * area_out)
     return _combine(inside[0].mean(0), inside[1].mean(0)), _combine(outside[0].mean(0), outside[1].mean(0))

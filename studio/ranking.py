@@ -149,7 +149,8 @@ def prepare_masks(mask: Tensor | Any, size: tuple[int, int], count: int) -> tupl
 # -- ranking -------------------------------------------------------------------------------------------------------
 def rank_units(generator, samples: Sequence, mask: Tensor, layer: str, *, method: str = "exact",
                ablation: str = "zero", candidates: int | None = None, chunk: int | None = None,
-               steps: tuple[int, int] | None = None, progress: ProgressCallback | None = None) -> Ranking:
+               steps: tuple[int, int] | None = None, progress: ProgressCallback | None = None,
+               colours: str | None = None) -> Ranking:
     """Rank every unit of ``layer`` by how specifically switching it off changes the image inside ``mask``.
 
     samples: the images (several seeds: scores are averaged, so a unit found is a unit of the concept).
@@ -158,6 +159,7 @@ def rank_units(generator, samples: Sequence, mask: Tensor, layer: str, *, method
     top ``candidates`` (their :attr:`UnitScore.exact` is True). ablation: ``zero`` or ``mean``.
     chunk: images per forward pass (default from the model and device; halved on out-of-memory).
     steps: diffusion only, switch units off in denoising steps ``[start, stop)``.
+    colours: fast only, the gradient passes' colour weighting (:func:`studio.attribution.estimate_effects`).
     progress: called with :class:`ProgressUpdate` (unit ``"units"``); returning False raises ``Cancelled``.
 
     >>> ranking = rank_units(gen, [gen.sample(1), gen.sample(2)], mask, "blocks.1", method="fast")
@@ -186,7 +188,7 @@ def rank_units(generator, samples: Sequence, mask: Tensor, layer: str, *, method
     inside = outside = None
     if method == "fast":
         try:
-            inside, outside = estimate_effects(ablator, chunk=size)
+            inside, outside = estimate_effects(ablator, chunk=size, colours=colours)
         except UnsupportedOperation as error:
             notes.append(f"{error} The fast ranking needs gradients, so every unit was checked exactly.")
     if inside is None:
@@ -255,3 +257,20 @@ def rank_layers(generator, samples: Sequence, mask: Tensor, layers: Sequence[str
                                       ranking))
     summaries.sort(key=lambda s: s.mean_top_score, reverse=True)
     return summaries
+
+
+def best_units(summaries: Sequence[LayerSummary], top: int, min_share: float = 0.0) -> list[tuple[str, int]]:
+    """The ``top`` best (layer, unit) pairs over several layers' rankings, by score; positive scores only, and at
+    least ``min_share`` of the best pair's score.
+
+    Each layer's score is already relative to that layer (its floor is the layer's mean inside effect), so one
+    sorted list over layers says which units, wherever they are, are most specific to the mask.
+
+    >>> best_units(rank_layers(gen, samples, mask, method="exact"), top=20)   # [("blocks.1", 17), ("blocks.0", 3), ...]
+    """
+    pool = sorted(((u.score, s.layer, u.unit) for s in summaries for u in s.ranking.units if u.score > 0),
+                  key=lambda row: row[0], reverse=True)
+    if not pool:
+        return []
+    floor = min_share * pool[0][0]
+    return [(layer, unit) for score, layer, unit in pool[:max(0, int(top))] if score >= floor]

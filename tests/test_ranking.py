@@ -10,7 +10,8 @@ from PIL import Image
 
 from studio.errors import Cancelled, LayerNotFound, MaskError
 from studio.hooks import UnitEdit, count_hooks
-from studio.ranking import Ranking, UnitScore, measure_effect, rank_layers, rank_units, specificity_score
+from studio.ranking import (Ranking, UnitScore, best_units, measure_effect, rank_layers, rank_units,
+                            specificity_score)
 from tests.planted import PLANTED, PlantedGenerator, PrefixSteppedGenerator, SteppedGenerator
 from tests.toy import ToyGenerator
 
@@ -129,6 +130,22 @@ def test_fast_estimate_tracks_the_exact_effects(toy):
     for column in (0, 1):
         corr = np.corrcoef(exact[:, column].numpy(), fast[:, column].numpy())[0, 1]
         assert corr > 0.8
+
+
+def test_fast_estimate_with_colours_together_tracks_the_exact_effects_and_checks_its_argument(toy, planted):
+    found = rank_units(planted, [planted.sample(1), planted.sample(2)], left_half(16), "features", method="fast",
+                       candidates=0, colours="together")
+    assert found.units[0].unit == PLANTED
+    samples = [toy.sample(1), toy.sample(2)]
+    exact = by_unit(rank_units(toy, samples, left_half(32), "blocks.0"))
+    together = by_unit(rank_units(toy, samples, left_half(32), "blocks.0", method="fast", candidates=0,
+                                  colours="together"))
+    each = by_unit(rank_units(toy, samples, left_half(32), "blocks.0", method="fast", candidates=0))
+    assert not torch.allclose(together, each)  # a different estimate, not the default under another name
+    for column in (0, 1):  # the toy's colours move apart, so one summed pass is rougher than three
+        assert np.corrcoef(exact[:, column].numpy(), together[:, column].numpy())[0, 1] > 0.5
+    with pytest.raises(ValueError, match="together"):
+        rank_units(toy, samples, left_half(32), "blocks.0", method="fast", colours="mixed")
 
 
 def test_vector_layers_rank_exactly_and_fast(toy):
@@ -308,6 +325,19 @@ def test_rank_layers_puts_the_most_specific_layer_first(toy):
     for s in summaries:
         assert len(s.ranking.units) == s.units and s.best_score == s.ranking.units[0].score
     assert updates[-1].done == updates[-1].total == 32 + 16 + 8
+
+
+def test_best_units_pools_layers_by_score(toy):
+    summaries = rank_layers(toy, [toy.sample(1)], left_half(32), method="exact")
+    pooled = sorted(((u.score, s.layer, u.unit) for s in summaries for u in s.ranking.units if u.score > 0),
+                    reverse=True)
+    best = best_units(summaries, top=10)
+    assert best == [(layer, unit) for _, layer, unit in pooled[:10]]
+    assert len({layer for layer, _ in best}) > 1  # the best units of this mask lie in more than one layer
+    top_score = pooled[0][0]
+    kept = best_units(summaries, top=10, min_share=0.9)
+    assert kept == [(layer, unit) for score, layer, unit in pooled[:10] if score >= 0.9 * top_score]
+    assert 1 <= len(kept) < len(best) and best_units(summaries, top=0) == [] and best_units([], top=5) == []
 
 
 def test_ranking_round_trips_through_json(toy):

@@ -27,6 +27,7 @@ import statistics
 
 import torch
 
+from studio.attribution import DEFAULT_COLOURS
 from studio.bench.timing import Clock
 
 from studio.commands.common import add_model_args, open_from_args
@@ -45,6 +46,8 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=4, help="images per problem (default: 4)")
     p.add_argument("--sets", type=int, default=2, help="problems (masks and seeds) to average over (default: 2)")
     p.add_argument("--candidates", type=int, default=None, help="fast: units checked exactly (default: ranking's)")
+    p.add_argument("--colours", choices=("each", "together"), default=None,
+                   help="fast: colour weighting of the gradient passes (default: the ranking's)")
     p.add_argument("--naive-units", type=int, default=16, help="units the naive loop times (default: 16)")
     p.add_argument("--repeats", type=int, default=3, help="fast rankings timed per problem (default: 3)")
     p.add_argument("--threads", type=int, default=1,
@@ -105,7 +108,7 @@ class NaiveLoop:
 
 
 def measure(generator, layer: str, seeds: int = 4, sets: int = 2, candidates: int | None = None,
-            naive_units: int = 16, repeats: int = 3) -> dict:
+            naive_units: int = 16, repeats: int = 3, colours: str | None = None) -> dict:
     """Run every measurement on ``sets`` problems; per-set figures and their aggregates."""
     from studio.ranking import rank_units
 
@@ -123,7 +126,8 @@ def measure(generator, layer: str, seeds: int = 4, sets: int = 2, candidates: in
         def fast_once() -> None:
             nonlocal fast
             with Clock() as clock:
-                fast = rank_units(generator, samples, masks, layer, method="fast", candidates=candidates)
+                fast = rank_units(generator, samples, masks, layer, method="fast", candidates=candidates,
+                                 colours=colours)
             fast_clocks.append(clock)
 
         fast_once()
@@ -165,7 +169,7 @@ def measure(generator, layer: str, seeds: int = 4, sets: int = 2, candidates: in
         "clock": "process CPU seconds (the *_wall figures: wall-clock seconds)",
         "layer": layer, "units": info.units, "seeds_per_set": seeds, "sets": rows,
         "naive_units_timed": len(spread), "naive_extrapolated": len(spread) < info.units,
-        "candidates": rows[0]["fast_exact_units"],
+        "candidates": rows[0]["fast_exact_units"], "colours": colours or DEFAULT_COLOURS,
         "targets": {"fast_speedup": 20, "top20_recall": 0.8, "naive_speedup": 5}})
     return result
 
@@ -180,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
     layer = args.layer or next((i.name for i in generator.layers() if i.units >= 256 and i.size), None)
     if layer is None:
         raise StudioError(f"{generator.name} has no spatial layer with 256 or more units; name one with --layer.")
-    result = measure(generator, layer, args.seeds, args.sets, args.candidates, args.naive_units, args.repeats)
+    result = measure(generator, layer, args.seeds, args.sets, args.candidates, args.naive_units, args.repeats,
+                     args.colours)
     result.update({"model": generator.name, "device": describe(generator.device, generator.dtype),
                    "threads": torch.get_num_threads()})
     if args.json:
