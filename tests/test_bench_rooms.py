@@ -83,3 +83,18 @@ def test_rounds_hold_chosen_units_off_and_restore_the_weights(gen):
     assert 0 < len(units) <= 4 and len(set(units)) == len(units)
     after = gen.module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the held-off units were only borrowed
+
+
+def test_all_layers_pools_the_best_units_over_layers_and_switches_them_off_locally(gen):
+    scenes = bench.truth_scenes(gen, 1)
+    result = bench.evaluate(gen, scenes, layer=bench.ALL_LAYERS, top=6, local=True, method="fast")
+    assert result["layers"] == [i.name for i in gen.layers() if i.size]
+    assert result["units_used"] == 6 and sum(result["units_per_layer"].values()) == 6
+    assert result["outside_change"] < result["alternative"]["outside_change"]  # local edits stay in the region
+    assert result["darkening"] > 0.1
+    with pytest.raises(ValueError, match="single name"):
+        bench.evaluate(gen, scenes, layer="blocks.0,blocks.1", top=4, rounds=2)
+    from studio.errors import LayerNotFound
+
+    with pytest.raises(LayerNotFound):
+        bench.resolve_layers(gen, "blocks.1,blocks.9")
