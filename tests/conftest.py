@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 
 # Qt must never need a display in tests (STYLE.md §5); set before any Qt import.
@@ -54,4 +55,8 @@ def no_running_qthreads(monkeypatch):
                 thread.wait(5000)
         except RuntimeError:  # the C++ object is gone, so it is not running
             pass
+    started.clear()
+    # Collect this test's garbage here, on the GUI thread: left to chance, a cycle holding Qt objects can be
+    # collected inside the next test's model worker thread, and deleting a widget off the GUI thread crashes.
+    gc.collect()
     assert not running, f"test left QThreads running: {', '.join(running)}"
