@@ -259,16 +259,16 @@ def rank_layers(generator, samples: Sequence, mask: Tensor, layers: Sequence[str
     return summaries
 
 
-def best_units(summaries: Sequence[LayerSummary], top: int, min_share: float = 0.0) -> list[tuple[str, int]]:
-    """The ``top`` best (layer, unit) pairs over several layers' rankings, by score; positive scores only, and at
-    least ``min_share`` of the best pair's score.
+def best_units(rankings: Sequence[Ranking], top: int, min_share: float = 0.0) -> list[tuple[str, int]]:
+    """The ``top`` best (layer, unit) pairs over one or several layers' rankings, by score; positive scores only,
+    and at least ``min_share`` of the best pair's score.
 
     Each layer's score is already relative to that layer (its floor is the layer's mean inside effect), so one
     sorted list over layers says which units, wherever they are, are most specific to the mask.
 
-    >>> best_units(rank_layers(gen, samples, mask, method="exact"), top=20)   # [("blocks.1", 17), ("blocks.0", 3), ...]
+    >>> best_units([s.ranking for s in rank_layers(gen, samples, mask)], top=20)   # [("blocks.1", 17), ...]
     """
-    pool = sorted(((u.score, s.layer, u.unit) for s in summaries for u in s.ranking.units if u.score > 0),
+    pool = sorted(((u.score, r.layer, u.unit) for r in rankings for u in r.units if u.score > 0),
                   key=lambda row: row[0], reverse=True)
     if not pool:
         return []

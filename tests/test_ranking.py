@@ -328,8 +328,8 @@ def test_rank_layers_puts_the_most_specific_layer_first(toy):
 
 
 def test_best_units_pools_layers_by_score(toy):
-    summaries = rank_layers(toy, [toy.sample(1)], left_half(32), method="exact")
-    pooled = sorted(((u.score, s.layer, u.unit) for s in summaries for u in s.ranking.units if u.score > 0),
+    summaries = [s.ranking for s in rank_layers(toy, [toy.sample(1)], left_half(32), method="exact")]
+    pooled = sorted(((u.score, r.layer, u.unit) for r in summaries for u in r.units if u.score > 0),
                     reverse=True)
     best = best_units(summaries, top=10)
     assert best == [(layer, unit) for _, layer, unit in pooled[:10]]
@@ -338,6 +338,8 @@ def test_best_units_pools_layers_by_score(toy):
     kept = best_units(summaries, top=10, min_share=0.9)
     assert kept == [(layer, unit) for score, layer, unit in pooled[:10] if score >= 0.9 * top_score]
     assert 1 <= len(kept) < len(best) and best_units(summaries, top=0) == [] and best_units([], top=5) == []
+    one = summaries[0]  # one layer: its own ranking order, positive scores only
+    assert best_units([one], top=5) == [(one.layer, u.unit) for u in one.top(5) if u.score > 0]
 
 
 def test_ranking_round_trips_through_json(toy):

@@ -111,12 +111,6 @@ def truth_scenes(generator, count: int, first: int = HELD_OUT_FIRST) -> list[Tru
     return out
 
 
-def choose_units(ranking, top: int = DEFAULT_TOP, min_share: float = DEFAULT_MIN_SHARE) -> list[int]:
-    """The ranking's best units (at most ``top``, positive score), keeping those scoring >= min_share of the best."""
-    best = ranking.units[0].score if ranking.units else 0.0
-    return [u.unit for u in ranking.top(top) if u.score > 0 and u.score >= min_share * best]
-
-
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a - b) ** 2))
     return 10 * math.log10(1 / max(mse, 1e-10))
@@ -151,7 +145,7 @@ def _rounds_of_ranking(generator, scene: TruthScene, mask: torch.Tensor, layer: 
     (``bake_unit_scale``, exact on Rooms) because the ranking traces the layer before hook edits; the weights are
     restored afterwards.
     """
-    from studio.ranking import rank_units
+    from studio.ranking import best_units, rank_units
 
     rounds = max(1, int(rounds))
     if rounds > 1 and ablation != "zero":
@@ -162,7 +156,7 @@ def _rounds_of_ranking(generator, scene: TruthScene, mask: torch.Tensor, layer: 
         for r in range(rounds):
             quota = -(-top // rounds) if r < rounds - 1 else top - len(chosen)
             ranking = rank_units(generator, [scene.sample], mask, layer, method=method, ablation=ablation)
-            new = [u for u in choose_units(ranking, top, min_share) if u not in chosen][:quota]
+            new = [u for _, u in best_units([ranking], top, min_share) if u not in chosen][:quota]
             if not new:
                 break
             chosen += new
@@ -196,7 +190,7 @@ def choose_pairs(generator, scene: TruthScene, mask: torch.Tensor, layers: Seque
     from studio.ranking import best_units, rank_layers
 
     summaries = rank_layers(generator, [scene.sample], mask, layers, method=method, ablation=ablation)
-    return best_units(summaries, top, min_share)
+    return best_units([s.ranking for s in summaries], top, min_share)
 
 
 def _unit_means(generator, sample, layer: str) -> torch.Tensor:
