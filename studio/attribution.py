@@ -137,7 +137,8 @@ def _combine(signed: Tensor, random: Tensor) -> Tensor:
     return (signed * random * scale).clamp_min(0).sqrt()
 
 
-#: How the colour channels are weighted by default (see :func:`estimate_effects`).
+#: How the gradient passes weight the colour channels (see :func:`estimate_effects`), and the default.
+COLOURS = ("each", "together")
 DEFAULT_COLOURS = "each"
 
 
@@ -149,8 +150,8 @@ def estimate_effects(ablator, chunk: int | None = None, colours: str | None = No
     Raises :class:`UnsupportedOperation` when the model gives no gradients (the caller then ranks exactly).
     """
     colours = colours or DEFAULT_COLOURS
-    if colours not in ("each", "together"):
-        raise ValueError(f"colours is 'each' or 'together', not {colours!r}")
+    if colours not in COLOURS:
+        raise ValueError(f"colours is one of {', '.join(COLOURS)}, not {colours!r}")
     masks = ablator.masks.float()
     b, h, w = masks.shape
     if colours == "each":

@@ -27,7 +27,7 @@ import statistics
 
 import torch
 
-from studio.attribution import DEFAULT_COLOURS
+from studio.attribution import COLOURS, DEFAULT_COLOURS
 from studio.bench.timing import Clock
 
 from studio.commands.common import add_model_args, open_from_args
@@ -46,7 +46,7 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=4, help="images per problem (default: 4)")
     p.add_argument("--sets", type=int, default=2, help="problems (masks and seeds) to average over (default: 2)")
     p.add_argument("--candidates", type=int, default=None, help="fast: units checked exactly (default: ranking's)")
-    p.add_argument("--colours", choices=("each", "together"), default=None,
+    p.add_argument("--colours", choices=COLOURS, default=None,
                    help="fast: colour weighting of the gradient passes (default: the ranking's)")
     p.add_argument("--naive-units", type=int, default=16, help="units the naive loop times (default: 16)")
     p.add_argument("--repeats", type=int, default=3, help="fast rankings timed per problem (default: 3)")

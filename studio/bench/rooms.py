@@ -193,10 +193,11 @@ def choose_pairs(generator, scene: TruthScene, mask: torch.Tensor, layers: Seque
     return best_units([s.ranking for s in summaries], top, min_share)
 
 
-def _unit_means(generator, sample, layer: str) -> torch.Tensor:
-    """(C,) each unit's mean over the image's positions: what ``mean`` ablation sets a unit to (as the ranking)."""
-    acts = generator.trace([sample], [layer])[layer]
-    return acts.float().mean(dim=tuple(d for d in range(acts.dim()) if d != 1)).cpu()
+def _unit_means(generator, sample, layers) -> dict[str, torch.Tensor]:
+    """Per layer, (C,) each unit's mean over the image's positions: what ``mean`` ablation sets a unit to (as the
+    ranking); one trace for all the layers."""
+    acts = generator.trace([sample], list(layers))
+    return {name: a.float().mean(dim=tuple(d for d in range(a.dim()) if d != 1)).cpu() for name, a in acts.items()}
 
 
 def _image(tensor: torch.Tensor) -> np.ndarray:
@@ -233,8 +234,7 @@ def evaluate(generator, scenes: Sequence[TruthScene], *, layer: str = DEFAULT_LA
             per_layer[name] += 1
         with torch.inference_mode(), generator.editor() as editor:
             model = _image(generator.render([scene.sample]))
-            means = ({name: _unit_means(generator, scene.sample, name) for name in {n for n, _ in pairs}}
-                     if ablation == "mean" else None)
+            means = _unit_means(generator, scene.sample, {n for n, _ in pairs}) if ablation == "mean" else None
             edited = {}
             for variant in (local, not local):
                 editor.set([UnitEdit(name, u, "off", local=variant) if means is None else

@@ -46,9 +46,9 @@ class RoomsConfig:
     attn_heads: int = 4
     attn_head_dim: int = 32
     stem_hidden: int = 256
-    #: Latent entries the FiLM layers do not read (they still reach the stem): the Rooms default leaves out the
-    #: lamps' lit flags, so a lamp's light can only come from the feature maps, where units can be found and
-    #: switched off, instead of from a global per-channel gain in every block.
+    #: Latent entries the FiLM layers do not read (they still reach the stem). Tried with the lamps' lit flags, so
+    #: a lamp's light could only come from the feature maps; it spread the light over more units (model card), so
+    #: the shipped model leaves it empty.
     film_exclude: tuple[int, ...] = ()
     #: Extra residual 3x3 convs per block (index -> count; missing blocks have none): depth in the low-resolution
     #: trunk, where the scene is decided, costs little and leaves a thin decoder to the high resolutions.
@@ -209,7 +209,7 @@ class RoomsGenerator(nn.Module):
         """Everything the blocks need besides the running feature map; cheap, computed once per render."""
         cfg = self.config
         stem = self.stem(latent).view(latent.shape[0], cfg.widths[0], cfg.stem_res, cfg.stem_res)
-        film, film_latent = [], latent * self.film_keep if self.config.film_exclude else latent
+        film, film_latent = [], latent * self.film_keep  # exact: kept entries are multiplied by 1.0
         for lin in self.film:
             scale, shift = lin(film_latent).chunk(2, dim=1)
             film.append((scale[:, :, None, None], shift[:, :, None, None]))
