@@ -56,7 +56,7 @@ def no_running_qthreads(monkeypatch):
         except RuntimeError:  # the C++ object is gone, so it is not running
             pass
     started.clear()
-    # Collect this test's garbage here, on the GUI thread: left to chance, a cycle holding Qt objects can be
-    # collected inside the next test's model worker thread, and deleting a widget off the GUI thread crashes.
+    # The app collects garbage only on the GUI thread (widgets/gui_gc.py) and only while its event loop runs;
+    # between tests no loop runs, so collect this test's garbage here, on the GUI thread, before the next one.
     gc.collect()
     assert not running, f"test left QThreads running: {', '.join(running)}"

@@ -22,6 +22,7 @@ from studio.device import describe
 from studio.live import Frame, LiveRequest
 from studio.state import StudioState
 
+from . import gui_gc
 from .canvas import Canvas
 from .jobs import JobRunner
 from .mask_tools import MaskTools
@@ -82,6 +83,7 @@ class MainWindow(QMainWindow):
         self.confirm_close = True  # ask about unsaved edits on close (never in --screenshot runs)
         self.exporter = None  # the Export dialog, made on first use
 
+        gui_gc.install()  # garbage with Qt objects in it is collected here, never in the model thread
         self.worker = ModelWorker()
         self.thread = WorkerThread(self.worker)
         self.jobs = JobRunner(self.worker, self)
