@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = QEventLoop()  # not app.exec(): once that returns, Qt refuses to run event loops in this process
 
     def capture() -> None:
-        from studio.atomic import atomic_path
+        from studio.core.atomic import atomic_path
 
         if not loop.isRunning():
             return  # already captured (the give-up timer outlives the loop)

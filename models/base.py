@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from studio.errors import LayerNotFound, UnsupportedOperation
-from studio.hooks import Editor, StepClock, Trace
+from studio.core.errors import LayerNotFound, UnsupportedOperation
+from studio.core.hooks import Editor, StepClock, Trace
 
 
 def seed_z(seed: int, dim: int) -> np.ndarray:

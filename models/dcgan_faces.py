@@ -24,8 +24,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from studio.device import pick_dtype
-from studio.errors import ModelOpenError, StudioError
+from studio.core.device import pick_dtype
+from studio.core.errors import ModelOpenError, StudioError
 
 from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample
 

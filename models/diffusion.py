@@ -27,13 +27,15 @@ from typing import Any, Sequence
 
 import torch
 
-from studio.device import pick_dtype
-from studio.errors import ModelOpenError, StudioError
-from studio.hooks import Trace, get_module
-from studio.progress import ProgressCallback
+from studio.core.device import pick_dtype
+from studio.core.errors import ModelOpenError, StudioError
+from studio.core.hooks import Trace, get_module
+from studio.core.progress import ProgressCallback
 
 from .base import CrossAttention, FileProbe, Generator, LayerInfo, ModelEntry, PromptEncoding, Sample
 from .sd_sampling import DenoiseState, Plan, Sampler, gather_scheduler, make_scheduler
+from .sd_single_file import build_pipeline, detect_kind, read_checkpoint
+from .sd_tokenizer import find_clip_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the hub, whatever a library defaults to
 
@@ -312,8 +314,8 @@ def _check_folder(folder: Path) -> str:
 
 def _quiet() -> None:
     """No download progress bars or accelerate hints from the libraries: the studio reports its own progress."""
-    import diffusers
-    import transformers
+    import diffusers  # heavy import (seconds): only diffusion models need it
+    import transformers  # heavy import (seconds): only diffusion models need it
 
     diffusers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
@@ -322,7 +324,7 @@ def _quiet() -> None:
 
 
 def open_folder(folder: Path, device: torch.device, precision: str, *, source: str | None = None) -> DiffusionModel:
-    import diffusers
+    import diffusers  # heavy import (seconds): only diffusion models need it
 
     cls = _check_folder(folder)
     _quiet()
@@ -336,8 +338,6 @@ def open_folder(folder: Path, device: torch.device, precision: str, *, source: s
 
 
 def open_single_file(path: Path, device: torch.device, precision: str) -> DiffusionModel:
-    from .sd_single_file import build_pipeline, detect_kind, read_checkpoint
-    from .sd_tokenizer import find_clip_tokenizer
 
     _quiet()
     state = read_checkpoint(path)

@@ -27,8 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from studio.device import pick_dtype
-from studio.errors import ModelOpenError, StudioError
+from studio.core.device import pick_dtype
+from studio.core.errors import ModelOpenError, StudioError
 
 from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample, seed_z
 from .mobilestylegan_nets import HAAR, NOISE_MODES, MobileConfig, MobileStyleGAN, StyledConv

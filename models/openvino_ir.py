@@ -19,7 +19,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from studio.errors import ModelOpenError
+from studio.core.atomic import atomic_write_bytes
+from studio.core.errors import ModelOpenError
 
 #: IR element types and their numpy equivalents (little-endian as OpenVINO writes them).
 ELEMENT_TYPES: dict[str, str] = {
@@ -247,7 +248,6 @@ class IRWriter:
 
     def save(self, xml_path: str | Path) -> Path:
         """Write ``xml_path`` and the .bin next to it (atomically); returns the XML path."""
-        from studio.atomic import atomic_write_bytes
 
         xml_path = Path(xml_path)
         net = ET.Element("net", name=self.name, version="10")

@@ -13,11 +13,12 @@ import json
 import struct
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
-from studio.device import pick_dtype, resolve_device  # noqa: F401  (re-exported for adapters)
-from studio.errors import ModelOpenError, StudioError
+from studio.core.device import pick_dtype, resolve_device  # noqa: F401  (re-exported for adapters)
+from studio.core.errors import ModelOpenError, StudioError
 
 from .base import Family, FileProbe, Generator, ModelEntry
 
@@ -28,7 +29,6 @@ DEFAULT_MODEL = "rooms"
 FAMILY_MODULES: list[str] = [
     # each family adds its module here, e.g. "models.rooms"
     "models.rooms",
-    "models.exported",
     "models.diffusion",
     "models.stylegan",
     "models.dcgan_faces",
@@ -88,8 +88,12 @@ def probe(path: Path) -> FileProbe:
 
 
 def open_model(spec: str | Path | None = None, device: str | torch.device = "auto",
-               precision: str = "auto") -> Generator:
-    """A generator from a built-in name (``rooms``) or a file/folder path, on ``device``."""
+               precision: str = "auto", extra_families: Sequence[Family] = ()) -> Generator:
+    """A generator from a built-in name (``rooms``) or a file/folder path, on ``device``.
+
+    ``extra_families`` are asked first whether a file is theirs: the layers above add their own formats this way
+    (``studio.exported`` adds Neuron Studio's export), so this module never imports them.
+    """
     spec = str(spec or DEFAULT_MODEL)
     dev = resolve_device(device)
     for family in families():
@@ -108,7 +112,7 @@ def open_model(spec: str | Path | None = None, device: str | torch.device = "aut
     found = probe(path)
     if not found.is_dir and path.stat().st_size == 0:
         raise ModelOpenError(f"{path.name} is empty (0 bytes): the file was not written completely.")
-    for family in families():
+    for family in [*extra_families, *families()]:
         if family.sniff(found):
             return _guard(path.name, lambda: family.open_path(found, dev, precision))
     kinds = "a Neuron Studio export, a StyleGAN .pkl/.pt, or a Stable Diffusion folder/.safetensors/.ckpt"

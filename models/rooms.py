@@ -21,11 +21,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from studio import RESOURCES
-from studio.errors import LayerNotFound, ModelOpenError, StudioError
-from studio.rooms import text as rtext
-from studio.rooms import world
-from studio.rooms.model import FORMAT, Conditioning, RoomsGenerator, load_weights
+from studio.core.errors import LayerNotFound, ModelOpenError, StudioError
+from studio.core.resources import RESOURCES
+from studio.core.rooms import text as rtext
+from studio.core.rooms import world
+from studio.core.rooms.model import FORMAT, Conditioning, RoomsGenerator, load_weights
 
 from .base import CrossAttention, FileProbe, Generator, LayerInfo, ModelEntry, PromptEncoding, Sample
 

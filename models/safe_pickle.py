@@ -21,9 +21,10 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from studio.errors import ModelOpenError
+from studio.core.errors import ModelOpenError
 
 
 class UnsafePickle(ModelOpenError):
@@ -88,7 +89,6 @@ class _TensorFlowPickle(Exception):
 
 
 def _allowed() -> dict[tuple[str, str], Any]:
-    import numpy as np
 
     table: dict[tuple[str, str], Any] = {
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,

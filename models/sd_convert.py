@@ -14,8 +14,8 @@ from typing import Callable, Mapping
 
 import torch
 
-from studio.atomic import atomic_path
-from studio.errors import StudioError
+from studio.core.atomic import atomic_path
+from studio.core.errors import StudioError
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from .sd_single_file import shipped_config
+from .sd_tokenizer import tokenizer_dir, write_from_bpe
+
 #: A handful of BPE merges (CLIP's format), enough to give words of the test prompts their own tokens.
 MERGES = ["c a", "ca t</w>", "d o", "do g</w>", "r e", "re d</w>", "l a", "la m", "lam p</w>", "b e", "be d</w>",
           "b l", "bl u", "blu e</w>", "h o", "ho u", "hou s", "hous e</w>", "t r", "tr e", "tre e</w>"]
@@ -29,21 +32,19 @@ def write_bpe(path: Path) -> Path:
 
 def tokenizer_files(folder: Path) -> Path:
     """``vocab.json`` + ``merges.txt`` in ``folder`` (through the same code that serves open-clip's list)."""
-    from .sd_tokenizer import write_from_bpe
 
     return write_from_bpe(write_bpe(folder / "bpe.txt.gz"), folder)
 
 
 def _tokenizer(files: Path, out: Path, pad: str):
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # heavy import (seconds): only diffusion models need it
 
-    from .sd_tokenizer import tokenizer_dir
 
     return CLIPTokenizer.from_pretrained(str(tokenizer_dir(files, out, pad_token=pad)))
 
 
 def _text_config(vocab: int, hidden: int = 32, act: str = "quick_gelu", projection: int | None = None):
-    from transformers import CLIPTextConfig
+    from transformers import CLIPTextConfig  # heavy import (seconds): only diffusion models need it
 
     return CLIPTextConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
                           num_attention_heads=max(1, hidden // 64), max_position_embeddings=77, hidden_act=act,
@@ -51,7 +52,7 @@ def _text_config(vocab: int, hidden: int = 32, act: str = "quick_gelu", projecti
 
 
 def _vae(scaling_factor: float):
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # heavy import (seconds): only diffusion models need it
 
     return AutoencoderKL(block_out_channels=[32, 32], in_channels=3, out_channels=3, latent_channels=4,
                          down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
@@ -59,7 +60,7 @@ def _vae(scaling_factor: float):
 
 
 def _scheduler():
-    from diffusers import DDIMScheduler
+    from diffusers import DDIMScheduler  # heavy import (seconds): only diffusion models need it
 
     return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                          set_alpha_to_one=False, steps_offset=1)
@@ -67,8 +68,11 @@ def _scheduler():
 
 def tiny_sd(workdir: Path, seed: int = 0):
     """A StableDiffusionPipeline with a 2-level UNet (32, 64 channels), 32-px images, random weights."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel
+    from diffusers import (  # heavy import (seconds): only diffusion models need it
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel  # heavy import (seconds): only diffusion models need it
 
     files = tokenizer_files(workdir / "bpe")
     tokenizer = _tokenizer(files, workdir / "tok1", "<|endoftext|>")
@@ -88,8 +92,11 @@ def tiny_sd(workdir: Path, seed: int = 0):
 def tiny_sd2(workdir: Path, seed: int = 0):
     """An SD 2.x-shaped StableDiffusionPipeline: OpenCLIP-style text encoder (gelu, pads with '!'), linear
     attention projections, 64-wide heads."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel
+    from diffusers import (  # heavy import (seconds): only diffusion models need it
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel  # heavy import (seconds): only diffusion models need it
 
     files = tokenizer_files(workdir / "bpe")
     tokenizer = _tokenizer(files, workdir / "tok1", "!")
@@ -108,8 +115,14 @@ def tiny_sd2(workdir: Path, seed: int = 0):
 
 def tiny_sdxl(workdir: Path, seed: int = 0):
     """A StableDiffusionXLPipeline: two text encoders (CLIP + projection), text_time conditioning, 32-px images."""
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import (  # heavy import (seconds): only diffusion models need it
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (  # heavy import (seconds): only diffusion models need it
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+    )
 
     files = tokenizer_files(workdir / "bpe")
     tok1 = _tokenizer(files, workdir / "tok1", "<|endoftext|>")
@@ -133,10 +146,13 @@ def tiny_sdxl(workdir: Path, seed: int = 0):
 
 def full_size(kind: str, workdir: Path, seed: int = 0):
     """A pipeline of the real sizes of ``kind`` (``sd1``, ``sd2``, ``sdxl``: the shipped configs), random weights."""
-    import diffusers
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    import diffusers  # heavy import (seconds): only diffusion models need it
+    from transformers import (  # heavy import (seconds): only diffusion models need it
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+    )
 
-    from .sd_single_file import shipped_config
 
     files = tokenizer_files(workdir / "bpe")
     torch.manual_seed(seed)

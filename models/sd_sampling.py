@@ -4,7 +4,7 @@ It follows diffusers' ``StableDiffusionPipeline.__call__`` / ``StableDiffusionXL
 prompt encoding, scheduler calls, guidance and VAE decoding; a test checks the images are the same) and adds:
 
 - ``clock.step = i`` before each UNet call, so ``UnitEdit(steps=(a, b))`` windows apply;
-- progress per step and cancellation through a :class:`studio.progress.Ticker` (the step callback's job);
+- progress per step and cancellation through a :class:`studio.core.progress.Ticker` (the step callback's job);
 - per-sample CPU ``torch.Generator`` s: a sample's image depends on its seed only, not its batch or device;
 - resuming: :class:`DenoiseState` holds the latents, scheduler and generator states after ``k`` steps, and a
   batch of copies of those samples continues from step ``k`` (the shared prefix of a step-window ranking).
@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from studio.errors import StudioError
-from studio.progress import ProgressCallback, Ticker
+from studio.core.errors import StudioError
+from studio.core.progress import ProgressCallback, Ticker
 
 #: Scheduler names users pick (``Sample.options["scheduler"]``) -> diffusers class.
 SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
@@ -68,7 +68,7 @@ def make_scheduler(template, name: str | None):
         return copy.deepcopy(template)
     if name not in SCHEDULERS:
         raise StudioError(f"Unknown scheduler '{name}': use one of {', '.join(SCHEDULERS)}.")
-    import diffusers
+    import diffusers  # heavy import (seconds): only diffusion models need it
 
     return getattr(diffusers, SCHEDULERS[name]).from_config(template.config)
 

@@ -21,8 +21,8 @@ from typing import Mapping
 
 import torch
 
-from studio import RESOURCES
-from studio.errors import ModelOpenError
+from studio.core.errors import ModelOpenError
+from studio.core.resources import RESOURCES
 
 from .sd_convert import SD1_TEXT, SD2_TEXT, UNET, VAE, XL_TEXT, XL_TEXT2
 from .sd_tokenizer import tokenizer_dir
@@ -208,11 +208,20 @@ def _on_meta(factory):
 def build_pipeline(state: Mapping[str, torch.Tensor], kind: str, *, tokenizer_files: Path,
                    dtype: torch.dtype = torch.float32):
     """A diffusers pipeline (``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``) on the CPU."""
-    import diffusers
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint,
-                                                     convert_ldm_vae_checkpoint, convert_open_clip_checkpoint)
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    import diffusers  # heavy import (seconds): only diffusion models need it
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # heavy import (seconds): only diffusion models need it
+    from diffusers.loaders.single_file_utils import (  # heavy import (seconds): only diffusion models need it
+        convert_ldm_clip_checkpoint,
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        convert_open_clip_checkpoint,
+    )
+    from transformers import (  # heavy import (seconds): only diffusion models need it
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
 
     def text_model(cls, prefix: str, part: str):
         config = CLIPTextConfig(**clip_config(state, kind, prefix, part))

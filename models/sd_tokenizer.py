@@ -20,9 +20,9 @@ import json
 import os
 from pathlib import Path
 
-from studio import RESOURCES
-from studio.atomic import atomic_write_text
-from studio.errors import ModelOpenError
+from studio.core.atomic import atomic_write_text
+from studio.core.errors import ModelOpenError
+from studio.core.resources import RESOURCES
 
 #: Where a user or installer can put CLIP's ``vocab.json`` and ``merges.txt``.
 TOKENIZER_DIR = RESOURCES / "diffusion" / "clip-tokenizer"

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from studio.device import pick_dtype
-from studio.errors import ModelOpenError, StudioError
+from studio.core.device import pick_dtype
+from studio.core.errors import ModelOpenError, StudioError
 
 from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample, seed_z
 from .safe_pickle import load_network_pickle

@@ -21,8 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .stylegan_ops import (ACTIVATION_GAIN, FullyConnected, bias_act, modulated_conv2d, normalize_2nd_moment,
-                           setup_filter, upsample2d)
+from .stylegan_ops import (
+    ACTIVATION_GAIN,
+    FullyConnected,
+    bias_act,
+    modulated_conv2d,
+    normalize_2nd_moment,
+    setup_filter,
+    upsample2d,
+)
 
 #: A per-layer noise source: (layer name, batch, resolution) -> (B, 1, r, r) noise, or None for no noise.
 NoiseFn = Callable[[str, int, int], "torch.Tensor | None"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from studio.errors import ModelOpenError, UnsupportedOperation
+from studio.core.errors import ModelOpenError, UnsupportedOperation
 
 from .safe_pickle import PersistentRecord
 from .stylegan2_nets import StyleGAN2, StyleGANConfig

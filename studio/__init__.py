@@ -4,9 +4,6 @@ Qt-free by rule: nothing under ``studio`` imports PySide6 or ``widgets`` (checke
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 __version__ = "0.1.0"
 
-#: Root of the repository's resources (icons, default weights, model cards, configs).
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"

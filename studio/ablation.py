@@ -14,10 +14,10 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .device import is_out_of_memory
-from .errors import StudioError
-from .hooks import edit_activation, first_tensor, get_module, replace_first, resize_mask
-from .progress import Ticker
+from .core.device import is_out_of_memory
+from .core.errors import StudioError
+from .core.hooks import edit_activation, first_tensor, get_module, replace_first, resize_mask
+from .core.progress import Ticker
 
 #: Pixels per forward pass when no GPU memory figure guides the batch size (CPU/MPS): caches, not memory, limit.
 _CPU_PIXELS = 2**17

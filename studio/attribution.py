@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .device import is_out_of_memory
-from .errors import StudioError, UnsupportedOperation
-from .hooks import first_tensor, get_module, replace_first, resize_mask
+from .core.device import is_out_of_memory
+from .core.errors import StudioError, UnsupportedOperation
+from .core.hooks import first_tensor, get_module, replace_first, resize_mask
 
 #: Seed of the random-sign weighting: the same inputs give the same fast ranking.
 SIGN_SEED = 0

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import StudioError
+from .core.errors import StudioError
 
 COMMANDS: list[str] = [
     "models",

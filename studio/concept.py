@@ -41,10 +41,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
-from .atomic import atomic_path
-from .errors import StudioError, UnsupportedOperation
-from .progress import ProgressCallback, Ticker
+from .core.atomic import atomic_path
+from .core.errors import StudioError, UnsupportedOperation
+from .core.progress import ProgressCallback, Ticker
 
 if TYPE_CHECKING:
     from models.base import Generator, PromptEncoding
@@ -516,7 +518,6 @@ def edits_from_tensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[st
 
 def save_edits(path: str | Path, edits: Sequence[AppliedEdit], generator: "Generator | None" = None) -> Path:
     """Write edits to a safetensors file atomically (JSON requests in its metadata)."""
-    from safetensors.torch import save_file
 
     tensors, meta = edits_to_tensors(edits, generator)
     path = Path(path)
@@ -527,7 +528,6 @@ def save_edits(path: str | Path, edits: Sequence[AppliedEdit], generator: "Gener
 
 def load_edits(path: str | Path) -> list[AppliedEdit]:
     """Edits saved by :func:`save_edits` (safetensors: no code is ever unpickled)."""
-    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():

@@ -25,20 +25,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
+from safetensors.torch import save_file
 
-from .errors import StudioError, UnsupportedOperation
-from .hooks import LayerEdit, UnitEdit
-from .progress import ProgressCallback, Ticker
-from .recipe import Recipe, apply_recipe, save_recipe
+from models.sd_convert import save_single_file
+from models.sd_sampling import SCHEDULERS
+from models.stylegan_formats import rosinality_args, to_rosinality_checkpoint
+
+from .concept import editor_for
+from .core.atomic import atomic_path
+from .core.errors import StudioError, UnsupportedOperation
+from .core.folders import atomic_folder
+from .core.hooks import LayerEdit, UnitEdit
+from .core.progress import ProgressCallback, Ticker
+from .exported import FORMAT as STUDIO_FORMAT
+from .exported import VERSION as STUDIO_VERSION
+from .exported import open_model
+from .lora import lora_targets, merge_lora, write_lora
+from .recipe import Recipe, apply_recipe, load_recipe, save_recipe
 from .reference import ModelReference
 from .session import json_default
 
 if TYPE_CHECKING:
     from models.base import Generator, Sample
 
-#: safetensors metadata ``format`` of a ``studio`` export (models/exported.py opens these).
-STUDIO_FORMAT = "neuron-studio/export"
-STUDIO_VERSION = 1
 TOLERANCE = 1e-4  # max absolute pixel difference (images in [0, 1]) for fp32 models
 HALF_TOLERANCE = 1e-2  # fp16/bf16 models: rounding alone reaches ~1e-3
 
@@ -164,7 +173,6 @@ class _Job:
         return recipe
 
     def open_original(self) -> "Generator":
-        from models.registry import open_model
 
         return open_model(self.reference.source, device=self.generator.device, precision=self.precision)
 
@@ -173,7 +181,6 @@ def _concept_editor(generator: "Generator") -> Any:
     """The model's concept-edit stack when it has one (None for models without cross-attention)."""
     if not generator.cross_attention():
         return None
-    from .concept import editor_for
 
     return editor_for(generator)
 
@@ -196,7 +203,6 @@ def _pinned(generator: "Generator", samples: list["Sample"]) -> list["Sample"]:
     neither, so the check (and whoever renders the export) must name them to compare weights, not defaults."""
     if generator.family != "diffusion":
         return samples
-    from models.sd_sampling import SCHEDULERS
 
     own = type(generator.pipe.scheduler).__name__
     pins: dict[str, Any] = {"size": list(generator.resolution)}
@@ -223,9 +229,7 @@ def _recipe_beside(path: Path) -> Path:
 
 # -- formats ----------------------------------------------------------------------------------------------------
 def _write_studio(job: _Job) -> list[Path]:
-    from safetensors.torch import save_file
 
-    from .atomic import atomic_path
 
     state = job.generator.module.state_dict()
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}  # clone: no shared storage
@@ -240,7 +244,6 @@ def _write_studio(job: _Job) -> list[Path]:
 
 
 def _reopen_studio(job: _Job) -> torch.Tensor:
-    from models.registry import open_model
 
     reopened = open_model(job.path, device=job.generator.device, precision=job.precision)
     return _render(reopened, job.samples)  # the export carries its recipe: nothing to add
@@ -251,13 +254,11 @@ def _write_recipe(job: _Job) -> list[Path]:
 
 
 def _reopen_recipe(job: _Job) -> torch.Tensor:
-    from .recipe import load_recipe
 
     return _render_with(job.open_original(), load_recipe(job.path))
 
 
 def _write_lora(job: _Job) -> list[Path]:
-    from .lora import write_lora
 
     if not job.generator.cross_attention():
         raise ExportError(f"{job.generator.name} has no text conditioning, so it has no concept edits to write as "
@@ -273,7 +274,6 @@ def _write_lora(job: _Job) -> list[Path]:
 
 
 def _reopen_lora(job: _Job) -> torch.Tensor:
-    from .lora import lora_targets, merge_lora
 
     fresh = job.open_original()
     merged = merge_lora(fresh, job.path)
@@ -285,9 +285,7 @@ def _reopen_lora(job: _Job) -> torch.Tensor:
 
 
 def _write_stylegan_pt(job: _Job) -> list[Path]:
-    from models.stylegan_formats import rosinality_args, to_rosinality_checkpoint
 
-    from .atomic import atomic_path
 
     try:
         checkpoint = to_rosinality_checkpoint(job.generator.net)
@@ -312,14 +310,12 @@ def _recipe_files(job: _Job) -> list[Path]:
 
 def _reopen_own_format(job: _Job) -> torch.Tensor:
     """Open the written file through the registry (its family reads it), re-apply the kept edits, render."""
-    from models.registry import open_model
 
     reopened = open_model(job.path, device=job.generator.device, precision=job.precision)
     return _render_with(reopened, job.kept_recipe())
 
 
 def _write_diffusers(job: _Job) -> list[Path]:
-    from .folders import atomic_folder
 
     with atomic_folder(job.path, marker="model_index.json") as tmp:
         job.generator.pipe.save_pretrained(str(tmp), safe_serialization=True)
@@ -327,9 +323,7 @@ def _write_diffusers(job: _Job) -> list[Path]:
 
 
 def _write_sd_single_file(job: _Job) -> list[Path]:
-    from models.sd_convert import save_single_file
 
-    from .folders import atomic_folder
 
     save_single_file(job.generator.pipe, job.path)
     h, w = job.generator.resolution
@@ -464,7 +458,6 @@ def export(generator: "Generator", edits: Sequence[UnitEdit] = (), concept_edito
 def export_session(session: Any, format: str, path: str | os.PathLike, *, device: str = "auto",
                    precision: str = "auto", progress: ProgressCallback | None = None) -> ExportReport:
     """Open a session's model, put its edits on, and :func:`export` it (what ``python -m studio export`` does)."""
-    from models.registry import open_model
 
     generator = open_model(session.model.source, device=device, precision=precision)
     mismatch = session.model.mismatch(generator)

@@ -23,8 +23,8 @@ import torch
 
 from models.base import Generator, LayerInfo, Sample
 
-from .errors import StudioError, UnsupportedOperation
-from .hooks import Editor, UnitEdit
+from .core.errors import StudioError, UnsupportedOperation
+from .core.hooks import Editor, UnitEdit
 
 
 @dataclass(frozen=True, eq=False)

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import atomic_path
-from .errors import StudioError
+from .core.atomic import atomic_path
+from .core.errors import StudioError
 
 if TYPE_CHECKING:
     from models.base import Generator
@@ -50,7 +51,6 @@ def lora_name(module_path: str) -> str:
 def write_lora(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], path: str | os.PathLike, *,
                metadata: Mapping[str, str] | None = None, dtype: torch.dtype = torch.float32) -> Path:
     """Write ``{module path: (up (out, r), down (r, in))}`` as a kohya-layout LoRA, atomically."""
-    from safetensors.torch import save_file
 
     if not factors:
         raise LoraError("There is no concept edit to write as a LoRA: apply one first.")
@@ -76,7 +76,6 @@ def write_lora(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], path: s
 
 def read_lora(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
     """``{kohya name: (up, down, alpha)}`` from a LoRA file (safetensors only: nothing is unpickled)."""
-    from safetensors.torch import load_file
 
     path = Path(path)
     try:

@@ -34,9 +34,9 @@ from torch import Tensor
 
 from .ablation import Ablator, measure_effect, run_chunked  # noqa: F401  (measure_effect: public here)
 from .attribution import estimate_effects
-from .errors import MaskError, StudioError, UnsupportedOperation
-from .images import mask_from_array
-from .progress import ProgressCallback, ProgressUpdate, Ticker
+from .core.errors import MaskError, StudioError, UnsupportedOperation
+from .core.images import mask_from_array
+from .core.progress import ProgressCallback, ProgressUpdate, Ticker
 
 METHODS = ("exact", "fast")
 ABLATIONS = ("zero", "mean")

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .atomic import atomic_write_text
-from .errors import StudioError
-from .hooks import UnitEdit
+from models.base import Sample
+
+from .core.atomic import atomic_write_text
+from .core.errors import StudioError
+from .core.hooks import UnitEdit
 from .reference import ModelReference
 from .session import AppliedSession, Session, concept_state, json_default
 
@@ -98,7 +100,6 @@ class Recipe:
 
     @classmethod
     def from_json(cls, data: Mapping) -> "Recipe":
-        from models.base import Sample
 
         if not isinstance(data, Mapping) or data.get("format") != FORMAT:
             raise RecipeError("This is not a Neuron Studio edit recipe (its 'format' field is missing or other).")

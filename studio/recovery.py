@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from .atomic import atomic_write_text
+from .core.atomic import atomic_write_text
 from .session import Session, SessionError, load_session, peek_session, save_session
 
 RECOVERY_NAME = "recovery.nstudio"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from .progress import ProgressCallback, Ticker
+from .core.progress import ProgressCallback, Ticker
 
 if TYPE_CHECKING:
     from models.base import Generator

@@ -20,11 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from models.base import Sample
 
 from . import __version__
-from .atomic import atomic_path
-from .errors import StudioError
-from .hooks import Editor, UnitEdit
+from .concept import editor_for
+from .core.atomic import atomic_path
+from .core.errors import StudioError
+from .core.hooks import Editor, UnitEdit
 from .reference import ModelReference
 
 if TYPE_CHECKING:
@@ -105,7 +110,6 @@ class Session:
         """Make ``generator``'s concept-edit stack the session's (none: revert it); returns the ConceptEditor."""
         if self.concept is None and not generator.cross_attention():
             return None
-        from .concept import editor_for
 
         editor = editor_for(generator)
         if self.concept is None:
@@ -136,7 +140,6 @@ class Session:
 
     @classmethod
     def from_document(cls, doc: Mapping, tensors: Mapping[str, torch.Tensor]) -> "Session":
-        from models.base import Sample
 
         masks = {name: tensors[_MASK + name] for name in doc.get("masks", [])}
         concept = None
@@ -194,7 +197,6 @@ def save_session(session: Session, path: str | os.PathLike, *, replace_unreadabl
     A file already at ``path`` that this version cannot read (corrupt, from a newer version, not a
     session) is never replaced unless ``replace_unreadable`` (the user confirmed Save As over it).
     """
-    from safetensors.torch import save_file
 
     path = Path(path)
     if path.exists() and not replace_unreadable:
@@ -216,7 +218,6 @@ def save_session(session: Session, path: str | os.PathLike, *, replace_unreadabl
 
 def peek_session(path: str | os.PathLike) -> dict[str, str]:
     """The file's safetensors metadata after checking it is a session this version reads (no tensors loaded)."""
-    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -243,7 +244,6 @@ def peek_session(path: str | os.PathLike) -> dict[str, str]:
 
 def load_session(path: str | os.PathLike) -> Session:
     """Read a ``.nstudio`` file; raises :class:`SessionError` (one sentence) for anything it cannot use."""
-    from safetensors.torch import load_file
 
     path = Path(path)
     meta = peek_session(path)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .hooks import UnitEdit
+from .core.hooks import UnitEdit
+from .session import Session
 
 if TYPE_CHECKING:
     from models.base import Generator, Sample
@@ -86,7 +87,6 @@ class StudioState:
 
     def to_session(self, generator: "Generator", *, concept_editor: Any = None, reference: Any = None) -> "Session":
         """A :class:`studio.session.Session` of this state on ``generator`` (run it where the model lives)."""
-        from .session import Session
 
         masks = {MASK_NAME: self.mask} if self.mask is not None else {}
         return Session.capture(generator, samples=[self.sample] if self.sample is not None else [], masks=masks,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from studio.bench import rooms as bench
-from studio.rooms import world
+from studio.core.rooms import world
 
 
 
@@ -94,7 +94,7 @@ def test_all_layers_pools_the_best_units_over_layers_and_switches_them_off_local
     assert result["darkening"] > 0.1
     with pytest.raises(ValueError, match="single name"):
         bench.evaluate(gen, scenes, layer="blocks.0,blocks.1", top=4, rounds=2)
-    from studio.errors import LayerNotFound
+    from studio.core.errors import LayerNotFound
 
     with pytest.raises(LayerNotFound):
         bench.resolve_layers(gen, "blocks.1,blocks.9")

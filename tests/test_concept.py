@@ -6,7 +6,7 @@ import torch
 
 from studio.concept import (ConceptEdit, ConceptEditor, ConceptEditSpec, ConceptError, edit_vectors, editor_for,
                             input_factor, load_edits, save_edits, solve)
-from studio.errors import StudioError, UnsupportedOperation
+from studio.core.errors import StudioError, UnsupportedOperation
 from tests.toy_text import ToyTextGenerator
 
 

@@ -14,9 +14,9 @@ from tests.toy_text import ToyTextGenerator
 
 @pytest.fixture
 def tiny_rooms(tmp_path):
-    from studio.rooms import text as rtext
-    from studio.rooms import world
-    from studio.rooms.model import RoomsConfig, RoomsGenerator, save_weights
+    from studio.core.rooms import text as rtext
+    from studio.core.rooms import world
+    from studio.core.rooms.model import RoomsConfig, RoomsGenerator, save_weights
 
     cfg = RoomsConfig(latent_dim=world.LATENT_DIM, vocab_size=len(rtext.VOCAB), text_dim=8, stem_res=4,
                       widths=(8, 8, 4, 4), attn_blocks=(0, 1), attn_heads=2, attn_head_dim=4, stem_hidden=8)

@@ -9,8 +9,8 @@ import torch
 
 from models.registry import open_model
 from models.sd_convert import pipeline_to_original, save_single_file
-from studio.errors import Cancelled, ModelOpenError, StudioError
-from studio.hooks import UnitEdit, count_hooks
+from studio.core.errors import Cancelled, ModelOpenError, StudioError
+from studio.core.hooks import UnitEdit, count_hooks
 from models.sd_random import tiny_sd, tiny_sdxl
 
 STEPS = 3

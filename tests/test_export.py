@@ -8,9 +8,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from studio.cli import main
-from studio.errors import ModelOpenError, StudioError
+from studio.core.errors import ModelOpenError, StudioError
 from studio.export import ExportError, export
-from studio.hooks import UnitEdit, count_hooks
+from studio.exported import open_model
+from studio.core.hooks import UnitEdit, count_hooks
 from studio.lora import LoraError, lora_targets, merge_lora, read_lora, write_lora
 from studio.recipe import Recipe, RecipeError, apply_recipe, load_recipe, save_recipe
 from studio.session import Session, save_session
@@ -45,7 +46,7 @@ def _edited_render(gen, edits, samples, mask=None) -> torch.Tensor:
 def _concept_model(registry):
     from studio.concept import ConceptEdit, ConceptEditSpec, editor_for
 
-    gen = registry.open_model("toy-text")
+    gen = open_model("toy-text")
     editor = editor_for(gen)
     editor.apply(ConceptEditSpec([ConceptEdit("replace", "red", "blue")], preserve=["green"]))
     editor.apply(ConceptEditSpec([ConceptEdit("erase", "lamp")]))
@@ -53,7 +54,7 @@ def _concept_model(registry):
 
 
 def test_studio_export_bakes_exact_edits_keeps_the_rest_and_reopens_the_same(registry, tmp_path):
-    gen = registry.open_model("toy")
+    gen = open_model("toy")
     before = {k: v.clone() for k, v in gen.module.state_dict().items()}
     samples = [gen.sample(1), gen.sample(2)]
     report = export(gen, BAKED + KEPT, None, "studio", tmp_path / "edited.safetensors", mask=_mask(), samples=samples)
@@ -67,7 +68,7 @@ def test_studio_export_bakes_exact_edits_keeps_the_rest_and_reopens_the_same(reg
     assert all(torch.equal(v, before[k]) for k, v in gen.module.state_dict().items())
     assert count_hooks(gen.module) == 0
 
-    reopened = registry.open_model(str(tmp_path / "edited.safetensors"))  # through the registry, as a user would
+    reopened = open_model(str(tmp_path / "edited.safetensors"))  # through the registry, as a user would
     expected = _edited_render(gen, BAKED + KEPT, samples, _mask())
     with torch.inference_mode():
         got = reopened.render(samples)
@@ -81,14 +82,14 @@ def test_studio_export_bakes_exact_edits_keeps_the_rest_and_reopens_the_same(reg
 
 def test_a_wrong_bake_is_caught_by_the_check(registry, tmp_path, monkeypatch):
     monkeypatch.setattr(ToyGenerator, "bake_unit_scale", lambda self, layer, unit, gain: True)  # claims, does nothing
-    gen = registry.open_model("toy")
+    gen = open_model("toy")
     report = export(gen, [UnitEdit("blocks.0", 1, "off")], None, "studio", tmp_path / "bad.safetensors")
     assert not report.verified and report.max_abs_diff > 1e-4
     assert "DIFFERENT image" in report.text()
 
 
 def test_an_export_that_does_not_reopen_is_reported(registry, tmp_path, monkeypatch):
-    from models.exported import ExportedFamily
+    from studio.exported import ExportedFamily
 
     def broken(self, probe, device, precision):
         raise ModelOpenError("damaged on the way")
@@ -96,7 +97,7 @@ def test_an_export_that_does_not_reopen_is_reported(registry, tmp_path, monkeypa
     monkeypatch.setattr(ExportedFamily, "open_path", broken)
     with pytest.raises(ExportError, match="e.safetensors was written but could not be reopened to check it "
                                           r"\(damaged on the way\); do not use it"):
-        export(registry.open_model("toy"), BAKED, None, "studio", tmp_path / "e.safetensors")
+        export(open_model("toy"), BAKED, None, "studio", tmp_path / "e.safetensors")
 
 
 def test_recipe_export_reapplies_every_edit_to_the_original(registry, tmp_path):
@@ -112,7 +113,7 @@ def test_recipe_export_reapplies_every_edit_to_the_original(registry, tmp_path):
 
     recipe = load_recipe(tmp_path / "edits.json")
     assert recipe.model.source == "toy-text" and torch.equal(recipe.mask, mask)
-    fresh = registry.open_model("toy-text")
+    fresh = open_model("toy-text")
     applied = apply_recipe(fresh, recipe)
     with torch.inference_mode():
         assert torch.equal(fresh.render(samples), expected)  # same computation: bit for bit
@@ -133,7 +134,7 @@ def test_lora_of_a_concept_edit_reproduces_the_merged_weights(registry, tmp_path
     assert tensors[f"{name}.lora_up.weight"].shape == (32, 2) and tensors[f"{name}.lora_down.weight"].shape == (2, 16)
     assert float(tensors[f"{name}.alpha"]) == 2.0  # alpha = rank: the loaders' scale alpha / rank is 1
 
-    fresh = registry.open_model("toy-text")
+    fresh = open_model("toy-text")
     merged = merge_lora(fresh, tmp_path / "concept.safetensors")
     assert len(merged) == 4
     edited, reopened = lora_targets(gen), lora_targets(fresh)
@@ -144,7 +145,7 @@ def test_lora_of_a_concept_edit_reproduces_the_merged_weights(registry, tmp_path
 
 
 def test_lora_writer_on_known_factors(registry, tmp_path):
-    gen = registry.open_model("toy-text")
+    gen = open_model("toy-text")
     original = gen.module.attn1.to_v.weight.detach().clone()
     up, down = torch.randn(32, 3), torch.randn(3, 16)
     write_lora({"attn1.to_v": (up, down)}, tmp_path / "k.safetensors")
@@ -162,7 +163,7 @@ def test_lora_writer_on_known_factors(registry, tmp_path):
 
 
 def test_export_refuses_clearly(registry, tmp_path):
-    gen = registry.open_model("toy")
+    gen = open_model("toy")
     with pytest.raises(ExportError, match="Unknown export format 'onnx'"):
         export(gen, [], None, "onnx", tmp_path / "x.onnx")
     with pytest.raises(ExportError, match="name it x.safetensors"):
@@ -170,7 +171,7 @@ def test_export_refuses_clearly(registry, tmp_path):
     with pytest.raises(ExportError, match="toy has no text conditioning, so it has no concept edits"):
         export(gen, [], None, "lora", tmp_path / "x.safetensors")
     with pytest.raises(ExportError, match="no concept edit to export as a LoRA: apply one first"):
-        export(registry.open_model("toy-text"), [], None, "lora", tmp_path / "x.safetensors")
+        export(open_model("toy-text"), [], None, "lora", tmp_path / "x.safetensors")
     with pytest.raises(StudioError, match="units 0..31"):
         export(gen, [UnitEdit("blocks.0", 99, "off")], None, "studio", tmp_path / "x.safetensors")
     with pytest.raises(ExportError, match="mask is 16x16 but the model renders 32x32"):
@@ -183,7 +184,7 @@ def test_export_refuses_clearly(registry, tmp_path):
 
 
 def test_exports_that_cannot_be_reopened_say_why(registry, tmp_path):
-    gen = registry.open_model("toy")
+    gen = open_model("toy")
     path = tmp_path / "e.safetensors"
     export(gen, BAKED, None, "studio", path)
     tensors = load_file(str(path))
@@ -192,20 +193,20 @@ def test_exports_that_cannot_be_reopened_say_why(registry, tmp_path):
     meta, _ = read_safetensors_header(path)
     save_file(tensors, str(tmp_path / "newer.safetensors"), metadata={**meta, "version": "9"})
     with pytest.raises(ModelOpenError, match="newer Neuron Studio"):
-        registry.open_model(str(tmp_path / "newer.safetensors"))
+        open_model(str(tmp_path / "newer.safetensors"))
     base = json.loads(meta["base"])
     save_file(tensors, str(tmp_path / "orphan.safetensors"),
               metadata={**meta, "base": json.dumps({**base, "source": str(tmp_path / "gone.toy")})})
     with pytest.raises(ModelOpenError, match="was exported from .*gone.toy, which cannot be opened here"):
-        registry.open_model(str(tmp_path / "orphan.safetensors"))
+        open_model(str(tmp_path / "orphan.safetensors"))
     del tensors["fc.bias"]
     save_file(tensors, str(tmp_path / "short.safetensors"), metadata=meta)
     with pytest.raises(ModelOpenError, match="does not fit toy any more"):
-        registry.open_model(str(tmp_path / "short.safetensors"))
+        open_model(str(tmp_path / "short.safetensors"))
 
 
 def test_recipes_refuse_damage_newer_versions_and_other_models(registry, tmp_path):
-    gen = registry.open_model("toy")
+    gen = open_model("toy")
     path = save_recipe(Recipe.of(gen, unit_edits=BAKED, mask=_mask()), tmp_path / "r.json")
     data = json.loads(path.read_text())
     assert data["format"] == "neuron-studio-recipe" and data["unit_edits"][0]["op"] == "off"
@@ -219,7 +220,7 @@ def test_recipes_refuse_damage_newer_versions_and_other_models(registry, tmp_pat
     with pytest.raises(RecipeError, match="damaged"):
         load_recipe(path)
     with pytest.raises(RecipeError, match="made for a toy model"):
-        apply_recipe(registry.open_model("toy-text"), Recipe.from_json(data))
+        apply_recipe(open_model("toy-text"), Recipe.from_json(data))
     wide = Recipe.from_json({**data, "unit_edits": [UnitEdit("blocks.2", 40, "off").to_json()]})
     with pytest.raises(RecipeError, match="units 0..7"):
         apply_recipe(gen, wide)
@@ -228,7 +229,7 @@ def test_recipes_refuse_damage_newer_versions_and_other_models(registry, tmp_pat
 def test_cli_exports_a_session_and_applies_a_recipe(registry, tmp_path, capsys):
     from PIL import Image
 
-    gen = registry.open_model("toy")
+    gen = open_model("toy")
     session = Session.capture(gen, samples=[gen.sample(7)], masks={"m": _mask()}, active_mask="m",
                               unit_edits=BAKED + KEPT)
     save_session(session, tmp_path / "s.nstudio")
@@ -254,7 +255,7 @@ def test_cli_exports_a_session_and_applies_a_recipe(registry, tmp_path, capsys):
 
 def test_cli_export_exits_1_when_the_check_fails(registry, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(ToyGenerator, "bake_unit_scale", lambda self, layer, unit, gain: True)
-    gen = registry.open_model("toy")
+    gen = open_model("toy")
     save_session(Session.capture(gen, unit_edits=[UnitEdit("blocks.1", 0, "off")]), tmp_path / "s.nstudio")
     assert main(["export", "--session", str(tmp_path / "s.nstudio"), "-o", str(tmp_path / "e.safetensors")]) == 1
     assert "DIFFERENT image" in capsys.readouterr().out
@@ -263,9 +264,9 @@ def test_cli_export_exits_1_when_the_check_fails(registry, tmp_path, monkeypatch
 @pytest.fixture
 def rooms_file(tmp_path):
     """A tiny random Rooms generator written in the real Rooms weights format."""
-    from studio.rooms import text as rtext
-    from studio.rooms import world
-    from studio.rooms.model import RoomsConfig, RoomsGenerator, save_weights
+    from studio.core.rooms import text as rtext
+    from studio.core.rooms import world
+    from studio.core.rooms.model import RoomsConfig, RoomsGenerator, save_weights
 
     cfg = RoomsConfig(latent_dim=world.LATENT_DIM, vocab_size=len(rtext.VOCAB), text_dim=8, stem_res=4,
                       widths=(16, 24, 8, 4), attn_blocks=(0, 1), attn_heads=2, attn_head_dim=4, stem_hidden=16)
@@ -280,7 +281,7 @@ def rooms_file(tmp_path):
 
 
 def test_rooms_bakes_every_global_scale_exactly(rooms_file, tmp_path):
-    from models.registry import open_model
+    from studio.exported import open_model
 
     gen = open_model(str(rooms_file), device="cpu")
     edits = [UnitEdit("blocks.0", 3, "off"), UnitEdit("blocks.1", 5, "scale", -1.5),
@@ -299,7 +300,7 @@ def test_rooms_bakes_every_global_scale_exactly(rooms_file, tmp_path):
 
 
 def test_rooms_concept_edit_exports_as_lora_and_merged_weights(rooms_file, tmp_path):
-    from models.registry import open_model
+    from studio.exported import open_model
     from studio.concept import ConceptEdit, ConceptEditSpec, editor_for
 
     gen = open_model(str(rooms_file), device="cpu")
@@ -314,7 +315,7 @@ def test_rooms_concept_edit_exports_as_lora_and_merged_weights(rooms_file, tmp_p
 
 
 def test_stylegan_exports_a_rosinality_checkpoint_with_a_recipe_beside_it(tmp_path):
-    from models.registry import open_model
+    from studio.exported import open_model
     from tests.stylegan_files import tiny_net, write_nvidia_pickle
 
     pickle = write_nvidia_pickle(tmp_path / "sg2.pkl", tiny_net("sg2"), marker=tmp_path / "ran", layout="stylegan3")
@@ -364,7 +365,7 @@ def sd_folder(tmp_path_factory):
 def test_diffusion_exports_a_folder_a_single_file_and_a_lora_that_reopen_the_same(sd_folder, tmp_path):
     from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_lora_to_diffusers
 
-    from models.registry import open_model
+    from studio.exported import open_model
     from studio.concept import ConceptEdit, ConceptEditSpec, editor_for
 
     gen = open_model(str(sd_folder), device="cpu")

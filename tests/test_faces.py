@@ -16,8 +16,8 @@ from models.dcgan_faces import DCGANFaces
 from models.mobilestylegan import MobileStyleGANModel, build_from_ir, seed_z
 from models.openvino_ir import IRWriter, read_ir
 from models.registry import available_models, open_model
-from studio.errors import LayerNotFound, ModelOpenError, StudioError
-from studio.hooks import UnitEdit, count_hooks
+from studio.core.errors import LayerNotFound, ModelOpenError, StudioError
+from studio.core.hooks import UnitEdit, count_hooks
 from tests.faces_files import tiny_dcgan, tiny_mobilestylegan, write_mobilestylegan_ir, write_weights_tar
 
 FAMILIES = ("dcgan", "mobilestylegan")

@@ -6,8 +6,8 @@ import threading
 import pytest
 from PySide6.QtCore import QThread
 
-from studio.errors import StudioError
-from studio.progress import Ticker
+from studio.core.errors import StudioError
+from studio.core.progress import Ticker
 from tests.gui_support import WorkerHarness
 
 

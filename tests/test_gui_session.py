@@ -10,7 +10,7 @@ import torch
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from studio.hooks import UnitEdit
+from studio.core.hooks import UnitEdit
 from tests.gui_support import open_window, paint_square
 
 Buttons = QMessageBox.StandardButton

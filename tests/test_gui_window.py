@@ -9,7 +9,7 @@ import torch
 from PySide6.QtCore import QPoint, Qt, QTimer
 from PySide6.QtWidgets import QStyle, QStyleOptionSlider
 
-from studio.hooks import UnitEdit
+from studio.core.hooks import UnitEdit
 from tests.gui_support import mouse, open_window, paint_square
 
 

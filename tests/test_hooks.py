@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from studio.errors import LayerNotFound, StudioError
-from studio.hooks import Editor, StepClock, Trace, UnitEdit, count_hooks, edit_activation, get_module, resize_mask
+from studio.core.errors import LayerNotFound, StudioError
+from studio.core.hooks import Editor, StepClock, Trace, UnitEdit, count_hooks, edit_activation, get_module, resize_mask
 
 
 @pytest.fixture

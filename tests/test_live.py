@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from studio.errors import StudioError, UnsupportedOperation
-from studio.hooks import UnitEdit, count_hooks
+from studio.core.errors import StudioError, UnsupportedOperation
+from studio.core.hooks import UnitEdit, count_hooks
 from studio.live import LiveRenderer, LiveRequest, Mailbox, unit_activation, unit_off_images
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from studio.errors import Cancelled, LayerNotFound, MaskError
-from studio.hooks import UnitEdit, count_hooks
+from studio.core.errors import Cancelled, LayerNotFound, MaskError
+from studio.core.hooks import UnitEdit, count_hooks
 from studio.ranking import (Ranking, UnitScore, best_units, measure_effect, rank_layers, rank_units,
                             specificity_score)
 from tests.planted import PLANTED, PlantedGenerator, PrefixSteppedGenerator, SteppedGenerator

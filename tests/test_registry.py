@@ -6,7 +6,7 @@ import struct
 import pytest
 import torch
 
-from studio.errors import ModelOpenError
+from studio.core.errors import ModelOpenError
 
 
 def test_opens_builtins_and_files_of_a_registered_family(toy_registry, tmp_path):
@@ -69,8 +69,8 @@ def test_opener_failures_become_one_sentence(toy_registry, tmp_path):
 
 
 def test_unknown_device_is_refused():
-    from studio.device import resolve_device
-    from studio.errors import StudioError
+    from studio.core.device import resolve_device
+    from studio.core.errors import StudioError
 
     with pytest.raises(StudioError, match="Unknown device"):
         resolve_device("tpu")

@@ -6,12 +6,13 @@ import json
 import pytest
 import torch
 
-from studio.errors import ModelOpenError
-from studio.rooms import text as rtext
-from studio.rooms import world
-from studio.rooms.model import RoomsConfig, RoomsGenerator, load_weights, save_weights
+from studio.core.resources import RESOURCES
+from studio.core.errors import ModelOpenError
+from studio.core.rooms import text as rtext
+from studio.core.rooms import world
+from studio.core.rooms.model import RoomsConfig, RoomsGenerator, load_weights, save_weights
 
-WEIGHTS = __import__("studio").RESOURCES / "rooms" / "rooms.safetensors"
+WEIGHTS = RESOURCES / "rooms" / "rooms.safetensors"
 
 
 def tiny(**overrides) -> RoomsGenerator:
@@ -171,7 +172,7 @@ def test_adapter_layers_render_and_partial_re_render(tmp_path):
 
 
 def test_adapter_unit_edit_and_latent_option(tmp_path):
-    from studio.hooks import UnitEdit, count_hooks
+    from studio.core.hooks import UnitEdit, count_hooks
 
     gen = open_tiny(tmp_path)
     sample = gen.sample(5)
@@ -272,7 +273,7 @@ def test_extra_convs_and_pixel_shuffle_head_keep_partial_re_renders_exact():
 def test_bake_unit_scale_is_exact_with_the_pixel_shuffle_head(tmp_path):
     from models import registry
     from models.rooms import FAMILY
-    from studio.hooks import UnitEdit
+    from studio.core.hooks import UnitEdit
 
     path = tmp_path / "deep.safetensors"
     save_weights(deep_tiny(), path, list(rtext.VOCAB))

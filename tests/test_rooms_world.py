@@ -8,13 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from studio.rooms import (
+from studio.core.rooms import (
     GLOW_THRESHOLD, LAMP_SPACING, LATENT_DIM, LIT_RATE, MAX_LAMPS, N_PARAPHRASES, WALL_COLOURS, CaptionFields, Lamp,
     Scene, caption, detect_fields, detect_lit, detect_wall, encode_latent, fields, parse_caption, render,
     sample_latent, sample_scene, scene_from, truth, with_fields, with_lamp, with_wall,
 )
-from studio.rooms.text import MAX_TOKENS, VOCAB, encode, tokenize
-from studio.rooms.world import _SIDE_SHADE
+from studio.core.rooms.text import MAX_TOKENS, VOCAB, encode, tokenize
+from studio.core.rooms.world import _SIDE_SHADE
 
 SIZE = 64  # the world is resolution-free; small renders keep the suite fast
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from studio.hooks import UnitEdit, count_hooks
+from studio.core.hooks import UnitEdit, count_hooks
 from studio.recovery import Autosaver, RecentSessions, RecoveryStore
 from studio.reference import ModelReference, content_sha256
 from studio.session import Session, SessionError, load_session, peek_session, save_session

@@ -11,8 +11,8 @@ import torch
 from models.registry import open_model
 from models.stylegan import StyleGANModel, bake_unit_scale, producing_conv
 from models.stylegan_formats import rosinality_args, to_rosinality_checkpoint
-from studio.errors import ModelOpenError, StudioError, UnsupportedOperation
-from studio.hooks import UnitEdit, count_hooks
+from studio.core.errors import ModelOpenError, StudioError, UnsupportedOperation
+from studio.core.hooks import UnitEdit, count_hooks
 from tests.stylegan_files import CONFIGS, fake_nvidia_modules, tiny_net, write_nvidia_pickle
 
 KINDS = list(CONFIGS)

@@ -15,13 +15,35 @@ from dataclasses import dataclass, field
 
 import torch
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QListWidget, QPlainTextEdit, QPushButton, QScrollArea, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from studio.concept import (DEFAULT_LAMBDA, DEFAULT_TOKENS, TOKEN_MODES, ConceptEdit, ConceptEditSpec, EditSummary,
-                            editor_for)
-from studio.errors import StudioError
+from studio.commands.common import parse_seeds
+from studio.concept import (
+    DEFAULT_LAMBDA,
+    DEFAULT_TOKENS,
+    TOKEN_MODES,
+    ConceptEdit,
+    ConceptEditSpec,
+    EditSummary,
+    editor_for,
+)
+from studio.core.errors import StudioError
 
 from .jobs import Job, JobRunner
 from .qt_images import pixmap_from
@@ -303,7 +325,6 @@ class ConceptPanel(QWidget):
                                self.preserve_scale.value(), self.tokens.currentData())
 
     def test_cases(self, spec: ConceptEditSpec | None = None) -> tuple[list[str], list[int]]:
-        from studio.commands.common import parse_seeds
 
         prompts = [line.strip() for line in self.test_prompts.toPlainText().splitlines() if line.strip()]
         if not prompts and spec is not None:

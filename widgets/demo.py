@@ -49,7 +49,7 @@ class Demo(QObject):
         window = self.window
         if self.step == "image":
             self.step = "ranking"
-            from studio.images import to_uint8
+            from studio.core.images import to_uint8
 
             window.canvas.set_mask(bright_disc(to_uint8(frame.image)), "Demo mask")
             job = window.ranking.rank()

@@ -14,10 +14,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                               QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+)
 
-from studio.export import FORMATS, ExportReport
+from studio.export import FORMATS, ExportReport, describe_edit, export
+
+from .session_actions import concept_editor_of
 
 if TYPE_CHECKING:
     from .jobs import Job
@@ -40,7 +53,6 @@ def report_text(report: ExportReport) -> str:
     """What the dialog shows: files, baked and kept edits, concept edits, notes and the check's verdict."""
     lines = [f"Exported {report.format} to {report.path}"]
     lines += [f"  file: {f}" for f in report.files if Path(f) != Path(report.path)]
-    from studio.export import describe_edit
 
     lines.append("Baked into the weights: " + (", ".join(describe_edit(e) for e in report.baked) or "none"))
     lines.append("Kept in the recipe (re-applied on load): "
@@ -157,9 +169,7 @@ class ExportDialog(QDialog):
         reference = window.recovery.reference  # hashed once per load: no re-hashing multi-GB weights
 
         def work(generator, progress):
-            from studio.export import export
 
-            from .session_actions import concept_editor_of
 
             return export(generator, edits, concept_editor_of(generator), name, target, mask=mask,
                           samples=samples, reference=reference, progress=progress)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from studio.progress import ProgressUpdate
+from studio.core.progress import ProgressUpdate
 
 from .worker import ModelWorker
 
@@ -54,7 +54,7 @@ class Job(Generic[T]):
         return self.state in ("done", "failed")
 
     def report(self, update: ProgressUpdate) -> bool:
-        """The job's :data:`studio.progress.ProgressCallback` (worker thread): False once cancelled."""
+        """The job's :data:`studio.core.progress.ProgressCallback` (worker thread): False once cancelled."""
         now = time.perf_counter()
         if now - self._last_emit >= PROGRESS_INTERVAL_S or update.done >= update.total:
             self._last_emit, self._pending = now, None

@@ -13,24 +13,35 @@ import time
 from pathlib import Path
 
 import torch
-from PySide6.QtCore import QSettings, QTimer, Qt, Signal
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QLabel, QLineEdit, QMainWindow, QPushButton, QSpinBox,
-                               QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
-from studio.device import describe
-from studio.live import Frame, LiveRequest
+from studio.core.device import describe
+from studio.live import Frame, LiveRequest, unit_activation
 from studio.state import StudioState
 
 from . import gui_gc
 from .canvas import Canvas
+from .export_dialog import ExportDialog
 from .jobs import JobRunner
 from .mask_tools import MaskTools
 from .model_picker import ModelPicker
 from .qt_images import heatmap_image
 from .ranking_panel import RankingPanel
-from .seed_browser import SeedBrowser
 from .recovery_actions import RecoveryActions
+from .seed_browser import SeedBrowser
 from .session_actions import SessionActions
 from .slider_panel import SliderPanel
 from .worker import ModelWorker, WorkerThread
@@ -438,7 +449,6 @@ class MainWindow(QMainWindow):
             return
 
         def work(generator):
-            from studio.live import unit_activation
             return unit_activation(generator, sample, layer, unit).numpy()
 
         def done(values) -> None:
@@ -473,7 +483,6 @@ class MainWindow(QMainWindow):
         if self.generator is None:
             self.show_error("Nothing to export yet: no model is loaded.")
             return None
-        from .export_dialog import ExportDialog
 
         if self.exporter is None or self.exporter.generator is not self.generator:
             if self.exporter is not None:

@@ -11,6 +11,8 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import QComboBox, QFileDialog, QWidget
 
+from models.registry import available_models
+
 RECENT_KEY = "models/recent"
 RECENT_LIMIT = 8
 _OPEN_FILE, _OPEN_FOLDER = "\0open-file", "\0open-folder"
@@ -43,7 +45,6 @@ class ModelPicker(QComboBox):
         self.refresh()
 
     def refresh(self) -> None:
-        from models.registry import available_models
 
         self.blockSignals(True)
         self.clear()

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PySide6.QtGui import QImage, QPixmap
 
-from studio.images import to_uint8
+from studio.core.images import to_uint8
 
 # A perceptual dark-blue -> teal -> yellow ramp (viridis-like), sampled at five stops.
 _RAMP = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], np.float32)

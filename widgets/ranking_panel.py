@@ -10,12 +10,28 @@ Cancel makes the next progress report return False, which stops the ranking with
 from __future__ import annotations
 
 import time
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
-                               QSplitter, QVBoxLayout, QWidget)
 
-from studio.errors import StudioError
-from studio.progress import ProgressUpdate
+import torch.nn.functional as F
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.commands.common import parse_seeds as parse
+from studio.core.errors import StudioError
+from studio.core.images import mask_from_array, to_uint8
+from studio.core.progress import ProgressUpdate
+from studio.live import default_layer, unit_off_images
+from studio.ranking import rank_units
 from studio.state import StudioState
 
 from .jobs import Job, JobRunner
@@ -55,7 +71,6 @@ class LayerPicker(QComboBox):
 
 def default_layer_index(layers) -> int:
     """A middle spatial layer: where units tend to be objects and parts rather than textures or layout."""
-    from studio.live import default_layer
 
     names = [info.name for info in layers]
     name = default_layer(layers)
@@ -64,9 +79,7 @@ def default_layer_index(layers) -> int:
 
 def thumbnails(images, size: int = THUMB):
     """(N, 3, H, W) images -> N (h, w, 3) uint8 arrays at most ``size`` wide/high (made on the worker thread)."""
-    import torch.nn.functional as F
 
-    from studio.images import to_uint8
 
     h, w = images.shape[-2:]
     scale = size / max(h, w)
@@ -75,7 +88,6 @@ def thumbnails(images, size: int = THUMB):
 
 
 def parse_seeds(text: str, current: int) -> list[int]:
-    from studio.commands.common import parse_seeds as parse
 
     try:
         seeds = parse(text.strip(), current)
@@ -197,7 +209,6 @@ class RankingPanel(QWidget):
 
     def _work(self):
         """The job's function, with every input copied now (the user may paint on while it runs)."""
-        from studio.images import mask_from_array
 
         state = self.state
         if state.sample is None or self.jobs.generator is None:
@@ -216,8 +227,6 @@ class RankingPanel(QWidget):
         base = state.sample
 
         def work(generator, progress):
-            from studio.live import unit_off_images
-            from studio.ranking import rank_units
 
             samples = [base.with_seed(seed) for seed in seeds]
             ranking = rank_units(generator, samples, mask.to(generator.device), layer, method=options["method"],

@@ -18,6 +18,9 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton
 
 from studio.recovery import Autosaver, RecoveryStore
+from studio.reference import ModelReference
+
+from .session_actions import concept_editor_of
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
@@ -97,7 +100,6 @@ class RecoveryActions(QObject):
             self.window.statusBar().showMessage(self.autosaver.last_error, 10000)
 
     def _snapshot(self):
-        from .session_actions import concept_editor_of
 
         window = self.window
         return window.state.to_session(window.generator, concept_editor=concept_editor_of(window.generator),
@@ -108,7 +110,6 @@ class RecoveryActions(QObject):
         return str(path) if path else None
 
     def _on_model_loaded(self, generator) -> None:
-        from studio.reference import ModelReference
 
         self.reference = None
 

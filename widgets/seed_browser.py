@@ -11,7 +11,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QToolButton, QVBoxLayout, QWidget
 
-from studio.progress import Ticker
+from studio.core.progress import Ticker
 
 from .jobs import Job, JobRunner
 from .qt_images import pixmap_from

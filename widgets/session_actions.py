@@ -21,7 +21,9 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
 
+from studio.concept import editor_for
 from studio.recovery import RecentSessions
+from studio.session import SessionError, load_session, save_session
 from studio.state import StudioState
 
 if TYPE_CHECKING:
@@ -34,14 +36,12 @@ def concept_editor_of(generator):
     """The model's concept-edit stack when it has cross-attention (sessions save its applied edits)."""
     if not generator.cross_attention():
         return None
-    from studio.concept import editor_for
 
     return editor_for(generator)
 
 
 def unreadable_reason(path: Path) -> str | None:
     """Why an existing file at ``path`` must not be overwritten (this version cannot read it), or None."""
-    from studio.session import SessionError, load_session
 
     if not path.exists():
         return None
@@ -138,7 +138,6 @@ class SessionActions(QObject):
         target = Path(path)
 
         def work(generator):
-            from studio.session import save_session
 
             refused = unreadable_reason(target)
             if refused is not None:
@@ -182,8 +181,8 @@ class SessionActions(QObject):
             return
         path, _ = QFileDialog.getSaveFileName(self.window, "Save image", "image.png", "PNG images (*.png)")
         if path:
-            from studio.errors import StudioError
-            from studio.images import save_image
+            from studio.core.errors import StudioError
+            from studio.core.images import save_image
 
             try:
                 save_image(frame.image, path)
@@ -219,7 +218,6 @@ class SessionActions(QObject):
                 self.recent.remove(source)
                 self.refresh_recent()
 
-        from studio.session import load_session
 
         window.jobs.submit(lambda generator: load_session(source), done, failed)
 

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 import torch
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from studio.errors import StudioError
+from studio.core.device import is_out_of_memory
+from studio.core.errors import StudioError
+from studio.exported import open_model
 from studio.live import LiveRenderer, Mailbox
 
 if TYPE_CHECKING:
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
 
 def error_sentence(error: BaseException) -> str:
     """One sentence for the user; unexpected errors keep their type for bug reports."""
-    from studio.device import is_out_of_memory
 
     if isinstance(error, StudioError):
         return str(error)
@@ -62,7 +63,6 @@ class ModelWorker(QObject):
 
     @Slot(str, str)
     def load(self, spec: str, device: str) -> None:
-        from models.registry import open_model
 
         try:
             generator = open_model(spec or None, device=device)

@@ -35,9 +35,22 @@ import torch
 from torch import nn
 
 from models.base import CrossAttention, Generator, LayerInfo, PromptEncoding, Sample
-from studio.concept import (DEFAULT_LAMBDA, DEFAULT_TOKENS, TOKEN_MODES, ConceptEdit, ConceptEditor,
-                            ConceptEditSpec, ConceptError, solve)
-from studio.errors import UnsupportedOperation
+from studio.concept import (
+    DEFAULT_LAMBDA,
+    DEFAULT_TOKENS,
+    TOKEN_MODES,
+    ConceptEdit,
+    ConceptEditor,
+    ConceptEditSpec,
+    ConceptError,
+    _one_cpu_thread,
+    edit_vectors,
+    preserve_rows,
+    solve,
+)
+from studio.core.errors import UnsupportedOperation
+from studio.core.rooms import world
+from studio.exported import open_model
 
 #: Rooms seeds at or above this are held out from training (studio.rooms.train.HELDOUT_BASE); we start further on.
 FIRST_SEED = 1_000_000_000 + 700_000
@@ -66,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     result: dict = {"threads": torch.get_num_threads()}
     if not args.sd15_only:
-        from models.registry import open_model
-
         generator = open_model(args.model, device=args.device, precision="fp32")
         print(f"model: {generator.name} ({generator.family})", file=sys.stderr)
         bench = RoomsConceptBench(generator, seeds=args.seeds, lambda_=args.lambda_)
@@ -99,7 +110,6 @@ class RoomsConceptBench:
     """Replace edits between wall colours, scored by the Rooms world's wall detector."""
 
     def __init__(self, generator, seeds: int = 8, lambda_: float = DEFAULT_LAMBDA) -> None:
-        from studio.rooms import world
 
         self.world, self.generator, self.lambda_ = world, generator, lambda_
         self.colours = list(world.WALL_COLOURS)
@@ -302,7 +312,6 @@ class Sd15Shapes(Generator):
 
 def dense_solve(generator, spec: ConceptEditSpec) -> None:
     """The textbook solve, per projection: W = (λW0 + Σ v* cᵀ + Σ W0 c cᵀ)(λI + Σ c cᵀ + Σ c cᵀ)⁻¹, written in."""
-    from studio.concept import edit_vectors, preserve_rows
 
     pairs = [edit_vectors(generator, e, spec.tokens) for e in spec.edits]
     c, t = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
@@ -322,7 +331,6 @@ def sd15_timing(lambda_: float = DEFAULT_LAMBDA, tokens: str = DEFAULT_TOKENS, r
                 widths: Sequence[int] = SD15_WIDTHS) -> dict:
     """Seconds of one solve (2 replace edits, 10 preserved concepts) on SD 1.5 shapes: ours (median of
     ``repeats``; the first also keeps a copy of the original weights) against one dense solve, both on one thread."""
-    from studio.concept import _one_cpu_thread
 
     model = Sd15Shapes(widths=widths)
     spec = ConceptEditSpec([ConceptEdit("replace", "a red car", "a blue car"),

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import torch
 
+from models.diffusion import DiffusionModel
+from models.sd_random import full_size, tiny_sd, tiny_sdxl
 from studio.bench.timing import timed
-
-from studio.device import CHOICES, describe, resolve_device
+from studio.core.device import CHOICES, describe, pick_dtype, resolve_device
 
 
 def register(benches: argparse._SubParsersAction) -> None:
@@ -83,9 +84,6 @@ def measure(generator, steps: int, batch: int, size: int | None = None, repeat: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.diffusion import DiffusionModel
-    from models.sd_random import full_size, tiny_sd, tiny_sdxl
-    from studio.device import pick_dtype
 
     if args.threads:
         torch.set_num_threads(args.threads)

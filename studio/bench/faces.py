@@ -24,7 +24,11 @@ import time
 
 import torch
 
+from models.mobilestylegan import SYNTHESIS_XML, package_folder
+from models.registry import available_models
 from studio.bench.timing import paired
+from studio.core.errors import StudioError
+from studio.exported import open_model
 
 MODELS = ("faces", "faces-hd")
 
@@ -60,7 +64,6 @@ def _reference(name: str, gen, sample):
         import openvino
     except ImportError:
         return None
-    from models.mobilestylegan import SYNTHESIS_XML, package_folder
 
     core = openvino.Core()
     threads = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"}
@@ -72,7 +75,6 @@ def _reference(name: str, gen, sample):
 
 def bench_model(name: str, repeats: int, device: str, precision: str) -> dict:
     """Time opening, rendering and partial re-rendering the built-in ``name``."""
-    from models.registry import open_model
 
     start = time.perf_counter()
     gen = open_model(name, device=device, precision=precision)
@@ -104,8 +106,6 @@ def bench_model(name: str, repeats: int, device: str, precision: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.registry import available_models
-    from studio.errors import StudioError
 
     if args.threads:
         torch.set_num_threads(args.threads)

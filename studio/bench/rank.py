@@ -29,8 +29,11 @@ import torch
 
 from studio.attribution import COLOURS, DEFAULT_COLOURS
 from studio.bench.timing import Clock
-
 from studio.commands.common import add_model_args, open_from_args
+from studio.core.device import describe
+from studio.core.errors import StudioError
+from studio.core.hooks import UnitEdit
+from studio.ranking import measure_effect, rank_units
 
 #: Rooms problems: caption facts, which lamp's light is masked, the first seed searched for a lit lamp.
 ROOMS_SETS = [(("blue", True, False, 2), 0, 0), (("green", False, True, 3), 1, 100),
@@ -59,7 +62,7 @@ def register(benches: argparse._SubParsersAction) -> None:
 def problems(generator, sets: int, seeds: int) -> list[tuple[list, torch.Tensor, str]]:
     """``sets`` (samples, masks, description): lamp-light truth masks on Rooms, a centred disc elsewhere."""
     if generator.family == "rooms":
-        from studio.rooms import world
+        from studio.core.rooms import world
 
         out = []
         for (fields, lamp, first) in ROOMS_SETS[:sets]:
@@ -84,8 +87,6 @@ class NaiveLoop:
     the exact ranking (same machine load); keeps its own time and each unit's (inside, outside)."""
 
     def __init__(self, generator, samples, masks, layer: str, units: list[int]) -> None:
-        from studio.hooks import UnitEdit
-        from studio.ranking import measure_effect
 
         self.generator, self.samples, self.masks, self.layer = generator, samples, masks, layer
         self.todo = list(units)
@@ -110,7 +111,6 @@ class NaiveLoop:
 def measure(generator, layer: str, seeds: int = 4, sets: int = 2, candidates: int | None = None,
             naive_units: int = 16, repeats: int = 3, colours: str | None = None) -> dict:
     """Run every measurement on ``sets`` problems; per-set figures and their aggregates."""
-    from studio.ranking import rank_units
 
     info = generator.layer(layer)
     spread = sorted({round(i * info.units / max(1, naive_units)) % info.units for i in range(naive_units)})
@@ -175,8 +175,6 @@ def measure(generator, layer: str, seeds: int = 4, sets: int = 2, candidates: in
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio.device import describe
-    from studio.errors import StudioError
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,7 +4,7 @@ For held-out Rooms scenes with a lit lamp (seeds from ``HELD_OUT_FIRST``, disjoi
 region of that lamp (its ``glow<i>`` and ``lamp<i>`` truth masks) is the mask; the project's ranking ranks the units
 of the model's layers for that one image (:func:`studio.ranking.rank_layers`, every spatial layer), the best units
 over all layers are pooled by score (:func:`studio.ranking.best_units`, at most ``--top``), switched off by a real
-:class:`~studio.hooks.Editor` edit, and the model renders the room again. The result is compared with the exact render
+:class:`~studio.core.hooks.Editor` edit, and the model renders the room again. The result is compared with the exact render
 of the same room with that lamp off (``world.with_lamp(scene, i, lit=False)``)::
 
     python -m studio bench rooms --seeds 20 --json
@@ -57,6 +57,11 @@ import numpy as np
 import torch
 
 from studio.commands.common import add_model_args, open_from_args
+from studio.core.errors import StudioError
+from studio.core.hooks import UnitEdit
+from studio.core.images import save_image
+from studio.core.rooms import world
+from studio.ranking import best_units, rank_layers, rank_units
 
 #: Reported scenes start here (training seeds lie below 10**9, the model card's held-out set at 10**9).
 HELD_OUT_FIRST = 2_000_000_000
@@ -92,7 +97,6 @@ def truth_scenes(generator, count: int, first: int = HELD_OUT_FIRST) -> list[Tru
 
     >>> [s.seed for s in truth_scenes(gen, 2)]        # seeds whose rooms hold a lit lamp
     """
-    from studio.rooms import world
 
     size = int(generator.resolution[0])
     out, seed = [], first
@@ -145,7 +149,6 @@ def _rounds_of_ranking(generator, scene: TruthScene, mask: torch.Tensor, layer: 
     (``bake_unit_scale``, exact on Rooms) because the ranking traces the layer before hook edits; the weights are
     restored afterwards.
     """
-    from studio.ranking import best_units, rank_units
 
     rounds = max(1, int(rounds))
     if rounds > 1 and ablation != "zero":
@@ -187,7 +190,6 @@ def choose_pairs(generator, scene: TruthScene, mask: torch.Tensor, layers: Seque
         return [(layers[0], u) for u in units]
     if rounds > 1:
         raise ValueError("Rounds of ranking work on one layer; give --layer with a single name.")
-    from studio.ranking import best_units, rank_layers
 
     summaries = rank_layers(generator, [scene.sample], mask, layers, method=method, ablation=ablation)
     return best_units([s.ranking for s in summaries], top, min_share)
@@ -214,7 +216,6 @@ def evaluate(generator, scenes: Sequence[TruthScene], *, layer: str = DEFAULT_LA
 
     cache: a dict kept across calls so a sweep ranks each (layer, seed) once.
     """
-    from studio.hooks import UnitEdit
 
     start = time.perf_counter()
     layers = resolve_layers(generator, layer)
@@ -267,7 +268,6 @@ def evaluate(generator, scenes: Sequence[TruthScene], *, layer: str = DEFAULT_LA
 
 def save_strip(images: Sequence[tuple[np.ndarray, ...]], path: str | Path) -> Path:
     """Rows of lit truth | model | edited | unlit truth, 2 px apart, saved atomically as PNG."""
-    from studio.images import save_image
 
     gap = 2
     rows = [np.concatenate([np.pad(im, ((0, 0), (0, gap), (0, 0)), constant_values=1.0) for im in row], axis=1)
@@ -325,7 +325,6 @@ def register(benches: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio.errors import StudioError
 
     if args.threads:
         torch.set_num_threads(args.threads)

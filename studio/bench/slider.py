@@ -20,8 +20,10 @@ import sys
 import torch
 
 from studio.bench.timing import timed
-
 from studio.commands.common import add_model_args, open_from_args
+from studio.core.device import describe
+from studio.core.hooks import UnitEdit
+from studio.live import LiveRenderer, default_layer
 
 
 def register(benches: argparse._SubParsersAction) -> None:
@@ -38,8 +40,6 @@ def register(benches: argparse._SubParsersAction) -> None:
 
 def measure(generator, sample, layer: str, frames: int = 50) -> dict:
     """Median partial and full frame times (ms) of the same slider sweep, and their agreement."""
-    from studio.hooks import UnitEdit
-    from studio.live import LiveRenderer
 
     info = generator.layer(layer)
     values = torch.linspace(-1.0, 3.0, max(frames, 2)).tolist()
@@ -75,8 +75,6 @@ def measure(generator, sample, layer: str, frames: int = 50) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio.device import describe
-    from studio.live import default_layer
 
     if args.threads:
         torch.set_num_threads(args.threads)

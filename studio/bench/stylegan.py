@@ -23,8 +23,11 @@ import sys
 
 import torch
 
+from models.stylegan import StyleGANModel
 from models.stylegan2_nets import StyleGANConfig
+from models.stylegan_formats import build
 from studio.bench.timing import paired
+from studio.core.device import pick_dtype, resolve_device
 
 FAMILIES = {
     "sg2": lambda res: StyleGANConfig.stylegan2(512, 512, res, mapping={"num_layers": 8}, channel_base=32768,
@@ -53,9 +56,6 @@ def register(benches: argparse._SubParsersAction) -> None:
 
 def bench_family(kind: str, resolution: int, repeats: int, device: str, precision: str) -> dict:
     """Time renders of a full-width random ``kind`` generator behind the adapter."""
-    from models.stylegan import StyleGANModel
-    from models.stylegan_formats import build
-    from studio.device import pick_dtype, resolve_device
 
     dev = resolve_device(device)
     dtype = pick_dtype(dev, True, precision) if dev.type != "cpu" else torch.float32
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     kinds = [k.strip() for k in args.families.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in FAMILIES]
     if unknown:
-        from studio.errors import StudioError
+        from studio.core.errors import StudioError
 
         raise StudioError(f"Unknown StyleGAN family {', '.join(unknown)}: choose from {', '.join(FAMILIES)}.")
     rows = []

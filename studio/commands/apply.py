@@ -9,14 +9,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from studio.errors import StudioError
+import torch
+
+from studio.core.device import CHOICES, describe
+from studio.core.errors import StudioError
+from studio.core.images import check_finite, save_image
+from studio.core.progress import TextProgressBar
+from studio.export import FORMATS, export
+from studio.exported import open_model
+from studio.recipe import apply_recipe, check_recipe, load_recipe
+
+from .export import print_report
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from studio.device import CHOICES
-    from studio.export import FORMATS
 
     p = sub.add_parser("apply", help="re-apply an edit recipe to a model; render or export the result",
                        description="Re-apply an edit recipe (unit and concept edits) to the original model. "
@@ -37,16 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
-    from models.registry import open_model
-    from studio.device import describe
-    from studio.export import export
-    from studio.images import check_finite, save_image
-    from studio.progress import TextProgressBar
-    from studio.recipe import apply_recipe, check_recipe, load_recipe
 
-    from .export import print_report
 
     recipe = load_recipe(args.recipe)
     generator = open_model(args.model or recipe.model.source, device=args.device, precision=args.precision)

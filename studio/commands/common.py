@@ -6,7 +6,8 @@ import sys
 
 import torch
 
-from studio.device import CHOICES, describe
+from studio.core.device import CHOICES, describe
+from studio.exported import open_model
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, seed: bool = True, prompt: bool = True) -> None:
@@ -26,7 +27,6 @@ def add_model_args(parser: argparse.ArgumentParser, *, seed: bool = True, prompt
 
 def open_from_args(args: argparse.Namespace):
     """Open the model named by ``--model`` and say on stderr which device runs it."""
-    from models.registry import open_model
 
     generator = open_model(args.model, device=args.device, precision=args.precision)
     print(f"model: {generator.name} ({generator.family}) on {describe(generator.device, generator.dtype)}",

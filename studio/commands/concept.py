@@ -9,7 +9,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from studio.errors import StudioError
+import torch
+
+from studio.concept import (
+    DEFAULT_LAMBDA,
+    DEFAULT_TOKENS,
+    TOKEN_MODES,
+    ConceptEdit,
+    ConceptEditSpec,
+    EditSummary,
+    editor_for,
+    load_edits,
+    save_edits,
+)
+from studio.core.errors import StudioError
+from studio.core.images import check_finite, save_image
 
 from .common import add_model_args, no_grad, open_from_args
 
@@ -25,7 +39,6 @@ class _EditAction(argparse.Action):
 
 def parse_edit(kind: str, text: str):
     """``--erase C`` / ``--erase C=GUIDE`` / ``--replace C=T`` -> :class:`studio.concept.ConceptEdit`."""
-    from studio.concept import ConceptEdit
 
     concept, sep, target = text.partition("=")
     if kind == "replace" and not sep:
@@ -45,7 +58,6 @@ def parse_preserve(text: str | None) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from studio.concept import DEFAULT_LAMBDA, DEFAULT_TOKENS, TOKEN_MODES
 
     p = sub.add_parser("concept", help="rewrite what words mean to a text model (closed-form concept edit)",
                        description="Edit every cross-attention key/value projection in closed form so that a "
@@ -72,10 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
-    from studio.concept import ConceptEditSpec, EditSummary, editor_for, load_edits, save_edits
-    from studio.images import check_finite, save_image
 
     edits = [parse_edit(kind, text) for kind, text in (args.edits or [])]
     preserve = parse_preserve(args.preserve)

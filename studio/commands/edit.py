@@ -5,8 +5,11 @@ import argparse
 import re
 import sys
 
-from studio.errors import StudioError
-from studio.hooks import UnitEdit
+import torch
+
+from studio.core.errors import StudioError
+from studio.core.hooks import UnitEdit
+from studio.core.images import check_finite, load_mask, save_image
 
 from .common import add_model_args, no_grad, open_from_args
 
@@ -56,9 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
-    from studio.images import check_finite, load_mask, save_image
 
     if args.local and not args.mask:
         raise StudioError("--local needs --mask: give the mask the edits should stay inside.")

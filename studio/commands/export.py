@@ -5,10 +5,13 @@ import argparse
 import json
 import sys
 
+from studio.core.device import CHOICES
+from studio.core.progress import TextProgressBar
+from studio.export import FORMATS, export_session
+from studio.session import load_session
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from studio.device import CHOICES
-    from studio.export import FORMATS
 
     formats = "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values())
     p = sub.add_parser("export", help="export a session's edited model (and check it renders the same)",
@@ -32,9 +35,6 @@ def print_report(report, as_json: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio.export import export_session
-    from studio.progress import TextProgressBar
-    from studio.session import load_session
 
     session = load_session(args.session)
     report = export_session(session, args.format, args.output, device=args.device, precision=args.precision,

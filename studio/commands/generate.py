@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from studio.core.images import check_finite, save_image
+
 from .common import add_model_args, no_grad, open_from_args
 
 
@@ -16,7 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio.images import check_finite, save_image
 
     generator = open_from_args(args)
     sample = generator.sample(args.seed, args.prompt)

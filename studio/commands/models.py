@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from models.registry import DEFAULT_MODEL, available_models
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models that can be opened",
@@ -13,7 +15,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.registry import DEFAULT_MODEL, available_models
 
     entries = available_models()
     if args.json:

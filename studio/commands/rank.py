@@ -10,9 +10,15 @@ import json
 import sys
 import time
 
-from studio.errors import StudioError
+import torch
+
+from studio.core.errors import StudioError
+from studio.core.images import load_mask
+from studio.core.progress import TextProgressBar
+from studio.ranking import rank_layers, rank_units
 
 from .common import add_model_args, open_from_args, parse_seeds
+from .edit import parse_steps
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,13 +55,8 @@ def _table(ranking, top: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
-    from studio.images import load_mask
-    from studio.progress import TextProgressBar
-    from studio.ranking import rank_layers, rank_units
 
-    from .edit import parse_steps
 
     seeds = parse_seeds(args.seeds, args.seed)
     if len(args.mask) not in (1, len(seeds)):

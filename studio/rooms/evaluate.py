@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studio.rooms import world
-from studio.rooms.model import RoomsGenerator, load_weights
+from studio.core.rooms import world
+from studio.core.rooms.model import RoomsGenerator, load_weights
 from studio.rooms.train import HELDOUT_BASE, draw_example, psnr
 
 #: The gates the model card promises.

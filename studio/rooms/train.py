@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studio.rooms import text as rtext
-from studio.rooms import world
-from studio.rooms.model import RoomsConfig, RoomsGenerator, load_weights, save_weights
+from studio.core.rooms import text as rtext
+from studio.core.rooms import world
+from studio.core.rooms.model import RoomsConfig, RoomsGenerator, load_weights, save_weights
 
 #: Scene seeds at or above this are held out from training (evaluation draws from here).
 HELDOUT_BASE = 1_000_000_000

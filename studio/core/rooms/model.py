@@ -23,7 +23,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from studio.core.errors import ModelOpenError
 
 
 @dataclass
@@ -277,7 +281,6 @@ def save_weights(model: RoomsGenerator, path: str | Path, vocab: list[str], extr
 
     >>> save_weights(net, "rooms.safetensors", vocab=list(text.VOCAB), extra={"steps": "4000"})
     """
-    from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,10 +299,7 @@ def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> 
     >>> net, meta = load_weights("resources/rooms/rooms.safetensors")
     >>> json.loads(meta["vocab"])[:3]
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
 
-    from studio.errors import ModelOpenError
 
     path = Path(path)
     if not path.is_file():

@@ -1,4 +1,6 @@
-"""Reopen a ``studio`` export: the original family's model with the exported weights and its recipe on.
+"""Open any model the application knows: every family of ``models/`` plus Neuron Studio's own ``studio`` export.
+
+A ``studio`` export is the original family's model with the exported weights and its recipe on::
 
     gen = open_model("edited.safetensors")       # sniffed by the metadata format "neuron-studio/export"
     gen.export_recipe.editor.layers              # the recipe's hooks, kept for the model's lifetime
@@ -14,12 +16,16 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
-from studio.errors import ModelOpenError, StudioError
+from models import registry
+from models.base import FileProbe, Generator, ModelEntry
+from studio.core.errors import ModelOpenError, StudioError
+from studio.recipe import Recipe, apply_recipe
+from studio.reference import ModelReference
 
-from .base import FileProbe, Generator, ModelEntry
-
-FORMAT = "neuron-studio/export"  # equals studio.export.STUDIO_FORMAT (kept import-free for cheap sniffing)
+#: safetensors metadata ``format`` of a ``studio`` export.
+FORMAT = "neuron-studio/export"
 VERSION = 1
 
 
@@ -38,12 +44,6 @@ class ExportedFamily:
         return bool(probe.safetensors_metadata) and probe.safetensors_metadata.get("format") == FORMAT
 
     def open_path(self, probe: FileProbe, device: torch.device, precision: str) -> Generator:
-        from safetensors.torch import load_file
-
-        from models.registry import open_model
-        from studio.recipe import Recipe, apply_recipe
-        from studio.reference import ModelReference
-
         path = Path(probe.path)
         meta = probe.safetensors_metadata or {}
         version = int(meta.get("version", "0") or 0)
@@ -77,3 +77,9 @@ class ExportedFamily:
 
 
 FAMILY = ExportedFamily()
+
+
+def open_model(spec: str | Path | None = None, device: str | torch.device = "auto",
+               precision: str = "auto") -> Generator:
+    """A generator from a built-in name or a path, as :func:`models.registry.open_model`, studio exports included."""
+    return registry.open_model(spec, device=device, precision=precision, extra_families=(FAMILY,))

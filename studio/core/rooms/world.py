@@ -23,6 +23,7 @@ scenes/s for ``render``, 720/s for ``truth``, 115/s for ``detect_fields``.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Sequence
@@ -664,10 +665,9 @@ __all__ = [
 def benchmark(n: int = 300, size: int = 128) -> dict[str, float]:
     """Scenes per second of CPU time on this process's core, for render, truth and detect_fields.
 
-    ``python -c "from studio.rooms import benchmark; print(benchmark())"``; CPU time, not wall time, so busy
+    ``python -c "from studio.core.rooms import benchmark; print(benchmark())"``; CPU time, not wall time, so busy
     neighbours barely move the figure.
     """
-    import time
 
     scenes = [sample_scene(np.random.default_rng(i)) for i in range(n)]
     images = [render(s, size) for s in scenes]  # warms the per-size caches
