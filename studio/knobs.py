@@ -123,7 +123,7 @@ class Knob:
                 examples[side].append(ex.sample.to_json())
         doc = {"format": FORMAT, "version": VERSION, "name": self.name, "model": self.model, "layers": self.layers,
                "examples": examples}
-        return {k: v.detach().cpu() for k, v in tensors.items()}, doc
+        return {k: v.detach().cpu().clone() for k, v in tensors.items()}, doc  # clone: safetensors refuses shared memory
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor], doc: Mapping[str, Any]) -> "Knob":

@@ -289,3 +289,35 @@ def test_export_keeps_knob_edits_as_recipe_hooks_and_the_reopened_model_matches(
         finally:
             applied.close()
     assert float((edited - plain).abs().max()) > 0.05  # the knob edit really travelled
+
+
+@pytest.fixture(scope="module")
+def face_models(tmp_path_factory):
+    from studio.exported import open_model
+    from tests.faces_files import tiny_dcgan, tiny_mobilestylegan, write_mobilestylegan_ir, write_weights_tar
+
+    folder = tmp_path_factory.mktemp("faces")
+    dcgan = write_weights_tar(folder / "weights.tar", tiny_dcgan())
+    msg = write_mobilestylegan_ir(folder / "msg", tiny_mobilestylegan())
+    return [open_model(str(dcgan), device="cpu"), open_model(str(msg / "SynthesisNetwork.xml"), device="cpu")]
+
+
+def test_face_families_learn_and_apply_knobs_through_the_same_code(face_models, tmp_path):
+    for gen in face_models:
+        h, w = gen.resolution
+        mask = torch.zeros(h, w)
+        mask[h // 4: 3 * h // 4, w // 4: w // 2] = 1.0
+        knob = learn_knob(gen, "k", present=[Example(gen.sample(s), mask) for s in (1, 2, 3)],
+                          wanted=[Example(gen.sample(s), mask) for s in (4, 5, 6)], units=6, min_contrast=0.0)
+        again = load_knob(save_knob(knob, tmp_path / f"{gen.family}.safetensors"))
+        again.check(gen)
+        sample = gen.sample(9)
+        with torch.inference_mode(), gen.editor() as editor:
+            plain = gen.render([sample])
+            editor.set_knobs([KnobEdit(again, mask, 0.0)])
+            same = gen.render([sample])
+            editor.set_knobs([KnobEdit(again, mask, 1.0)])
+            edited = gen.render([sample])
+        assert torch.equal(same, plain) and not torch.equal(edited, plain)
+    with pytest.raises(KnobError, match="learned on a"):
+        load_knob(tmp_path / f"{face_models[0].family}.safetensors").check(face_models[1])
