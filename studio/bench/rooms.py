@@ -339,8 +339,9 @@ def lamp_region(scene, index: int, size: int) -> np.ndarray:
     return t.masks[f"glow{index}"] | t.masks[f"lamp{index}"]
 
 
-def knob_examples(generator, count: int = KNOB_EXAMPLES, first: int = KNOB_FIRST):
-    """``count`` lit and ``count`` unlit lamps (rough masks) on tuning seeds: the knob's present and wanted examples."""
+def knob_examples(generator, count: int = KNOB_EXAMPLES, first: int = KNOB_FIRST, masks: str = "rough"):
+    """``count`` lit and ``count`` unlit lamps on tuning seeds: the knob's present and wanted examples, with rough
+    masks (a quick box) or the truth regions (``masks="truth"``: carefully painted, or a proposed region accepted)."""
     size = int(generator.resolution[0])
 
     def pick(start: int, lit: bool) -> list:
@@ -350,7 +351,8 @@ def knob_examples(generator, count: int = KNOB_EXAMPLES, first: int = KNOB_FIRST
             scene = world.scene_from(world.sample_latent(seed), caption)
             lamps = [i for i, lamp in enumerate(scene.lamps) if lamp.lit == lit]
             if lamps:
-                mask = rough_mask(lamp_region(scene, lamps[0], size)).astype(np.float32)
+                region = lamp_region(scene, lamps[0], size)
+                mask = (region if masks == "truth" else rough_mask(region)).astype(np.float32)
                 out.append(Example(generator.sample(seed, caption), torch.from_numpy(mask)))
             seed += 1
         return out
@@ -359,9 +361,10 @@ def knob_examples(generator, count: int = KNOB_EXAMPLES, first: int = KNOB_FIRST
 
 
 def bench_knob(generator, *, layers: Sequence[str] = KNOB_LAYERS, units: int = KNOB_UNITS,
-               pattern: int = KNOB_PATTERN, first: int = KNOB_FIRST, name: str = "lamp-off"):
+               pattern: int = KNOB_PATTERN, first: int = KNOB_FIRST, name: str = "lamp-off",
+               example_masks: str = "rough"):
     """The lamp-off knob learned from 8 tuning examples (4 lit, 4 unlit) through the app's :func:`learn_knob`."""
-    present, wanted = knob_examples(generator, first=first)
+    present, wanted = knob_examples(generator, first=first, masks=example_masks)
     return learn_knob(generator, name, present=present, wanted=wanted, layers=list(layers), units=units,
                       pattern=pattern)
 
@@ -499,6 +502,8 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--knob-units", type=int, default=KNOB_UNITS, help=f"units the knob keeps (default: {KNOB_UNITS})")
     p.add_argument("--knob-pattern", type=int, default=KNOB_PATTERN,
                    help=f"knob target grid, 1 = constant (default: {KNOB_PATTERN})")
+    p.add_argument("--example-masks", default="rough", choices=("rough", "truth"),
+                   help="masks on the knob's 8 examples: quick boxes or the truth regions (default: rough)")
     p.add_argument("--tuning-scenes", action="store_true",
                    help="report on the tuning scenes (choosing knob settings) instead of the held-out ones")
     p.add_argument("--tune", action="store_true",
@@ -530,12 +535,14 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
 
     knob_layers = [n.strip() for n in args.knob_layers.split(",") if n.strip()]
-    knob = bench_knob(generator, layers=knob_layers, units=args.knob_units, pattern=args.knob_pattern)
+    knob = bench_knob(generator, layers=knob_layers, units=args.knob_units, pattern=args.knob_pattern,
+                      example_masks=args.example_masks)
     first = TUNING_FIRST + 2 * UNLIT_OFFSET if args.tuning_scenes else HELD_OUT_FIRST
     scenes = truth_scenes(generator, args.seeds, first)
     result = user_benchmark(generator, scenes, knob, top=args.top, method=args.method, layer=args.layer,
                             keep_images=bool(args.picture), progress=report)
     result["first_seed"] = first
+    result["methods"]["knob"]["example_masks"] = args.example_masks
     if args.picture:
         result["picture"] = str(save_strip(result.pop("images")[:4], args.picture))
     result["threads"] = torch.get_num_threads()
