@@ -131,13 +131,15 @@ class StyleGANModel(Generator):
         """The per-layer noise source: the stored constants, seeded random fields, or none."""
         modes = [s.option("noise", "const") for s in samples]
         synthesis = self.net.synthesis
-        if all(m == "const" for m in modes):
-            return lambda name, batch, res: synthesis.layer(name).noise_const
-        if all(m == "none" for m in modes):
-            return lambda name, batch, res: None
         order = {name: i for i, (name, _) in enumerate(self.net.noise_layers())}
+        if all(m == "none" for m in modes) or not order:  # trained with use_noise=False: no layer takes noise
+            return lambda name, batch, res: None
+        if all(m == "const" for m in modes):
+            return lambda name, batch, res: synthesis.layer(name).noise_const if name in order else None
 
-        def noise(name: str, batch: int, res: int) -> torch.Tensor:
+        def noise(name: str, batch: int, res: int) -> torch.Tensor | None:
+            if name not in order:
+                return None
             cache: dict[int, torch.Tensor] = {}
             rows = []
             for s, mode in zip(samples, modes):

@@ -51,11 +51,11 @@ _NVIDIA_NAMES = {StyleGAN2: "Generator", StyleGAN3: "Generator", MappingNetwork:
 
 
 @torch.no_grad()
-def tiny_net(kind: str, seed: int = 0) -> nn.Module:
-    """Our network for ``CONFIGS[kind]`` with seeded weights, non-zero noise strengths, biases and w_avg."""
+def tiny_net(kind: str | StyleGANConfig, seed: int = 0) -> nn.Module:
+    """Our network for ``CONFIGS[kind]`` (or a config) with seeded weights, non-zero noise strengths, biases, w_avg."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = build(CONFIGS[kind])
+        net = build(CONFIGS[kind] if isinstance(kind, str) else kind)
         for name, p in net.named_parameters():
             if name.endswith("noise_strength"):
                 p.fill_(0.3)
