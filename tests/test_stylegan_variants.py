@@ -35,3 +35,46 @@ def test_a_checkpoint_trained_without_noise_renders_in_every_noise_mode(tmp_path
     torch.testing.assert_close(images[2], images[0], atol=1e-6, rtol=0)
     torch.testing.assert_close(mixed[0], images[0], atol=1e-6, rtol=0)
 
+
+
+# stylegan2-ada-pytorch torch_utils/ops/bias_act.py, activation_funcs: each function and its def_gain.
+NVIDIA_ACTIVATIONS = {
+    "linear": (lambda x: x, 1.0), "relu": (torch.relu, 2 ** 0.5),
+    "lrelu": (lambda x: torch.nn.functional.leaky_relu(x, 0.2), 2 ** 0.5), "tanh": (torch.tanh, 1.0),
+    "sigmoid": (torch.sigmoid, 1.0), "elu": (torch.nn.functional.elu, 1.0), "selu": (torch.nn.functional.selu, 1.0),
+    "softplus": (torch.nn.functional.softplus, 1.0), "swish": (lambda x: torch.sigmoid(x) * x, 2 ** 0.5),
+}
+
+
+@pytest.fixture(scope="module")
+def linear_gen(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("act")
+    path = write_nvidia_pickle(folder / "linear.pkl", tiny_net(_sg2(activation="linear")), marker=folder / "ran",
+                               layout="ada")
+    return open_model(str(path), device="cpu")
+
+
+@pytest.mark.parametrize("activation", list(NVIDIA_ACTIVATIONS))
+def test_every_synthesis_activation_nvidia_offers_renders_exactly(tmp_path, linear_gen, activation):
+    # stylegan2-ada-pytorch training/networks.py SynthesisLayer: bias_act(x, bias, act, gain=def_gain * gain, clamp);
+    # the activation is a synthesis_kwargs option and changes no tensor, so the same seed gives the same weights.
+    path = write_nvidia_pickle(tmp_path / f"{activation}.pkl", tiny_net(_sg2(activation=activation)),
+                               marker=tmp_path / "ran", layout="ada")
+    gen = open_model(str(path), device="cpu")
+    func, gain = NVIDIA_ACTIVATIONS[activation]
+    with torch.inference_mode():
+        sample = gen.sample(3)
+        image = gen.render([sample])
+        pre = linear_gen.trace([sample], ["synthesis.b4.conv1"])["synthesis.b4.conv1"]  # bias added, no activation
+        out = gen.trace([sample], ["synthesis.b4.conv1"])["synthesis.b4.conv1"]
+    assert torch.isfinite(image).all()
+    torch.testing.assert_close(out, func(pre) * gain, atol=1e-6, rtol=1e-6)
+
+
+def test_an_activation_nvidia_does_not_offer_is_refused_at_open_time(tmp_path):
+    net = tiny_net(_sg2())
+    net.config.synthesis["activation"] = "gelu"  # a modified training script's option, as its pickle records it
+    path = write_nvidia_pickle(tmp_path / "gelu.pkl", net, marker=tmp_path / "ran", layout="ada")
+    with pytest.raises(ModelOpenError, match=r"^gelu\.pkl uses the synthesis activation 'gelu', which is not one of "
+                                             r"NVIDIA's \(linear, .*swish\), so it cannot be rendered faithfully\.$"):
+        open_model(str(path), device="cpu")
