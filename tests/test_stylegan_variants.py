@@ -10,6 +10,7 @@ import torch
 
 from models.registry import open_model
 from models.stylegan2_nets import StyleGANConfig
+from models.stylegan_ops import setup_filter
 from studio.core.errors import ModelOpenError
 from tests.stylegan_files import tiny_net, write_nvidia_pickle
 
@@ -78,3 +79,29 @@ def test_an_activation_nvidia_does_not_offer_is_refused_at_open_time(tmp_path):
     with pytest.raises(ModelOpenError, match=r"^gelu\.pkl uses the synthesis activation 'gelu', which is not one of "
                                              r"NVIDIA's \(linear, .*swish\), so it cannot be rendered faithfully\.$"):
         open_model(str(path), device="cpu")
+
+
+@pytest.mark.parametrize("architecture", ["skip", "resnet"])
+def test_a_non_default_resample_filter_opens_and_is_used_where_nvidia_uses_it(tmp_path, architecture):
+    # stylegan2-ada-pytorch training/networks.py SynthesisBlock: resample_filter goes to the block's own buffer
+    # (image upsampling), conv0 and the resnet skip; conv1 is built without it, so it stores SynthesisLayer's
+    # default setup_filter([1,3,3,1]).
+    net = tiny_net(_sg2(architecture=architecture, resample_filter=[1, 2, 1]))
+    for r in net.synthesis.resolutions:
+        block = getattr(net.synthesis, f"b{r}")
+        block.conv1.resample_filter = setup_filter([1, 3, 3, 1])  # what NVIDIA's pickle holds for conv1
+        assert block.resample_filter.shape == (3, 3)
+        if r > 4:
+            assert block.conv0.resample_filter.shape == (3, 3)
+    path = write_nvidia_pickle(tmp_path / "f121.pkl", net, marker=tmp_path / "ran", layout="ada")
+    default = tiny_net(_sg2(architecture=architecture))  # the same weights with the default filter
+    default_path = write_nvidia_pickle(tmp_path / "f1331.pkl", default, marker=tmp_path / "ran", layout="ada")
+    gen, gen_default = open_model(str(path), device="cpu"), open_model(str(default_path), device="cpu")
+    with torch.inference_mode():
+        sample = gen.sample(3)
+        image = gen.render([sample])
+        acts = gen.trace([sample], ["synthesis.b8.conv1"])
+        resumed = gen.forward_from("synthesis.b8.conv1", acts["synthesis.b8.conv1"], [sample])
+        other = gen_default.render([sample])
+    torch.testing.assert_close(resumed, image, atol=1e-6, rtol=0)
+    assert (image - other).abs().max() > 1e-3  # the [1, 2, 1] filter is really applied
