@@ -153,6 +153,9 @@ def _ros_index(res: int) -> int:
 def from_rosinality(checkpoint: Mapping[str, Any], label: str) -> nn.Module:
     """Our StyleGAN2 from a rosinality checkpoint (``{"g_ema": state_dict, "latent_avg"?: w, "args"?: ...}``)."""
     sd = checkpoint.get("g_ema")
+    if getattr(checkpoint.get("args"), "arch", None) == "swagan" or (isinstance(sd, Mapping) and "iwt.ll" in sd):
+        raise ModelOpenError(f"{label} is a rosinality SWAGAN checkpoint (a wavelet generator), which Neuron Studio "
+                             "cannot open: of rosinality's generators only StyleGAN2 is supported.")
     if not isinstance(sd, Mapping) or "input.input" not in sd or "style.1.weight" not in sd:
         raise ModelOpenError(f"{label}: its 'g_ema' is not a rosinality StyleGAN2 state dict (no input.input / "
                              "style.1.weight tensors).")

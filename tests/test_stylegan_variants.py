@@ -12,7 +12,7 @@ from models.registry import open_model
 from models.stylegan2_nets import StyleGANConfig
 from models.stylegan_ops import setup_filter
 from studio.core.errors import ModelOpenError
-from tests.stylegan_files import tiny_net, write_nvidia_pickle
+from tests.stylegan_files import tiny_net, write_nvidia_pickle, write_swagan_checkpoint
 
 _BASE = dict(mapping={"num_layers": 2}, channel_base=128, channel_max=16, num_fp16_res=0)
 
@@ -105,3 +105,16 @@ def test_a_non_default_resample_filter_opens_and_is_used_where_nvidia_uses_it(tm
         other = gen_default.render([sample])
     torch.testing.assert_close(resumed, image, atol=1e-6, rtol=0)
     assert (image - other).abs().max() > 1e-3  # the [1, 2, 1] filter is really applied
+
+
+def test_a_rosinality_swagan_checkpoint_is_refused_by_name(tmp_path):
+    # rosinality/stylegan2-pytorch swagan.py (Generator, ToRGB with 3 * 4 wavelet channels and Haar iwt/dwt
+    # buffers) saved by train.py --arch swagan ({"g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p"}).
+    path = write_swagan_checkpoint(tmp_path / "swagan-010000.pt", tiny_net(_sg2()))
+    with pytest.raises(ModelOpenError, match=r"^swagan-010000\.pt is a rosinality SWAGAN checkpoint \(a wavelet "
+                                             r"generator\), which Neuron Studio cannot open: [^.]*StyleGAN2[^.]*\.$"):
+        open_model(str(path), device="cpu")
+    bare = tmp_path / "swagan-g_ema.pt"  # only the generator, as convert scripts keep it: known by its Haar buffers
+    torch.save({"g_ema": torch.load(path, weights_only=False)["g_ema"]}, bare)
+    with pytest.raises(ModelOpenError, match=r"^swagan-g_ema\.pt is a rosinality SWAGAN checkpoint"):
+        open_model(str(bare), device="cpu")
