@@ -33,7 +33,7 @@ from studio.core.device import pick_dtype
 from studio.core.errors import ModelOpenError, StudioError
 
 from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample, seed_z
-from .safe_pickle import load_network_pickle
+from .safe_pickle import clipped, load_network_pickle, refused_by_torch
 from .stylegan_formats import from_record, from_rosinality
 
 DEFAULT_PSI = 0.7
@@ -356,9 +356,8 @@ def _load_torch(path: Path) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
-        raise ModelOpenError(f"{path.name} holds more than tensors ({detail[:160]}); it was not loaded, because "
+        detail = refused_by_torch(error) or clipped(str(error))
+        raise ModelOpenError(f"{path.name} holds more than tensors ({detail}); it was not loaded, because "
                              "loading it could run code.") from error
     if not isinstance(data, dict) or "g_ema" not in data:
         raise ModelOpenError(f"{path.name} has no 'g_ema' generator; expected a rosinality stylegan2-pytorch "

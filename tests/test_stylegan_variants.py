@@ -5,11 +5,16 @@ follows is named in the test.
 """
 from __future__ import annotations
 
+import os
+import pickle
+import re
+
 import pytest
 import torch
 
 from models.registry import open_model
 from models.stylegan2_nets import StyleGANConfig
+from models.safe_pickle import clipped
 from models.stylegan_ops import setup_filter
 from studio.core.errors import ModelOpenError
 from tests.stylegan_files import tiny_net, write_nvidia_pickle, write_swagan_checkpoint
@@ -118,3 +123,59 @@ def test_a_rosinality_swagan_checkpoint_is_refused_by_name(tmp_path):
     torch.save({"g_ema": torch.load(path, weights_only=False)["g_ema"]}, bare)
     with pytest.raises(ModelOpenError, match=r"^swagan-g_ema\.pt is a rosinality SWAGAN checkpoint"):
         open_model(str(bare), device="cpu")
+
+
+class _EvilStorage:
+    """Pickles as a tensor storage does (torch.storage._load_from_bytes of a nested torch.save blob), but the
+    blob is a pickle that calls os.system."""
+
+    def __init__(self, marker, protocol: int) -> None:
+        self.blob = pickle.dumps(_Call(os.system, f"touch {marker}"), protocol=protocol)
+
+    def __reduce__(self):
+        return torch.storage._load_from_bytes, (self.blob,)
+
+
+class _Call:
+    def __init__(self, func, arg) -> None:
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_malicious_tensor_storage_is_refused_as_more_than_tensors(tmp_path, protocol):
+    # torch/storage.py: a storage pickles as _load_from_bytes(torch.save(storage) bytes, legacy protocol 2); the
+    # snapshot around it is stylegan2-ada-pytorch's training_loop.py dict. protocol 4 makes torch's weights-only
+    # loader stop at an opcode instead of a global.
+    marker = tmp_path / "owned"
+    path = write_nvidia_pickle(tmp_path / "snapshot.pkl", tiny_net(_sg2()), marker=tmp_path / "ran", layout="ada",
+                               extra={"augment_pipe": _EvilStorage(marker, protocol)})
+    with pytest.raises(ModelOpenError) as caught:
+        open_model(str(path), device="cpu")
+    message = str(caught.value)
+    what = (r"asks for posix\.system" if protocol == 2 else
+            r"uses pickle instructions torch's weights-only loader refuses")
+    expected = (r"snapshot\.pkl holds more than tensors: a tensor storage in it " + what +
+                r" \(code, not data\); it was refused and nothing in it ran, but the file may be malicious\.")
+    assert re.fullmatch(expected, message), message
+    assert "PyTorch" not in message and not marker.exists()
+
+
+
+def test_a_pt_file_with_code_names_what_it_asks_for_in_whole_words(tmp_path):
+    # rosinality/stylegan2-pytorch train.py saves {"g_ema": ..., "args": ...} with torch.save; here one entry is code.
+    marker = tmp_path / "owned"
+    torch.save({"g_ema": {}, "hook": _Call(os.system, f"touch {marker}")}, tmp_path / "evil.pt")
+    with pytest.raises(ModelOpenError, match=r"^evil\.pt holds more than tensors \(asks for posix\.system\); it "
+                                             r"was not loaded, because loading it could run code\.$"):
+        open_model(str(tmp_path / "evil.pt"), device="cpu")
+    assert not marker.exists()
+
+
+def test_a_long_loader_message_is_cut_between_words():
+    text = "Weights only load failed. In PyTorch 2.6, we changed the default value of the `weights_only` argument " \
+           "in `torch.load` from `False` to `True`. Re-running `torch.load` with it set will likely succeed"
+    cut = clipped(text, 100)
+    assert len(cut) <= 104 and cut.endswith(" ...") and text.startswith(cut[:-4]) and text[len(cut) - 4] == " "
