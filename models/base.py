@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from studio.core.errors import LayerNotFound, UnsupportedOperation
+from studio.core.errors import LayerNotFound, StudioError, UnsupportedOperation
 from studio.core.hooks import Editor, StepClock, Trace
 
 
@@ -69,6 +69,47 @@ class Sample:
     @classmethod
     def from_json(cls, data: dict) -> "Sample":
         return cls(int(data["seed"]), data.get("prompt"), dict(data.get("options") or {}))
+
+
+@dataclass(frozen=True)
+class SampleOption:
+    """One sample option a family takes, described so a command line or a panel can offer it::
+
+        SampleOption("psi", "float", 0.7, "Truncation", minimum=0.0, maximum=1.0)
+        SampleOption("class", "int", 0, "Class", minimum=0, maximum=9)
+        SampleOption("noise", "choice", "const", "Noise", choices=("const", "random", "none"), flag="noise-mode")
+
+    ``name`` is the key in :attr:`Sample.options`; ``flag`` the command-line spelling (``--flag``).
+    """
+
+    name: str
+    kind: str  # "int" | "float" | "choice"
+    default: Any
+    label: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    help: str = ""
+    flag: str = ""
+
+    @property
+    def option_flag(self) -> str:
+        return f"--{self.flag or self.name}"
+
+    def check(self, value: Any) -> Any:
+        """``value`` as this option's type, or a :class:`StudioError` sentence saying what it accepts."""
+        try:
+            value = int(value) if self.kind == "int" else float(value) if self.kind == "float" else str(value)
+        except (TypeError, ValueError) as error:
+            raise StudioError(f"{self.option_flag} takes a number, not {value!r}.") from error
+        if self.kind == "choice" and value not in self.choices:
+            raise StudioError(f"{self.option_flag} {value} is unknown: use {', '.join(self.choices)}.")
+        low = self.minimum if self.minimum is not None else value
+        high = self.maximum if self.maximum is not None else value
+        if self.kind != "choice" and not low <= value <= high:
+            raise StudioError(f"{self.option_flag} {value} is out of range: this model takes "
+                              f"{self.minimum:g} to {self.maximum:g}.")
+        return value
 
 
 @dataclass(frozen=True)
@@ -143,6 +184,13 @@ class Generator(ABC):
         layer's traced output (edits on later layers still apply through hooks).
         """
         raise UnsupportedOperation(f"{self.family} models cannot re-render from a cached layer.")
+
+    def sample_options(self) -> list[SampleOption]:
+        """The sample options this model takes (truncation, class, noise, ...), for command lines and panels.
+
+        Empty (the default) for families whose samples are only a seed and a prompt.
+        """
+        return []
 
     def preview_options(self) -> dict[str, Any]:
         """Sample options for a quick, lower-quality frame while a slider is being dragged.

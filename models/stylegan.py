@@ -32,7 +32,7 @@ from torch import nn
 from studio.core.device import pick_dtype
 from studio.core.errors import ModelOpenError, StudioError
 
-from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample, seed_z
+from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample, SampleOption, seed_z
 from .safe_pickle import clipped, load_network_pickle, refused_by_torch
 from .stylegan_formats import from_record, from_rosinality
 
@@ -76,6 +76,19 @@ class StyleGANModel(Generator):
                         for name, channels, size in self.net.synthesis_layers()]
 
     # -- latents ------------------------------------------------------------------------------------------------
+    def sample_options(self) -> list[SampleOption]:
+        """Truncation psi, the noise mode and, for conditional models, the class (NVIDIA's --trunc, --noise-mode,
+        --class)."""
+        options = [SampleOption("psi", "float", DEFAULT_PSI, "Truncation psi", minimum=-1.0, maximum=2.0,
+                                help="truncation towards the mean w: 1 is none, 0 the mean image (default 0.7)"),
+                   SampleOption("noise", "choice", "const", "Noise", choices=NOISE_MODES, flag="noise-mode",
+                                help="const: the stored noise; random: seeded per sample; none: no noise")]
+        c_dim = self.net.config.c_dim
+        if c_dim:
+            options.insert(0, SampleOption("class", "int", 0, "Class", minimum=0, maximum=c_dim - 1,
+                                           help=f"the class to draw, 0..{c_dim - 1} (conditional models)"))
+        return options
+
     def sample(self, seed: int, prompt: str | None = None, *, psi: float = DEFAULT_PSI, noise: str = "const",
                w_plus: bool = False, **options: Any) -> Sample:
         """A sample; ``w_plus=True`` stores the seed's per-layer latents in ``options['ws']``."""

@@ -19,6 +19,7 @@ from studio.export import FORMATS, export
 from studio.exported import open_model
 from studio.recipe import apply_recipe, check_recipe, load_recipe
 
+from .common import add_sample_option_args, sample_options_from_args
 from .export import print_report
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="export format (default: recipe for .json, studio otherwise)")
     p.add_argument("--seed", "-s", type=int, default=None, help="image only: seed (default: the recipe's sample)")
     p.add_argument("--prompt", "-p", default=None, help="image only: prompt (default: the recipe's sample)")
+    add_sample_option_args(p)  # image only: override the recipe sample's options
     p.add_argument("--device", default="auto", choices=CHOICES,
                    help="auto picks CUDA, then MPS, then CPU (default: auto)")
     p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "fp16"), help="(default: fp32)")
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() in IMAGE_SUFFIXES:
         base = recipe.samples[0] if recipe.samples else generator.sample(0)
         sample = generator.sample(args.seed if args.seed is not None else base.seed,
-                                  args.prompt if args.prompt is not None else base.prompt, **base.options)
+                                  args.prompt if args.prompt is not None else base.prompt,
+                                  **{**base.options, **sample_options_from_args(generator, args)})
         applied = apply_recipe(generator, recipe)
         try:
             with torch.inference_mode():
@@ -72,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({len(recipe.unit_edits)} unit edits, "
               f"{'with' if recipe.concept else 'no'} concept edits)", file=sys.stderr)
         return 0
-    if args.seed is not None or args.prompt is not None:
-        raise StudioError("--seed and --prompt choose the rendered image; an export is checked on the recipe's "
+    if args.seed is not None or args.prompt is not None or sample_options_from_args(generator, args):
+        raise StudioError("--seed, --prompt and the sample options choose the rendered image; an export is checked on the recipe's "
                           "samples. Drop them, or write an image (-o out.png).")
     fmt = args.format or ("recipe" if out.suffix.lower() == ".json" else "studio")
     concepts = recipe.as_session().restore_concepts(generator)
