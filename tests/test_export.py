@@ -76,7 +76,8 @@ def test_studio_export_bakes_exact_edits_keeps_the_rest_and_reopens_the_same(reg
     assert not torch.allclose(got, gen.render(samples))  # the edits really are in there
     weights = load_file(str(tmp_path / "edited.safetensors"))
     assert torch.count_nonzero(weights["blocks.0.conv.weight"][1]) == 0  # "off" baked into the weights
-    assert sorted(reopened.export_recipe.editor.edited_layers) == ["blocks.0", "blocks.1", "blocks.2"]
+    assert reopened.edited_layers(kept=True) == ["blocks.0", "blocks.1", "blocks.2"]
+    assert reopened.edited_layers() == []  # its own recipe is part of the model, not another editor's edits
     assert reopened.export_base.source == "toy" and reopened.source.endswith("edited.safetensors")
 
 
@@ -349,7 +350,7 @@ def test_stylegan_exports_a_rosinality_checkpoint_with_a_recipe_beside_it(tmp_pa
                                              layout="stylegan3")), device="cpu")
     with pytest.raises(ExportError, match="no StyleGAN3 architecture; export it as studio"):
         export(sg3, [], None, "stylegan-pt", tmp_path / "x.pt")
-    with pytest.raises(ExportError, match="for stylegan models"):
+    with pytest.raises(ExportError, match="Unknown export format 'stylegan-pt' for toy .*studio, recipe"):
         export(ToyGenerator(), [], None, "stylegan-pt", tmp_path / "y.pt")
 
 
@@ -389,7 +390,7 @@ def test_diffusion_exports_a_folder_a_single_file_and_a_lora_that_reopen_the_sam
     single = export(gen, edits, editor, "sd-single-file", tmp_path / "edited.safetensors", samples=samples)
     assert single.verified, single.text()
     assert any(k.startswith("model.diffusion_model.") for k in load_file(str(tmp_path / "edited.safetensors")))
-    assert "render it at 32x32 with ddim" in single.text()
+    assert "render it with size 32x32, scheduler ddim (what the check rendered its 1 sample with)" in single.text()
 
     lora = export(gen, edits, editor, "lora", tmp_path / "cat-dog.safetensors", samples=samples)
     assert lora.verified, lora.text()
@@ -408,3 +409,19 @@ def test_diffusion_exports_a_folder_a_single_file_and_a_lora_that_reopen_the_sam
     for key in downs:
         path = key.removeprefix("unet.").replace(".processor.", ".").removesuffix("_lora.down.weight")
         assert torch.allclose(modules[path].weight, edited[path].weight, atol=1e-6, rtol=0)
+
+
+def test_the_single_file_note_says_what_the_check_rendered_and_claims_no_check_that_did_not_run(sd_folder,
+                                                                                                tmp_path):
+    from studio.exported import open_model
+
+    gen = open_model(str(sd_folder), device="cpu")
+    small = [gen.sample(1, "a red cat", steps=2, size=16, scheduler="euler")]  # not the model's own 32x32
+    checked = export(gen, [], None, "sd-single-file", tmp_path / "a.safetensors", samples=small)
+    note = next(n for n in checked.notes if n.startswith("the file records"))
+    assert checked.verified and "size 16x16, scheduler euler (what the check rendered its 1 sample with)" in note
+    assert "32x32" not in note
+    unchecked = export(gen, [], None, "sd-single-file", tmp_path / "b.safetensors", verify=False)
+    note = next(n for n in unchecked.notes if n.startswith("the file records"))
+    assert "size 32x32, scheduler ddim (the edited model's settings; no check ran)" in note
+    assert "as the check" not in unchecked.text() and unchecked.verdict() == "not checked"

@@ -15,7 +15,7 @@ from studio.core.device import CHOICES, describe
 from studio.core.errors import StudioError
 from studio.core.images import check_finite, save_image
 from studio.core.progress import TextProgressBar
-from studio.export import FORMATS, export
+from studio.export import export
 from studio.exported import open_model
 from studio.recipe import apply_recipe, check_recipe, load_recipe
 
@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", "-m", default=None, help="the model to edit (default: the one the recipe names)")
     p.add_argument("--recipe", "-r", required=True, help="the recipe .json (from 'export --format recipe')")
     p.add_argument("--output", "-o", required=True, help="an image (.png, .jpg, .webp) or an export path")
-    p.add_argument("--format", "-f", default=None, choices=list(FORMATS),
-                   help="export format (default: recipe for .json, studio otherwise)")
+    p.add_argument("--format", "-f", default=None,
+                   help="export format, one the model writes (default: recipe for .json, studio otherwise)")
     p.add_argument("--seed", "-s", type=int, default=None, help="image only: seed (default: the recipe's sample)")
     p.add_argument("--prompt", "-p", default=None, help="image only: prompt (default: the recipe's sample)")
     p.add_argument("--device", default="auto", choices=CHOICES,

@@ -13,12 +13,14 @@ from studio.session import load_session
 
 def register(sub: argparse._SubParsersAction) -> None:
 
-    formats = "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values())
+    formats = "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()) + \
+        "; and the formats the model writes itself (see docs/export.md)"
     p = sub.add_parser("export", help="export a session's edited model (and check it renders the same)",
                        description="Export the model of a session with its edits, reopen what was written and "
                                    f"compare renders (max abs difference < 1e-4 in fp32). Formats: {formats}.")
     p.add_argument("--session", "-S", required=True, help="the .nstudio session to export")
-    p.add_argument("--format", "-f", default="studio", choices=list(FORMATS), help="what to write (default: studio)")
+    p.add_argument("--format", "-f", default="studio",
+                   help="what to write (default: studio); a format the model does not write is refused")
     p.add_argument("--output", "-o", required=True, help="output path (a file, or a folder for folder formats)")
     p.add_argument("--device", default="auto", choices=CHOICES,
                    help="auto picks CUDA, then MPS, then CPU (default: auto)")
