@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file, save_file
+
 from studio.core.folders import atomic_folder
 
 from .base import NativeFormat, NativeWrite
@@ -26,7 +28,45 @@ def write_diffusers(pipe: Any, path: Path) -> NativeWrite:
     """``save_pretrained`` into a folder swapped in whole (only a folder holding ``model_index.json`` is replaced)."""
     with atomic_folder(path, marker="model_index.json") as tmp:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
+        for part in ("text_encoder", "text_encoder_2"):
+            if (tmp / part / "config.json").is_file():
+                clip_keys_for_every_loader(tmp / part)
     return NativeWrite([path])
+
+
+#: CLIP text encoders whose weights transformers 4.x, ComfyUI and diffusers' converters read as ``text_model.*``.
+_CLIP_TEXT = {"CLIPTextModel", "CLIPTextModelWithProjection"}
+
+
+def _prefixed(key: str) -> str:
+    # transformers 4.x (CLIPTextModel.text_model = CLIPTextTransformer) and ComfyUI's comfy/clip_model.py keep
+    # the transformer under ``text_model``; only the projection of CLIPTextModelWithProjection sits beside it
+    if key.startswith(("text_model.", "text_projection.")):
+        return key
+    return "text_model." + key
+
+
+def clip_keys_for_every_loader(folder: Path) -> None:
+    """Rewrite a saved CLIP text encoder's safetensors (single or sharded) in the ``text_model.`` key layout.
+
+    transformers 5 saves ``embeddings.*``, ``encoder.*``, ``final_layer_norm.*`` without the prefix; transformers
+    4.x then re-initialises every weight at random and ComfyUI's diffusers loader leaves them unset, while
+    transformers 5 reads the prefixed layout too (every hub checkpoint has it).
+    """
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if not _CLIP_TEXT.intersection(config.get("architectures") or []):
+        return
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        data = json.loads(index.read_text(encoding="utf-8"))
+        shards = sorted(set(data["weight_map"].values()))
+        data["weight_map"] = {_prefixed(k): v for k, v in data["weight_map"].items()}
+        index.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    else:
+        shards = ["model.safetensors"] if (folder / "model.safetensors").is_file() else []
+    for shard in shards:
+        tensors = load_file(str(folder / shard))
+        save_file({_prefixed(k): v for k, v in tensors.items()}, str(folder / shard), metadata={"format": "pt"})
 
 
 def write_single_file(pipe: Any, path: Path) -> NativeWrite:

@@ -425,3 +425,41 @@ def test_the_single_file_note_says_what_the_check_rendered_and_claims_no_check_t
     note = next(n for n in unchecked.notes if n.startswith("the file records"))
     assert "size 32x32, scheduler ddim (the edited model's settings; no check ran)" in note
     assert "as the check" not in unchecked.text() and unchecked.verdict() == "not checked"
+
+
+def _clip_4x_layout(layers: int) -> set[str]:
+    """The key names transformers 4.x's CLIPTextModel has (``text_model = CLIPTextTransformer``, see
+    transformers/models/clip/modeling_clip.py before 5.0) and ComfyUI's comfy/clip_model.py CLIPTextModel loads."""
+    names = {"text_model.embeddings.token_embedding.weight", "text_model.embeddings.position_embedding.weight",
+             "text_model.final_layer_norm.weight", "text_model.final_layer_norm.bias"}
+    for i in range(layers):
+        for part in ("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj",
+                     "layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2"):
+            names |= {f"text_model.encoder.layers.{i}.{part}.weight", f"text_model.encoder.layers.{i}.{part}.bias"}
+    return names
+
+
+def test_the_diffusers_export_writes_its_text_encoders_in_the_layout_older_loaders_read(sd_folder, tmp_path):
+    from models.sd_random import tiny_sdxl
+    from studio.exported import open_model
+
+    gen = open_model(str(sd_folder), device="cpu")
+    report = export(gen, [], None, "diffusers", tmp_path / "sd", samples=[gen.sample(1, "a red cat", steps=2)])
+    assert report.verified, report.text()  # and the studio's own transformers still reads it
+    keys = set(load_file(str(tmp_path / "sd" / "text_encoder" / "model.safetensors")))
+    layers = gen.pipe.text_encoder.config.num_hidden_layers
+    assert keys == _clip_4x_layout(layers)
+
+    xl = open_model(str(_saved(tiny_sdxl(tmp_path / "xl-build"), tmp_path / "xl")), device="cpu")
+    written = xl.write_native("diffusers", tmp_path / "xl-out")
+    assert written.files == [tmp_path / "xl-out"]
+    for part, projection in (("text_encoder", False), ("text_encoder_2", True)):
+        keys = set(load_file(str(tmp_path / "xl-out" / part / "model.safetensors")))
+        config = getattr(xl.pipe, part).config
+        expected = _clip_4x_layout(config.num_hidden_layers) | ({"text_projection.weight"} if projection else set())
+        assert keys == expected, part
+
+
+def _saved(pipe, folder):
+    pipe.save_pretrained(folder)
+    return folder
