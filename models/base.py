@@ -248,6 +248,11 @@ class Generator(ABC):
         """
         raise UnsupportedOperation(f"{self.name} writes no {format} files.")
 
+    def lora_metadata(self) -> dict[str, str]:
+        """The safetensors metadata that the kohya/AUTOMATIC1111 convention gives a LoRA made for this model, naming
+        its architecture (``ss_v2``, ``ss_base_model_version`` for Stable Diffusion). Default: none."""
+        return {}
+
     def pinned_options(self) -> dict[str, Any]:
         """Sample options a render takes from the model's current settings rather than the sample (diffusion:
         ``size`` and ``scheduler``): an export names them so a file that does not record them is compared on its

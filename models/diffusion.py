@@ -285,6 +285,17 @@ class DiffusionModel(Generator):
             return super().write_native(format, path)
         return sd_export.WRITERS[format](self.pipe, Path(path))
 
+    def lora_metadata(self) -> dict[str, str]:
+        """kohya sd-scripts' names and values (train_network.py metadata; model_util.get_model_version_str_for_sd1_sd2,
+        sdxl_model_util.MODEL_VERSION_SDXL_BASE_V1_0), which AUTOMATIC1111's Lora extension reads to tell SD 1, SD 2
+        and SDXL LoRAs apart."""
+        if self.kind == "sdxl":
+            version = "sdxl_base_v1-0"
+        else:
+            v_prediction = self.pipe.scheduler.config.get("prediction_type") == "v_prediction"
+            version = ("sd_v2" if self.kind == "sd2" else "sd_v1") + ("_v" if v_prediction else "")
+        return {"ss_v2": str(self.kind == "sd2"), "ss_base_model_version": version}
+
     def pinned_options(self) -> dict[str, Any]:
         """The image size and the scheduler the model renders with now (a single file records neither)."""
         own = type(self.pipe.scheduler).__name__

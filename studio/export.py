@@ -270,9 +270,12 @@ def _write_lora(job: _Job) -> list[Path]:
         raise ExportError("There is no concept edit to export as a LoRA: apply one first (a LoRA holds concept "
                           "edits only; unit edits go to a recipe).")
     labels = [a.spec.label() for a in job.concept_editor.stack]
-    files = [write_lora(job.concept_editor.lora(), job.path,
-                        metadata={"neuron_studio": json.dumps({"kind": "concept-edit", "edits": labels,
-                                                               "model": job.reference.to_json()})})]
+    base = job.reference.shareable()  # name and hash: a shared LoRA does not carry the user's folders
+    meta = {**job.generator.lora_metadata(), "ss_sd_model_name": base["file"],
+            "neuron_studio": json.dumps({"kind": "concept-edit", "edits": labels, "model": base})}
+    if base["sha256"] and Path(job.reference.source).is_file():
+        meta["ss_new_sd_model_hash"] = base["sha256"]  # kohya's name for the sha256 of the checkpoint file
+    files = [write_lora(job.concept_editor.lora(), job.path, metadata=meta)]
     return files + _recipe_files(job)
 
 

@@ -463,3 +463,37 @@ def test_the_diffusers_export_writes_its_text_encoders_in_the_layout_older_loade
 def _saved(pipe, folder):
     pipe.save_pretrained(folder)
     return folder
+
+
+def _a1111_lora_version(metadata: dict) -> str:
+    """How AUTOMATIC1111's built-in Lora extension (extensions-builtin/Lora/network.py, NetworkOnDisk) tells
+    LoRAs apart: it hides those whose version does not match the loaded checkpoint."""
+    if str(metadata.get("ss_base_model_version", "")).startswith("sdxl_"):
+        return "SDXL"
+    if str(metadata.get("ss_v2", "")) == "True":
+        return "SD2"
+    return "SD1" if metadata else "Unknown"
+
+
+@pytest.mark.parametrize("which, version, a1111", [("tiny_sd", "sd_v1", "SD1"), ("tiny_sd2", "sd_v2", "SD2"),
+                                                    ("tiny_sdxl", "sdxl_base_v1-0", "SDXL")])
+def test_loras_name_their_base_architecture_and_model_but_not_its_folders(which, version, a1111, tmp_path):
+    import models.sd_random
+    from models.registry import read_safetensors_header
+    from studio.concept import ConceptEdit, ConceptEditSpec, editor_for
+
+    folder = tmp_path / "private-folder" / "my-model"
+    getattr(models.sd_random, which)(tmp_path / "build").save_pretrained(folder)
+    gen = open_model(str(folder), device="cpu")
+    editor = editor_for(gen)
+    editor.apply(ConceptEditSpec([ConceptEdit("replace", "cat", "dog")]))
+    out = tmp_path / "cat-dog.safetensors"
+    export(gen, [], editor, "lora", out, verify=False)
+    meta, _ = read_safetensors_header(out)
+    # kohya sd-scripts' train_network.py writes str(bool(args.v2)) and the model version string
+    assert meta["ss_base_model_version"] == version and meta["ss_v2"] == str(which == "tiny_sd2")
+    assert _a1111_lora_version(meta) == a1111
+    assert "private-folder" not in json.dumps(meta) and str(tmp_path) not in json.dumps(meta)
+    model = json.loads(meta["neuron_studio"])["model"]
+    assert model["file"] == "my-model" == meta["ss_sd_model_name"] and model["family"] == "diffusion"
+    assert model["sha256"] and len(model["sha256"]) == 64
