@@ -70,13 +70,38 @@ def clip_keys_for_every_loader(folder: Path) -> None:
 
 
 def write_single_file(pipe: Any, path: Path) -> NativeWrite:
-    """The original-layout file, and its tokenizer beside it (``NAME.tokenizer/``, where the studio looks) so it
-    reopens offline as it was."""
+    """The original-layout file, its tokenizer beside it (``NAME.tokenizer/``, where the studio looks) so it
+    reopens offline as it was, and ``NAME.config/`` (every component's config and the tokenizers, no weights),
+    what diffusers' ``from_single_file(config=...)`` needs offline; the note gives that call."""
     save_single_file(pipe, path)
     tokenizers = path.with_name(path.stem + ".tokenizer")
     with atomic_folder(tokenizers, marker="vocab.json") as tmp:
         write_clip_files(pipe.tokenizer, tmp)
-    return NativeWrite([path, tokenizers])
+    config = path.with_name(path.stem + ".config")
+    with atomic_folder(config, marker="model_index.json") as tmp:
+        write_configs(pipe, tmp)
+    return NativeWrite([path, tokenizers, config], [f"open it in diffusers offline: {diffusers_call(pipe, path)}"])
+
+
+def diffusers_call(pipe: Any, path: Path) -> str:
+    """The exact diffusers call that opens the single file ``path`` offline (with ``NAME.config/`` beside it)."""
+    config = path.with_name(path.stem + ".config")
+    return (f"diffusers.{type(pipe).__name__}.from_single_file({str(path)!r}, config={str(config)!r}, "
+            "local_files_only=True)")
+
+
+def write_configs(pipe: Any, folder: Path) -> None:
+    """A diffusers folder without weights: ``model_index.json``, each model's config, scheduler and tokenizers."""
+    pipe.save_config(str(folder))  # model_index.json
+    for name, component in pipe.components.items():
+        if component is None:
+            continue
+        if name.startswith("tokenizer"):
+            write_clip_files(component, folder / name)
+        elif name.startswith("text_encoder"):
+            component.config.save_pretrained(str(folder / name))  # a transformers config
+        else:
+            component.save_config(str(folder / name))  # diffusers models and schedulers
 
 
 def write_clip_files(tokenizer: Any, folder: Path) -> None:

@@ -497,3 +497,27 @@ def test_loras_name_their_base_architecture_and_model_but_not_its_folders(which,
     model = json.loads(meta["neuron_studio"])["model"]
     assert model["file"] == "my-model" == meta["ss_sd_model_name"] and model["family"] == "diffusion"
     assert model["sha256"] and len(model["sha256"]) == 64
+
+
+def test_the_single_file_export_prints_the_exact_offline_diffusers_call_that_opens_it(sd_folder, tmp_path,
+                                                                                       monkeypatch):
+    import diffusers
+
+    from studio.exported import open_model
+
+    gen = open_model(str(sd_folder), device="cpu")
+    out = tmp_path / "edited.safetensors"
+    report = export(gen, [], None, "sd-single-file", out, verify=False)
+    assert tmp_path / "edited.config" in report.files
+    prefix = "open it in diffusers offline: "
+    call = next(n for n in report.notes if n.startswith(prefix))[len(prefix):]
+    assert call in report.text()
+    assert call == (f"diffusers.StableDiffusionPipeline.from_single_file({str(out)!r}, "
+                    f"config={str(tmp_path / 'edited.config')!r}, local_files_only=True)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = eval(call, {"diffusers": diffusers})  # the printed call itself, offline
+    for part in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(gen.pipe, part).state_dict(), getattr(pipe, part).state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), part
+    assert pipe.tokenizer("a red cat").input_ids == gen.pipe.tokenizer("a red cat").input_ids
+    assert type(pipe.scheduler) is type(gen.pipe.scheduler)
