@@ -521,3 +521,43 @@ def test_the_single_file_export_prints_the_exact_offline_diffusers_call_that_ope
         assert all(torch.equal(ours[k], theirs[k]) for k in ours), part
     assert pipe.tokenizer("a red cat").input_ids == gen.pipe.tokenizer("a red cat").input_ids
     assert type(pipe.scheduler) is type(gen.pipe.scheduler)
+
+
+def test_cli_exports_and_applies_a_model_with_edit_files_without_a_session(registry, tmp_path, capsys):
+    from PIL import Image
+
+    from studio.concept import save_edits
+    from studio.reference import ModelReference
+
+    gen, editor = _concept_model(registry)  # concept edits, saved as `concept --save-edit` does
+    save_edits(tmp_path / "red2blue.safetensors", editor.stack, gen)
+    units = [UnitEdit("conv", 2, "off"), UnitEdit("attn1", 5, "scale", 2.0)]
+    save_recipe(Recipe(ModelReference.of(gen), units), tmp_path / "units.json")  # a unit-edit recipe
+    samples = [gen.sample(0)]
+    expected = _edited_render(gen, units, samples)  # the concept edits are in gen's weights
+
+    out = tmp_path / "edited.safetensors"
+    files = [str(tmp_path / "red2blue.safetensors"), str(tmp_path / "units.json")]
+    assert main(["export", "--model", "toy-text", "--edits", *files, "--format", "studio", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "concept edits: 2, merged into the weights" in text and "same image" in text
+    with torch.inference_mode():
+        assert (open_model(str(out)).render(samples) - expected).abs().max() < 1e-4
+
+    lora = tmp_path / "red2blue-lora.safetensors"
+    assert main(["export", "--model", "toy-text", "--edits", files[0], "--format", "lora", "-o", str(lora)]) == 0
+    assert "same image" in capsys.readouterr().out and read_lora(lora)
+
+    assert main(["apply", "--model", "toy-text", "--edits", *files, "-o", str(tmp_path / "a.png")]) == 0
+    image = torch.from_numpy(__import__("numpy").asarray(Image.open(tmp_path / "a.png"))).permute(2, 0, 1) / 255
+    assert (image - expected[0]).abs().max() < 2 / 255  # 8-bit rounding only
+
+    (tmp_path / "notes.json").write_text('{"hello": 1}')
+    assert main(["export", "--model", "toy-text", "--edits", str(tmp_path / "notes.json"), "-o",
+                 str(tmp_path / "x.safetensors")]) == 2
+    assert "notes.json is not an edit file Neuron Studio reads" in capsys.readouterr().err
+    assert main(["export", "--model", "toy", "--edits", files[1], "-o", str(tmp_path / "y.safetensors")]) == 2
+    assert "made for a toy-text model" in capsys.readouterr().err
+    assert main(["export", "--edits", files[1], "-o", str(tmp_path / "z.safetensors")]) == 2
+    assert "--model M --edits" in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name[0] in "xyz"]
