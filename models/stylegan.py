@@ -29,15 +29,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from studio.core.atomic import atomic_path
 from studio.core.device import pick_dtype
 from studio.core.errors import ModelOpenError, StudioError
 
-from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample, SampleOption, seed_z
+from .base import FileProbe, Generator, LayerInfo, ModelEntry, NativeFormat, NativeWrite, Sample, SampleOption, seed_z
 from .safe_pickle import clipped, load_network_pickle, refused_by_torch
-from .stylegan_formats import from_record, from_rosinality
+from .stylegan_formats import from_record, from_rosinality, rosinality_args, to_rosinality_checkpoint
 
 DEFAULT_PSI = 0.7
 NOISE_MODES = ("const", "random", "none")
+#: What a StyleGAN model writes besides the studio's own formats.
+ROSINALITY = NativeFormat("stylegan-pt", "StyleGAN2 checkpoint in rosinality/stylegan2-pytorch's layout", ".pt")
 _MAX_REMEMBERED = 16  # samples whose skip-path carries are kept for partial re-renders
 
 
@@ -237,6 +240,25 @@ class StyleGANModel(Generator):
     def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:
         """See :func:`bake_unit_scale`: exact for ``mapping`` and the last layer before toRGB only."""
         return bake_unit_scale(self, layer, unit, gain)
+
+    def native_formats(self) -> list[NativeFormat]:
+        return [ROSINALITY]
+
+    def write_native(self, format: str, path: Path) -> NativeWrite:
+        """rosinality's ``{"g_ema": ..., "latent_avg": ...}`` (tensors only); a StyleGAN3 raises
+        UnsupportedOperation (rosinality has no such architecture)."""
+        if format != ROSINALITY.name:
+            return super().write_native(format, path)
+        checkpoint = to_rosinality_checkpoint(self.net)
+        args = rosinality_args(self.net)
+        if args is None:
+            note = ("its channel widths follow no rosinality channel multiplier: the studio reopens the checkpoint, "
+                    "rosinality's Generator(...) needs its widths edited")
+        else:
+            note = "rosinality: Generator(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")"
+        with atomic_path(Path(path), suffix=".pt") as tmp:
+            torch.save(checkpoint, tmp)
+        return NativeWrite([Path(path)], [note])
 
     def info(self) -> dict[str, Any]:
         data = super().info()
