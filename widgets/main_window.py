@@ -187,6 +187,8 @@ class MainWindow(QMainWindow):
         self.seeds.seed_picked.connect(self.seed.setValue)
         self.seeds.message.connect(self.show_error)
         self.tabs = QTabWidget()
+        self.knobs = None
+        self._add_knob_panel()  # first: the app's answer to "switch this off"
         self.tabs.addTab(units, "Units")
         self.concepts = None
         # The concept-edit panel (widgets/concept_panel.py, a colleague's): ConceptPanel(jobs), told about models
@@ -207,6 +209,19 @@ class MainWindow(QMainWindow):
         self.frame_label = QLabel("")
         self.statusBar().addPermanentWidget(self.frame_label)
         self.statusBar().addPermanentWidget(self.device_label)
+
+    def _add_knob_panel(self) -> None:
+        try:
+            from .knob_panel import KnobPanel
+        except ModuleNotFoundError as error:
+            if error.name != "studio.knobs":
+                raise  # the panel exists but something else it imports is missing: say so, do not hide it
+            return  # the knob engine is not installed in this checkout: the window works without it
+        self.knobs = KnobPanel(self.canvas.undo_stack, mask=lambda: self.state.mask)
+        self.knobs.knobs_changed.connect(self._on_knobs_changed)
+        self.knobs.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
+        self.knobs.learn_requested.connect(lambda: self.tabs.setCurrentWidget(self.seeds))
+        self.tabs.addTab(self.knobs, "Switch off: Knobs")
 
     def _add_concept_panel(self) -> None:
         try:
@@ -303,11 +318,15 @@ class MainWindow(QMainWindow):
             self.prompt.setText(generator.default_prompt)
         if changed:  # another model: old units and rankings mean nothing here
             self.sliders.set_edits([])
+            if self.knobs is not None:
+                self.knobs.clear_knobs()
             self.ranking.show_ranking(None)
             self.state.ranking = None
         self.ranking.layers.set_layers(generator.layers(), self.state.layer)
         if self.concepts is not None:
             self.concepts.set_generator(generator)
+        if self.knobs is not None:
+            self.knobs.load_shipped(self.jobs)
         self.banner.hide()
         self.statusBar().showMessage(f"Loaded {generator.name} ({generator.family})", 4000)
         self.model_loaded.emit(generator)
@@ -340,9 +359,10 @@ class MainWindow(QMainWindow):
         """Put the newest state in the worker's mailbox and wake it (older unrendered states are dropped)."""
         if self.state.sample is None:
             return self._posted
-        edits = self.state.render_edits()
+        edits, knobs = self.state.render_edits(), tuple(self.state.knobs)
         request = LiveRequest(self.state.sample, edits, self.state.mask if self.state.has_mask() else None,
-                              original=bool(edits), preview=preview)
+                              original=bool(edits or knobs), preview=preview,
+                              **({"knobs": knobs} if knobs else {}))  # knob edits exist only with studio.knobs
         self._posted = self.worker.mailbox.post(request)
         if content:
             self._content = self._posted
@@ -386,6 +406,11 @@ class MainWindow(QMainWindow):
             self.rest_timer.start()
         else:
             self._post()
+
+    def _on_knobs_changed(self, edits: list) -> None:
+        self.state.knobs = list(edits)
+        self.recovery.edited()
+        self._post()
 
     def _on_local_changed(self, local: bool) -> None:
         self.state.local = local
