@@ -49,6 +49,10 @@ from .worker import ModelWorker, WorkerThread
 SEED_MAX = 2**31 - 1
 
 
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 class ErrorBanner(QLabel):
     """One clear sentence above the canvas; click to dismiss. Nothing the user made is touched."""
 
@@ -187,7 +191,7 @@ class MainWindow(QMainWindow):
         self.seeds.seed_picked.connect(self.seed.setValue)
         self.seeds.message.connect(self.show_error)
         self.tabs = QTabWidget()
-        self.knobs = None
+        self.knobs = self.examples = None
         self._add_knob_panel()  # first: the app's answer to "switch this off"
         self.tabs.addTab(units, "Units")
         self.concepts = None
@@ -212,6 +216,7 @@ class MainWindow(QMainWindow):
 
     def _add_knob_panel(self) -> None:
         try:
+            from .knob_examples import KnobExamples
             from .knob_panel import KnobPanel
         except ModuleNotFoundError as error:
             if error.name != "studio.knobs":
@@ -220,8 +225,17 @@ class MainWindow(QMainWindow):
         self.knobs = KnobPanel(self.canvas.undo_stack, mask=lambda: self.state.mask)
         self.knobs.knobs_changed.connect(self._on_knobs_changed)
         self.knobs.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
-        self.knobs.learn_requested.connect(lambda: self.tabs.setCurrentWidget(self.seeds))
+        self.knobs.learn_requested.connect(self._gather_examples)
         self.tabs.addTab(self.knobs, "Switch off: Knobs")
+        self.examples = KnobExamples(self.jobs, self.state, self.seeds)
+        self.examples.knob_learned.connect(self.knobs.add_knob)
+        self.examples.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
+        self.seeds.set_side_widget(self.examples)
+
+    def _gather_examples(self) -> None:
+        """"Make a knob from examples": the Seeds tab, gathering."""
+        self.seeds.gather.setChecked(True)
+        self.tabs.setCurrentWidget(self.seeds)
 
     def _add_concept_panel(self) -> None:
         try:
@@ -320,6 +334,7 @@ class MainWindow(QMainWindow):
             self.sliders.set_edits([])
             if self.knobs is not None:
                 self.knobs.clear_knobs()
+            self.state.examples.clear()
             self.ranking.show_ranking(None)
             self.state.ranking = None
         self.ranking.layers.set_layers(generator.layers(), self.state.layer)
@@ -347,13 +362,22 @@ class MainWindow(QMainWindow):
             return
         prompt = self.prompt.text().strip() or None
         sample = self.generator.sample(self.seed.value(), prompt)
-        if sample != self.state.sample and self.state.sample is not None:
+        previous = self.state.sample
+        if sample != previous and previous is not None:
             self.recovery.edited()
         self.state.sample = sample
         self.canvas.set_heatmap(None)
         self._post(content=True)
-        if self.tabs.currentWidget() is self.seeds:
-            self.seeds.show_seeds(self.state.sample, self.seeds.first)
+        if previous is not None and sample.seed != previous.seed:
+            self._say_what_carries_over(sample.seed)
+        self._browse_seeds_if_visible()
+
+    def _say_what_carries_over(self, seed: int) -> None:
+        """A new seed keeps the edits and the mask: say so, rather than carry them silently."""
+        kept = self.state.carried_over()
+        if kept:
+            self.statusBar().showMessage(f"Seed {seed}: kept {_join(kept)} from the previous seed "
+                                         "(remove them in the panels, or Clear the mask).", 10000)
 
     def _post(self, content: bool = False, preview: bool = False) -> int:
         """Put the newest state in the worker's mailbox and wake it (older unrendered states are dropped)."""
@@ -398,6 +422,7 @@ class MainWindow(QMainWindow):
     def _on_edits_changed(self, edits: list) -> None:
         self.state.edits = list(edits)
         self.recovery.edited()
+        self._browse_seeds_if_visible()
         self.ranking.plot.set_marked([e.unit for e in edits if e.layer == self.state.layer],
                                      self.ranking.plot.current)
         if self.generator is not None and self.generator.preview_options():
@@ -411,6 +436,7 @@ class MainWindow(QMainWindow):
         self.state.knobs = list(edits)
         self.recovery.edited()
         self._post()
+        self._browse_seeds_if_visible()
 
     def _on_local_changed(self, local: bool) -> None:
         self.state.local = local
@@ -484,8 +510,17 @@ class MainWindow(QMainWindow):
         self.jobs.submit(work, done, self.show_error)
 
     def _browse_seeds_if_visible(self) -> None:
+        self.seeds.set_carry_text(self._edits_text())
         if self.tabs.currentWidget() is self.seeds and self.state.sample is not None:
-            self.seeds.show_seeds(self.state.sample, self.seeds.first or self.seed.value())
+            first = self.seeds.first if self.seeds.sample is not None else self.seed.value()
+            self.seeds.show_seeds(self.state.sample, first, self.state.render_edits(),
+                                  self.state.mask if self.state.has_mask() else None, self.state.knobs)
+
+    def _edits_text(self) -> str:
+        kept = self.state.carried_over()
+        if not kept:
+            return "No edits: the seeds as the model makes them."
+        return f"Shown with {_join(kept)}; picking a seed keeps them."
 
     # -- drag and drop ------------------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
