@@ -60,19 +60,25 @@ class KnobRow(QWidget):
         self.slider.setToolTip("0: as it is; 1: like the examples; above 1: stronger; below 0: the other way")
         self.value = QLabel(strength_text(edit.strength))
         self.value.setMinimumWidth(36)
-        remask = QToolButton()
-        remask.setText("Mask")
-        remask.setToolTip("Apply this knob where the mask is painted now")
-        remask.clicked.connect(lambda: self.remask_requested.emit(self))
-        remove = QToolButton()
-        remove.setText("✕")
-        remove.setToolTip("Remove this knob from the image")
-        remove.clicked.connect(lambda: self.remove_requested.emit(self))
+        self.remask = QToolButton()
+        self.remask.setText("Mask")
+        self.remask.setToolTip("Apply this knob where the mask is painted now")
+        self.remask.clicked.connect(lambda: self.remask_requested.emit(self))
+        self.remove = QToolButton()
+        self.remove.setText("✕")
+        self.remove.setToolTip("Remove this knob from the image")
+        self.remove.clicked.connect(lambda: self.remove_requested.emit(self))
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for widget, stretch in ((self.name, 0), (self.slider, 1), (self.value, 0), (remask, 0), (remove, 0)):
+        for widget, stretch in ((self.name, 0), (self.slider, 1), (self.value, 0), (self.remask, 0), (self.remove, 0)):
             layout.addWidget(widget, stretch)
         self.slider.valueChanged.connect(lambda v: self.strength_moved.emit(self, v / _STEPS))
+        self.drag = 0  # counts drags: the values of one drag merge into one undo step, the next drag is another
+        self.slider.sliderPressed.connect(self._next_drag)
+        self.slider.sliderReleased.connect(self._next_drag)
+
+    def _next_drag(self) -> None:
+        self.drag += 1
 
     def show_edit(self, edit: KnobEdit) -> None:
         """Show ``edit`` without emitting (undo and redo come through here)."""
@@ -87,7 +93,7 @@ class _KnobsCommand(QUndoCommand):
     """One change of the applied knobs, undone by restoring the list before it."""
 
     def __init__(self, panel: "KnobPanel", before: list[KnobEdit], after: list[KnobEdit], text: str,
-                 merge_row: int | None = None) -> None:
+                 merge_row: tuple | None = None) -> None:
         super().__init__(text)
         self.panel, self.before, self.after, self.merge_row = panel, before, after, merge_row
         self._pushed = False
@@ -149,13 +155,14 @@ class KnobPanel(QWidget):
         scroll.setWidget(holder)
         self.remove_all = QPushButton("Remove all knobs")
         self.remove_all.clicked.connect(lambda: self._change([], "Remove all knobs"))
-        learn = QPushButton("Make a knob from examples…")
-        learn.setToolTip("Mark a few seeds where the thing is present and where it is as wanted, then learn")
-        learn.clicked.connect(self.learn_requested.emit)
+        self.learn_button = QPushButton("Make a knob from examples…")
+        self.learn_button.setToolTip("Mark a few seeds where the thing is present and where it is as wanted, "
+                                     "then learn")
+        self.learn_button.clicked.connect(self.learn_requested.emit)
         bottom = QHBoxLayout()
         bottom.addWidget(self.remove_all)
         bottom.addStretch(1)
-        bottom.addWidget(learn)
+        bottom.addWidget(self.learn_button)
         layout = QVBoxLayout(self)
         layout.addWidget(title)
         layout.addWidget(steps)
@@ -225,7 +232,7 @@ class KnobPanel(QWidget):
         """Show ``edits`` (a reopened session) without an undo step."""
         self._show(list(edits))
 
-    def _change(self, after: list[KnobEdit], text: str, merge_row: int | None = None) -> None:
+    def _change(self, after: list[KnobEdit], text: str, merge_row: tuple | None = None) -> None:
         before = self.edits()
         self._show(after)
         self.undo_stack.push(_KnobsCommand(self, before, after, text, merge_row))
@@ -254,7 +261,7 @@ class KnobPanel(QWidget):
         index = self.rows.index(row)
         after = self.edits()
         after[index] = KnobEdit(row.edit.knob, row.edit.mask, strength=strength)
-        self._change(after, f"Strength of {row.edit.knob.name}", merge_row=index)
+        self._change(after, f"Strength of {row.edit.knob.name}", merge_row=(index, row.drag))
 
     def _on_remask(self, row: KnobRow) -> None:
         mask = self.current_mask()

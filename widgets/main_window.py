@@ -512,7 +512,8 @@ class MainWindow(QMainWindow):
     def _browse_seeds_if_visible(self) -> None:
         self.seeds.set_carry_text(self._edits_text())
         if self.tabs.currentWidget() is self.seeds and self.state.sample is not None:
-            first = self.seeds.first if self.seeds.sample is not None else self.seed.value()
+            seed, page = self.seed.value(), len(self.seeds.buttons)
+            first = self.seeds.first if self.seeds.sample is not None else seed - seed % page  # its page
             self.seeds.show_seeds(self.state.sample, first, self.state.render_edits(),
                                   self.state.mask if self.state.has_mask() else None, self.state.knobs)
 
