@@ -174,6 +174,7 @@ class MainWindow(QMainWindow):
         self.ranking.message.connect(self.show_error)
         self.ranking.ranked.connect(lambda _: self.recovery.edited())
         self.ranking.units_chosen.connect(self._add_sliders)
+        self.ranking.units_edited.connect(self._edit_units)
         self.ranking.unit_selected.connect(self._on_unit_selected)
         self.ranking.layers.layer_changed.connect(self._on_layer_changed)
         self.sliders = SliderPanel()
@@ -455,6 +456,11 @@ class MainWindow(QMainWindow):
         layer = self.ranking.layers.current_layer()
         if layer and units:
             self.sliders.add_units(layer, units)
+
+    def _edit_units(self, units: list, op: str, value: float) -> None:
+        layer = self.ranking.layers.current_layer()
+        if layer and units:
+            self.sliders.apply_to_units(layer, units, op, value)
 
     def _on_hold(self, pressed: bool) -> None:
         self._holding = pressed
