@@ -156,7 +156,7 @@ class SeedBrowser(QWidget):
                     ticker.advance(len(batch))
             return key, torch.cat(images)
 
-        self.job = self.jobs.submit(work, self._on_done, self._on_failed)
+        self.job = self.jobs.submit(work, self._on_done, lambda sentence: self._on_failed(key, sentence))
         return self.job
 
     def _key_for(self, first: int) -> tuple:
@@ -206,7 +206,9 @@ class SeedBrowser(QWidget):
             button.setIcon(QIcon(pixmap_from(image)))
         self.label.setText(f"seeds {first}–{first + len(self.buttons) - 1}")
 
-    def _on_failed(self, sentence: str) -> None:
+    def _on_failed(self, key: tuple, sentence: str) -> None:
+        if not self._same(key, self._pending):
+            return  # a render that was replaced (and cancelled) by a newer one
         self._pending = None
         self.label.setText("")
         if not (self.job is not None and self.job.cancelled):
