@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .core.hooks import UnitEdit
+from .knobs import KnobEdit
 from .session import Session
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class StudioState:
     rank_options: RankOptions = field(default_factory=RankOptions)
     edits: list[UnitEdit] = field(default_factory=list)  # one per slider, in slider order
     local: bool = False  # apply the edits only inside the mask
-    knobs: list[Any] = field(default_factory=list)  # studio.knobs.KnobEdit, one per row of the Knobs panel
+    knobs: list[KnobEdit] = field(default_factory=list)  # one per row of the Knobs panel, each with its mask
     examples: "KnobExamples" = field(default_factory=lambda: KnobExamples())  # gathered to learn a knob
 
     def has_mask(self) -> bool:
@@ -141,7 +142,7 @@ class StudioState:
         return Session.capture(generator, samples=[self.sample] if self.sample is not None else [], masks=masks,
                                active_mask=MASK_NAME if masks else None, unit_edits=self.edits,
                                concept_editor=concept_editor, rankings=[self.ranking] if self.ranking else [],
-                               ui=self.ui(), reference=reference)
+                               ui=self.ui(), reference=reference, knob_edits=self.knobs)
 
     @classmethod
     def from_session(cls, session: "Session") -> "StudioState":
@@ -153,7 +154,8 @@ class StudioState:
         return cls(model=session.model.source, device=str(ui.get("device", "auto")),
                    sample=session.samples[0] if session.samples else None, mask=session.mask,
                    layer=ui.get("layer"), ranking=ranking, rank_options=RankOptions.from_json(ui.get("rank")),
-                   edits=list(session.unit_edits), local=bool(ui.get("local", False)))
+                   edits=list(session.unit_edits), local=bool(ui.get("local", False)),
+                   knobs=list(session.knob_edits))
 
 
 def _ranking_from_json(data: dict) -> Any:

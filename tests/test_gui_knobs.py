@@ -12,8 +12,6 @@ from PySide6.QtWidgets import QSlider, QStyle, QStyleOptionSlider
 from studio.core.rooms import world
 from tests.gui_support import drag, open_window, paint_square
 
-pytest.importorskip("studio.knobs", reason="the knob engine (studio/knobs.py) is on its own branch until merged")
-
 PRESENT, WANTED = (0, 3, 5, 6), (4, 7, 9, 10)  # seeds whose lamp 0 the Rooms world renders lit / unlit
 TARGET, OTHER_SEED = 1, 8  # both lamps lit
 

@@ -36,6 +36,8 @@ from . import gui_gc
 from .canvas import Canvas
 from .export_dialog import ExportDialog
 from .jobs import JobRunner
+from .knob_examples import KnobExamples
+from .knob_panel import KnobPanel
 from .mask_tools import MaskTools
 from .model_picker import ModelPicker
 from .qt_images import heatmap_image
@@ -192,8 +194,7 @@ class MainWindow(QMainWindow):
         self.seeds.seed_picked.connect(self.seed.setValue)
         self.seeds.message.connect(self.show_error)
         self.tabs = QTabWidget()
-        self.knobs = self.examples = None
-        self._add_knob_panel()  # first: the app's answer to "switch this off"
+        self._add_knob_panel()
         self.tabs.addTab(units, "Units")
         self.concepts = None
         # The concept-edit panel (widgets/concept_panel.py, a colleague's): ConceptPanel(jobs), told about models
@@ -216,13 +217,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.device_label)
 
     def _add_knob_panel(self) -> None:
-        try:
-            from .knob_examples import KnobExamples
-            from .knob_panel import KnobPanel
-        except ModuleNotFoundError as error:
-            if error.name != "studio.knobs":
-                raise  # the panel exists but something else it imports is missing: say so, do not hide it
-            return  # the knob engine is not installed in this checkout: the window works without it
+        """The Knobs tab (first: the app's answer to "switch this off") and the examples beside the seed grid."""
         self.knobs = KnobPanel(self.canvas.undo_stack, mask=lambda: self.state.mask)
         self.knobs.knobs_changed.connect(self._on_knobs_changed)
         self.knobs.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
@@ -333,16 +328,14 @@ class MainWindow(QMainWindow):
             self.prompt.setText(generator.default_prompt)
         if changed:  # another model: old units and rankings mean nothing here
             self.sliders.set_edits([])
-            if self.knobs is not None:
-                self.knobs.clear_knobs()
+            self.knobs.clear_knobs()
             self.state.examples.clear()
             self.ranking.show_ranking(None)
             self.state.ranking = None
         self.ranking.layers.set_layers(generator.layers(), self.state.layer)
         if self.concepts is not None:
             self.concepts.set_generator(generator)
-        if self.knobs is not None:
-            self.knobs.load_shipped(self.jobs)
+        self.knobs.load_shipped(self.jobs)
         self.banner.hide()
         self.statusBar().showMessage(f"Loaded {generator.name} ({generator.family})", 4000)
         self.model_loaded.emit(generator)
@@ -386,8 +379,7 @@ class MainWindow(QMainWindow):
             return self._posted
         edits, knobs = self.state.render_edits(), tuple(self.state.knobs)
         request = LiveRequest(self.state.sample, edits, self.state.mask if self.state.has_mask() else None,
-                              original=bool(edits or knobs), preview=preview,
-                              **({"knobs": knobs} if knobs else {}))  # knob edits exist only with studio.knobs
+                              original=bool(edits or knobs), preview=preview, knobs=knobs)
         self._posted = self.worker.mailbox.post(request)
         if content:
             self._content = self._posted
