@@ -134,3 +134,60 @@ def test_a_newcomer_learns_a_knob_from_the_seed_grid_and_switches_one_lamp_off(w
     qtbot.mouseClick(row.remask, Qt.MouseButton.LeftButton)
     wait_frame(window, qtbot, lambda: window.state.knobs[0].mask.sum() == float(window.state.mask.sum()))
     assert lit(window, OTHER_SEED) == [False, True]
+
+
+def learned_knob(window):
+    """A knob learned from the same 4 + 4 examples through the engine (the flow above learns it through the GUI)."""
+    from studio.knobs import Example, learn_knob
+
+    gen, sample = window.generator, window.state.sample
+
+    def example(seed: int) -> Example:
+        x0, y0, x1, y1 = lamp_box(window, seed, 0)
+        mask = torch.zeros(128, 128)
+        mask[y0:y1 + 1, x0:x1 + 1] = 1
+        return Example(sample.with_seed(seed), mask)
+
+    return learn_knob(gen, "lamp off", present=[example(s) for s in PRESENT], wanted=[example(s) for s in WANTED])
+
+
+def test_two_knobs_each_on_its_own_region_remove_undo_and_a_session_keeps_them(window, qtbot, tmp_path):
+    knob = learned_knob(window)
+    window.knobs.add_knob(knob)
+    seed = 0  # lamp 0 lit, lamp 1 unlit
+    window.seed.setValue(seed)
+    wait_frame(window, qtbot, lambda: window.state.sample.seed == seed)
+    assert lit(window, seed) == [True, False]
+    x0, y0, x1, y1 = lamp_box(window, seed, 0)
+    paint_square(window, x0, y0, x1, y1, step=5)
+    qtbot.mouseClick(window.knobs.apply_button, Qt.MouseButton.LeftButton)
+    window.tools.clear.trigger()
+    x0, y0, x1, y1 = lamp_box(window, seed, 1)
+    paint_square(window, x0, y0, x1, y1, step=5)
+    qtbot.mouseClick(window.knobs.apply_button, Qt.MouseButton.LeftButton)
+    second = window.knobs.rows[1]
+    drag_slider(second.slider, -1.0)  # the other way: light the unlit lamp
+    wait_frame(window, qtbot, lambda: len(window.state.knobs) == 2 and window.state.knobs[1].strength == -1.0)
+    masks = [k.mask for k in window.state.knobs]
+    assert float((masks[0] * masks[1]).sum()) == 0  # each knob on its own region
+    assert lit(window, seed) == [False, True]  # both lamps swapped
+
+    qtbot.mouseClick(window.knobs.rows[0].remove, Qt.MouseButton.LeftButton)
+    wait_frame(window, qtbot, lambda: len(window.state.knobs) == 1)
+    assert lit(window, seed) == [True, True]  # lamp 0 back on, lamp 1 still lit by the reversed knob
+    window.tools.undo.trigger()
+    wait_frame(window, qtbot, lambda: len(window.state.knobs) == 2)
+    assert lit(window, seed) == [False, True]
+
+    path = tmp_path / "knobs.nstudio"
+    with qtbot.waitSignal(window.jobs.finished, timeout=20_000):
+        window.sessions.save(path)
+    window.knobs.remove_all.click()
+    wait_frame(window, qtbot, lambda: not window.state.knobs)
+    assert lit(window, seed) == [True, False]
+    window.sessions.open(path)
+    qtbot.waitUntil(lambda: len(window.knobs.rows) == 2, timeout=20_000)
+    wait_frame(window, qtbot, lambda: len(window.state.knobs) == 2)
+    assert [r.slider.value() for r in window.knobs.rows] == [100, -100]
+    assert torch.equal(window.state.knobs[1].mask, masks[1])
+    assert lit(window, seed) == [False, True]
