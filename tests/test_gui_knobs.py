@@ -191,3 +191,15 @@ def test_two_knobs_each_on_its_own_region_remove_undo_and_a_session_keeps_them(w
     assert [r.slider.value() for r in window.knobs.rows] == [100, -100]
     assert torch.equal(window.state.knobs[1].mask, masks[1])
     assert lit(window, seed) == [False, True]
+
+
+def test_the_screenshot_demo_switches_the_lamp_off_with_the_shipped_knob(window, qtbot):
+    from widgets.demo import Demo
+
+    window.knobs.set_knobs([learned_knob(window)], shipped=True)
+    demo = Demo(window)
+    with qtbot.waitSignal(demo.finished, timeout=30_000):
+        window.generate()
+    assert [e.knob.name for e in window.state.knobs] == ["lamp off"] and window.state.edits == []
+    assert window.tabs.currentWidget() is window.knobs and window.sliders.compare.isChecked()
+    assert lit(window, window.state.sample.seed)[0] is False  # seed 0's lit lamp 0, the brightest spot, is off
