@@ -98,7 +98,16 @@ def test_a_newcomer_learns_a_knob_from_the_seed_grid_and_switches_one_lamp_off(w
     knob = learned.args[0]
     assert window.knobs.chosen() is knob and knob.name == "my lamp off"
     qtbot.waitUntil(lambda: examples.preview[-1].pixmap() is not None and not examples.preview[-1].pixmap().isNull(),
-                    timeout=30_000)  # the knob across the page's seeds
+                    timeout=30_000)  # the knob across the page's seeds, each on the region it proposes there
+    assert "nothing found" not in examples.preview[0].toolTip()  # seed 0 has a lit lamp
+
+    qtbot.mouseClick(window.seeds.buttons[2], Qt.MouseButton.LeftButton)  # a new seed: the knob proposes its region
+    assert examples.painter.mask() is None
+    qtbot.mouseClick(examples.propose_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: examples.painter.mask() is not None, timeout=20_000)
+    truth = world.truth(scene_of(window, 2)).masks
+    proposed = examples.painter.mask() > 0
+    assert max(proposed[truth["lamp0"]].mean(), proposed[truth["lamp1"]].mean()) >= 0.4
 
     window.tabs.setCurrentWidget(window.knobs)
     qtbot.mouseClick(window.knobs.apply_button, Qt.MouseButton.LeftButton)

@@ -1,8 +1,9 @@
 """Examples for a knob, beside the Seeds grid: open a seed, paint a quick mask, mark it present or wanted, learn.
 
 The marks live in ``state.examples`` (plain data); learning runs ``studio.knobs.learn_knob`` on the model's worker
-with progress and Cancel; the learned knob is shown applied across the page's seeds, so the user sees whether it
-generalises, and ``knob_learned`` hands it to the Knobs panel::
+with progress and Cancel; the learned knob is shown applied across the page's seeds (on the region its units propose
+on each), so the user sees whether it generalises, and ``knob_learned`` hands it to the Knobs panel. Once a knob is
+learned, "Propose region" paints where its units see the thing on the open seed, for the user to correct::
 
     panel = KnobExamples(jobs, state, browser)
     browser.example_clicked.emit(12)          # (a click while gathering) seed 12 opens in the painter
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.progress import ProgressUpdate
+from studio.knob_regions import propose_region
 from studio.knobs import Example, KnobEdit, learn_knob
 from studio.state import StudioState
 
@@ -68,9 +70,16 @@ class KnobExamples(QWidget):
         self.wanted_button.clicked.connect(lambda: self.mark("wanted"))
         unmark = QPushButton("Unmark")
         unmark.clicked.connect(self.unmark)
+        self.propose_button = QPushButton("Propose region")
+        self.propose_button.setToolTip("Paint where the learned knob's units see the thing; correct it, then mark")
+        self.propose_button.setEnabled(False)
+        self.propose_button.clicked.connect(self.propose)
         marks = QHBoxLayout()
         for button in (self.present_button, self.wanted_button, unmark):
             marks.addWidget(button)
+        marks_more = QHBoxLayout()
+        marks_more.addWidget(self.propose_button)
+        marks_more.addStretch(1)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.include_current = QCheckBox("The current image with its mask is a present example")
@@ -104,6 +113,7 @@ class KnobExamples(QWidget):
         layout.addWidget(self.title)
         layout.addWidget(self.painter, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addLayout(marks)
+        layout.addLayout(marks_more)
         layout.addWidget(self.summary)
         layout.addWidget(self.include_current)
         layout.addLayout(learn_row)
@@ -140,6 +150,23 @@ class KnobExamples(QWidget):
         self.state.examples.mark(self.seed, side, torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)))
         self.title.setText(f"Seed {self.seed}: a {side} example.")
         self._refresh()
+
+    def propose(self) -> Job | None:
+        """Paint the region the learned knob's units see as "present" on the open seed (the user may correct it)."""
+        if self.knob is None or self.seed is None or self.state.sample is None:
+            self.message.emit("Learn a knob first, then open a seed: its units propose the region.")
+            return None
+        knob, seed, sample = self.knob, self.seed, self.state.sample.with_seed(self.seed)
+
+        def done(mask) -> None:
+            if self.seed != seed:
+                return  # another seed was opened meanwhile
+            if not bool((mask > 0).any()):
+                self.message.emit(f"The knob sees nothing like its present examples on seed {seed}; paint it by hand.")
+                return
+            self.painter.set_mask(mask.numpy(), "Proposed region")  # undoable like a stroke
+
+        return self.jobs.submit(lambda generator: propose_region(generator, knob, sample), done, self.message.emit)
 
     def unmark(self) -> None:
         if self.seed is not None:
@@ -212,6 +239,7 @@ class KnobExamples(QWidget):
 
     def _on_learned(self, knob: Any) -> None:
         self.knob = knob
+        self.propose_button.setEnabled(True)
         units = sum(len(u) for u in knob.units.values())
         self._idle(f"learned: {units} units")
         self.message.emit(f"Learned the knob {knob.name!r} ({units} units in {', '.join(knob.layers)}); "
@@ -221,27 +249,32 @@ class KnobExamples(QWidget):
 
     # -- does it generalise? ----------------------------------------------------------------------------------
     def show_across_seeds(self, knob: Any) -> Job | None:
-        """Render the page's first seeds with ``knob`` at strength 1 over the whole image."""
+        """Render the page's first seeds with ``knob`` at strength 1 where its units propose the region on each."""
         sample = self.state.sample
         if sample is None:
             return None
         seeds = list(range(self.browser.first, self.browser.first + PREVIEW_SEEDS))
-        self.preview_title.setText(f"{knob.name} at strength 1 on seeds {seeds[0]}–{seeds[-1]} (whole image): "
-                                   "rendering…")
+        title = f"{knob.name} at strength 1 on seeds {seeds[0]}–{seeds[-1]}, on the region it proposes on each"
+        self.preview_title.setText(f"{title}: rendering…")
 
         def work(generator):
-            everywhere = torch.ones(*generator.resolution)
-            with generator.editor() as editor:
-                editor.set_knobs([KnobEdit(knob, everywhere, strength=1.0)])
-                return generator.render([sample.with_seed(s) for s in seeds]).float().cpu()
+            images, found = [], []
+            for seed in seeds:
+                one = sample.with_seed(seed)
+                region = propose_region(generator, knob, one)
+                found.append(bool((region > 0).any()))
+                with generator.editor() as editor:
+                    editor.set_knobs([KnobEdit(knob, region, strength=1.0)])
+                    images.append(generator.render([one])[0].float().cpu())
+            return images, found
 
-        def done(images) -> None:
-            for label, image, seed in zip(self.preview, images, seeds):
+        def done(result) -> None:
+            images, found = result
+            for label, image, seed, hit in zip(self.preview, images, seeds, found):
                 label.setPixmap(pixmap_from(image).scaled(PREVIEW_ICON, PREVIEW_ICON,
                                                           Qt.AspectRatioMode.KeepAspectRatio,
                                                           Qt.TransformationMode.SmoothTransformation))
-                label.setToolTip(f"Seed {seed} with {knob.name}")
-            self.preview_title.setText(f"{knob.name} at strength 1 on seeds {seeds[0]}–{seeds[-1]} (whole image): "
-                                       "compare with the grid.")
+                label.setToolTip(f"Seed {seed} with {knob.name}" + ("" if hit else ": nothing found to change"))
+            self.preview_title.setText(f"{title}: compare with the grid.")
 
         return self.jobs.submit(work, done, self.message.emit)
