@@ -517,9 +517,9 @@ class MainWindow(QMainWindow):
 
     def _edits_text(self) -> str:
         kept = self.state.carried_over()
-        if not kept:
-            return "No edits: the seeds as the model makes them."
-        return f"Shown with {_join(kept)}; picking a seed keeps them."
+        edits = [k for k in kept if k != "the mask"]
+        shown = f"Shown with {_join(edits)}" if edits else "No edits: the seeds as the model makes them"
+        return f"{shown}; picking a seed keeps {_join(kept)}." if kept else f"{shown}."
 
     # -- drag and drop ------------------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
