@@ -417,7 +417,7 @@ def user_benchmark(generator, scenes: Sequence[TruthScene], knob, *, top: int = 
     layers = resolve_layers(generator, layer)
     rows = {(m, k): [] for m in ("ranked_off", "knob") for k in ("truth", "rough")}
     units = {key: [] for key in rows}
-    ceiling, lit, images = [], [], []
+    ceiling, lit, images, ceiling_rows = [], [], [], []
     live = LiveRenderer(generator)
     try:
         for n, scene in enumerate(scenes):
@@ -429,6 +429,7 @@ def user_benchmark(generator, scenes: Sequence[TruthScene], knob, *, top: int = 
                 ceil = _image(generator.render([flipped]))
             r = scene.region
             ceiling.append(_psnr(ceil[r], scene.unlit[r]))
+            ceiling_rows.append(user_figures(model, ceil, scene, room))
             lit.append(_psnr(model[r], scene.lit[r]))
             shown = {}
             for kind, region in (("truth", r), ("rough", rough_mask(r))):
@@ -455,6 +456,8 @@ def user_benchmark(generator, scenes: Sequence[TruthScene], knob, *, top: int = 
                             "examples": {side: [e.sample.seed for e in items] for side, items in knob.examples.items()},
                             "strength": 1.0})
     result = {"ceiling_psnr": round(statistics.mean(ceiling), 2), "lit_psnr": round(statistics.mean(lit), 2),
+              # the lit flag flipped in the latent, judged like the edits: what this model allows at best
+              "ceiling": {k: v for k, v in _method_summary(ceiling_rows, []).items() if k != "units_used"},
               "scenes": len(scenes), "seeds": [s.seed for s in scenes], "methods": methods,
               "targets": dict(KNOB_TARGETS), "seconds": round(time.perf_counter() - start, 2)}
     if keep_images:
