@@ -63,3 +63,22 @@ def test_thumbnails_show_the_active_edits_and_a_new_seed_says_what_it_kept(windo
         qtbot.mouseClick(window.seeds.buttons[2], Qt.MouseButton.LeftButton)
     message = window.statusBar().currentMessage()
     assert message.startswith("Seed 2: kept 1 unit edit and the mask"), message
+
+
+def test_an_example_opens_as_the_model_makes_it_even_while_edits_show_in_the_grid(window, qtbot):
+    from tests.toy import ToyGenerator
+    from widgets.qt_images import rgb_image
+
+    show_grid(window, qtbot)
+    window.sliders.add_units("blocks.1", [3])
+    window.sliders.rows[0].off.click()
+    qtbot.waitUntil(lambda: window.seeds._pending is None and window.seeds.shows_edits(), timeout=30_000)
+    window.seeds.gather.setChecked(True)
+    qtbot.mouseClick(window.seeds.buttons[5], Qt.MouseButton.LeftButton)
+    examples = window.examples
+    qtbot.waitUntil(lambda: examples.shown_seed == 5, timeout=20_000)
+    with torch.inference_mode():
+        plain = ToyGenerator().render([window.state.sample.with_seed(5)])[0]
+    assert examples.painter._image == rgb_image(plain)  # not the edited thumbnail
+    assert examples.painter._image != rgb_image(window.seeds.images[5])
+    assert window.seed.value() == 0  # gathering does not switch the seed
