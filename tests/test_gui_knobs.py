@@ -10,7 +10,9 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QSlider, QStyle, QStyleOptionSlider
 
 from studio.core.rooms import world
+from studio.knobs import Example, learn_knob
 from tests.gui_support import drag, open_window, paint_square
+from widgets.demo import Demo
 
 PRESENT, WANTED = (0, 3, 5, 6), (4, 7, 9, 10)  # seeds whose lamp 0 the Rooms world renders lit / unlit
 TARGET, OTHER_SEED = 1, 8  # both lamps lit
@@ -147,8 +149,6 @@ def test_a_newcomer_learns_a_knob_from_the_seed_grid_and_switches_one_lamp_off(w
 
 def learned_knob(window):
     """A knob learned from the same 4 + 4 examples through the engine (the flow above learns it through the GUI)."""
-    from studio.knobs import Example, learn_knob
-
     gen, sample = window.generator, window.state.sample
 
     def example(seed: int) -> Example:
@@ -203,8 +203,6 @@ def test_two_knobs_each_on_its_own_region_remove_undo_and_a_session_keeps_them(w
 
 
 def test_the_screenshot_demo_switches_the_lamp_off_with_the_shipped_knob(window, qtbot):
-    from widgets.demo import Demo
-
     window.knobs.set_knobs([learned_knob(window)], shipped=True)
     demo = Demo(window)
     with qtbot.waitSignal(demo.finished, timeout=30_000):

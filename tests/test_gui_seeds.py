@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 
 from studio.core.hooks import UnitEdit
-from tests.gui_support import open_window, paint_square
+from tests.gui_support import drag, open_window, paint_square
+from tests.toy import ToyGenerator
+from widgets.qt_images import rgb_image
 
 
 @pytest.fixture
@@ -48,7 +50,6 @@ def test_thumbnails_show_the_active_edits_and_a_new_seed_says_what_it_kept(windo
     window.sliders.rows[0].off.click()
     qtbot.waitUntil(lambda: window.seeds._pending is None and window.seeds._key[2] == tuple(window.state.edits),
                     timeout=30_000)
-    from tests.toy import ToyGenerator
 
     gen = ToyGenerator()
     with torch.inference_mode(), gen.editor() as editor:
@@ -63,3 +64,35 @@ def test_thumbnails_show_the_active_edits_and_a_new_seed_says_what_it_kept(windo
         qtbot.mouseClick(window.seeds.buttons[2], Qt.MouseButton.LeftButton)
     message = window.statusBar().currentMessage()
     assert message.startswith("Seed 2: kept 1 unit edit and the mask"), message
+
+
+def test_an_example_opens_as_the_model_makes_it_even_while_edits_show_in_the_grid(window, qtbot):
+    show_grid(window, qtbot)
+    window.sliders.add_units("blocks.1", [3])
+    window.sliders.rows[0].off.click()
+    qtbot.waitUntil(lambda: window.seeds._pending is None and window.seeds.shows_edits(), timeout=30_000)
+    window.seeds.gather.setChecked(True)
+    qtbot.mouseClick(window.seeds.buttons[5], Qt.MouseButton.LeftButton)
+    examples = window.examples
+    qtbot.waitUntil(lambda: examples.shown_seed == 5, timeout=20_000)
+    with torch.inference_mode():
+        plain = ToyGenerator().render([window.state.sample.with_seed(5)])[0]
+    assert examples.painter._image == rgb_image(plain)  # not the edited thumbnail
+    assert examples.painter._image != rgb_image(window.seeds.images[5])
+    assert window.seed.value() == 0  # gathering does not switch the seed
+
+
+def test_marking_without_a_region_or_learning_one_sided_says_what_is_missing(window, qtbot):
+    show_grid(window, qtbot)
+    examples, messages = window.examples, []
+    examples.message.connect(messages.append)
+    window.seeds.gather.setChecked(True)
+    qtbot.mouseClick(window.seeds.buttons[3], Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(examples.present_button, Qt.MouseButton.LeftButton)
+    assert "Paint over the thing on seed 3 first" in messages[-1] and not window.state.examples.present
+    painter = examples.painter
+    drag(painter, [painter.to_widget(QPointF(x, 10)).toPoint() for x in (4, 10, 16, 22)])
+    qtbot.mouseClick(examples.present_button, Qt.MouseButton.LeftButton)
+    assert list(window.state.examples.present) == [3] and window.seeds.buttons[3].text() == "3 present"
+    qtbot.mouseClick(examples.learn_button, Qt.MouseButton.LeftButton)
+    assert "0 wanted" in messages[-1] and examples.job is None  # nothing started

@@ -53,7 +53,8 @@ class KnobExamples(QWidget):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.jobs, self.state, self.browser = jobs, state, browser
-        self.seed: int | None = None
+        self.seed: int | None = None  # the seed opened (its image may still be rendering)
+        self.shown_seed: int | None = None  # the seed whose image the painter shows
         self.job: Job | None = None
         self.knob: Any = None
         self.title = QLabel("Click a seed in the grid, paint over the thing, then mark it.")
@@ -125,22 +126,40 @@ class KnobExamples(QWidget):
         self._refresh()
 
     # -- marking ----------------------------------------------------------------------------------------------
-    def open_seed(self, seed: int) -> None:
-        """Show ``seed`` in the painter with the mask it was marked with (if any)."""
-        image = self.browser.images.get(seed)
-        if image is None:
-            self.message.emit(f"Seed {seed} is still rendering; click it again when its image shows.")
-            return
+    def open_seed(self, seed: int) -> Job | None:
+        """Show ``seed`` in the painter, as the model makes it, with the mask it was marked with (if any).
+
+        The grid's image is reused when it has no edits; otherwise the unedited image renders as a job (returned),
+        since the knob learns from the model as it is.
+        """
         self.seed = seed
+        self.title.setText(f"Seed {seed}: opening…")
+        image = self.browser.images.get(seed) if not self.browser.shows_edits() else None
+        if image is not None:
+            self._show_seed(seed, image)
+            return None
+        sample = self.state.sample.with_seed(seed) if self.state.sample is not None else None
+        if sample is None:
+            return None
+
+        def done(rendered) -> None:
+            if self.seed == seed:
+                self._show_seed(seed, rendered)
+
+        return self.jobs.submit(lambda generator: generator.render([sample])[0].float().cpu(), done,
+                                self.message.emit)
+
+    def _show_seed(self, seed: int, image: torch.Tensor) -> None:
         self.painter.set_image(image)
         marked = self.state.examples.present.get(seed, self.state.examples.wanted.get(seed))
         self.painter.set_mask(marked.numpy() if marked is not None else None, "Open example")
         self.painter.undo_stack.clear()  # strokes of another seed are not this one's to undo
+        self.shown_seed = seed
         side = self.state.examples.side_of(seed)
         self.title.setText(f"Seed {seed}" + (f": a {side} example." if side else ": paint over the thing, then mark it."))
 
     def mark(self, side: str) -> None:
-        if self.seed is None:
+        if self.seed is None or self.shown_seed != self.seed:
             self.message.emit("Click a seed in the grid first, then paint over the thing in it.")
             return
         mask = self.painter.mask()

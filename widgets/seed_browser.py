@@ -168,6 +168,10 @@ class SeedBrowser(QWidget):
     def _same(a: tuple | None, b: tuple | None) -> bool:
         return a is not None and b is not None and a == b
 
+    def shows_edits(self) -> bool:
+        """Whether the thumbnails are rendered with unit or knob edits (not the model as it is)."""
+        return bool(self._edits or self._knobs)
+
     def set_current(self, seed: int | None) -> None:
         self.current = seed
         self._restyle()
