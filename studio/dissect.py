@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -121,9 +121,19 @@ def bin_values() -> Tensor:
 def sketch_quantile(sketch: Tensor, q: float) -> Tensor:
     """(C,) the ``q`` quantile of each unit from its (C, SKETCH_BINS) counts."""
     cum = sketch.cumsum(dim=1)
-    rank = (q * cum[:, -1].double()).ceil().clamp_min(1).long()
+    # the value at 0-based rank ceil(q * (n - 1)), as torch.quantile(..., interpolation="higher")
+    rank = (q * (cum[:, -1].double() - 1)).ceil().long() + 1
     index = torch.searchsorted(cum, rank[:, None]).clamp_max(SKETCH_BINS - 1)[:, 0]
     return bin_values()[index]
+
+
+def select_top(values: Tensor, seeds: Tensor, boxes: Tensor, top: int) -> dict[str, Tensor]:
+    """Each unit's ``top`` samples by value, ties to the lower seed: the same whatever the split into tasks."""
+    order = torch.sort(seeds, dim=1, stable=True).indices
+    order = order.gather(1, torch.sort(values.gather(1, order), dim=1, descending=True, stable=True).indices)
+    order = order[:, :top]
+    return {"top_values": values.gather(1, order), "top_seeds": seeds.gather(1, order),
+            "top_boxes": boxes.gather(1, order[..., None].expand(-1, -1, 4))}
 
 
 def merge_stats(a: dict[str, Tensor] | None, b: dict[str, Tensor], top: int) -> dict[str, Tensor]:
@@ -135,15 +145,9 @@ def merge_stats(a: dict[str, Tensor] | None, b: dict[str, Tensor], top: int) -> 
     delta = b["mean"] - a["mean"]
     out = {"count": a["count"] + b["count"], "mean": a["mean"] + delta * (nb / n),
            "m2": a["m2"] + b["m2"] + delta * delta * (na * nb / n), "sketch": a["sketch"] + b["sketch"]}
-    values = torch.cat([a["top_values"], b["top_values"]], dim=1)
-    seeds = torch.cat([a["top_seeds"], b["top_seeds"]], dim=1)
-    boxes = torch.cat([a["top_boxes"], b["top_boxes"]], dim=1)
-    order = torch.sort(seeds, dim=1, stable=True).indices  # ties in value go to the lower seed, whatever the split
-    order = order.gather(1, torch.sort(values.gather(1, order), dim=1, descending=True, stable=True).indices)
-    order = order[:, :top]
-    out["top_values"] = values.gather(1, order)
-    out["top_seeds"] = seeds.gather(1, order)
-    out["top_boxes"] = boxes.gather(1, order[..., None].expand(-1, -1, 4))
+    out.update(select_top(torch.cat([a["top_values"], b["top_values"]], dim=1),
+                          torch.cat([a["top_seeds"], b["top_seeds"]], dim=1),
+                          torch.cat([a["top_boxes"], b["top_boxes"]], dim=1), top))
     return out
 
 
@@ -168,7 +172,7 @@ def peak_boxes(acts: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
 
 def task_stats(acts: Tensor, seeds: Sequence[int], size: tuple[int, int], top: int) -> dict[str, Tensor]:
     """Statistics of one batch of activations (B, C, h, w) of the samples ``seeds``."""
-    b, c = acts.shape[:2]
+    c = acts.shape[1]
     x = acts.detach().float().cpu()
     per_unit = x.transpose(0, 1).reshape(c, -1).double()
     mean = per_unit.mean(dim=1)
@@ -177,10 +181,8 @@ def task_stats(acts: Tensor, seeds: Sequence[int], size: tuple[int, int], top: i
     sketch = torch.bincount(bins.reshape(-1), minlength=c * SKETCH_BINS).reshape(c, SKETCH_BINS)
     values, boxes = peak_boxes(x, size)
     ids = torch.tensor(list(seeds), dtype=torch.int64)[None].expand(c, -1)
-    part = {"count": torch.tensor(per_unit.shape[1], dtype=torch.int64), "mean": mean, "m2": m2, "sketch": sketch,
-            "top_values": values.t().contiguous(), "top_seeds": ids.contiguous(),
-            "top_boxes": boxes.transpose(0, 1).contiguous()}
-    return merge_stats(None, part, top) if b > top else part
+    return {"count": torch.tensor(per_unit.shape[1], dtype=torch.int64), "mean": mean, "m2": m2, "sketch": sketch,
+            **select_top(values.t().contiguous(), ids.contiguous(), boxes.transpose(0, 1).contiguous(), top)}
 
 
 def unit_maps(acts: Tensor, size: tuple[int, int]) -> Tensor:
@@ -190,16 +192,18 @@ def unit_maps(acts: Tensor, size: tuple[int, int]) -> Tensor:
 
 def task_iou(acts: Tensor, masks: Tensor, thresholds: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
     """Counts of one batch: intersections (C, K) of 'on' maps with concept masks (B, K, H, W), 'on' pixels, areas."""
-    on = (unit_maps(acts.detach().float().cpu(), size) > thresholds.float()[None, :, None, None])
-    c, k = on.shape[1], masks.shape[1]
-    on_flat = on.transpose(0, 1).reshape(c, -1).float()
-    mask_flat = masks.transpose(0, 1).reshape(k, -1).float()
-    # exact: every partial sum is an integer below 2**24 for batches under 1024 images of 128 px
+    acts = acts.detach().float().cpu()
+    c, k = acts.shape[1], masks.shape[1]
     inter = torch.zeros(c, k, dtype=torch.int64)
-    step = 1 << 20
-    for start in range(0, on_flat.shape[1], step):
-        inter += (on_flat[:, start:start + step] @ mask_flat[:, start:start + step].t()).round().long()
-    return {"inter": inter, "on": on.sum(dim=(0, 2, 3)).long(), "area": masks.sum(dim=(0, 2, 3)).long()}
+    on_count = torch.zeros(c, dtype=torch.int64)
+    level = thresholds.float()[None, :, None, None]
+    for start in range(0, acts.shape[0], 4):  # a few images at a time: upsampled maps are large
+        on = (unit_maps(acts[start:start + 4], size) > level).float().flatten(2)  # (b, C, P)
+        m = masks[start:start + 4].float().flatten(2)  # (b, K, P)
+        # exact: each image's counts are integers below 2**24 (images under 4096 x 4096)
+        inter += torch.bmm(on, m.transpose(1, 2)).round().long().sum(dim=0)
+        on_count += on.sum(dim=(0, 2)).round().long()
+    return {"inter": inter, "on": on_count, "area": masks.sum(dim=(0, 2, 3)).long()}
 
 
 def run_task(generator, plan: Plan, segmenter: Segmenter | None, task: Task,
@@ -331,15 +335,13 @@ def load_dissection(path: str | Path) -> Dissection:
     """Read a dissection file (complete or partial); a file of another kind raises one clear sentence."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            length = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(length))
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
         tensors = load_file(str(path))
     except FileNotFoundError as error:
         raise StudioError(f"No dissection file at {path}.") from error
     except (OSError, ValueError, SafetensorError) as error:
         raise StudioError(f"{path.name} is not a readable dissection file ({error}).") from error
-    meta = header.get("__metadata__") or {}
     if meta.get("format") != FORMAT:
         raise StudioError(f"{path.name} is not a dissection (its format is {meta.get('format')!r}).")
     result = Dissection(Plan.from_json(json.loads(meta["plan"])), tuple(json.loads(meta["concepts"])),
