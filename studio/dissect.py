@@ -191,18 +191,25 @@ def unit_maps(acts: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def task_iou(acts: Tensor, masks: Tensor, thresholds: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
-    """Counts of one batch: intersections (C, K) of 'on' maps with concept masks (B, K, H, W), 'on' pixels, areas."""
+    """Counts of one batch: intersections (C, K) of 'on' maps with concept masks (B, K, H, W), 'on' pixels, areas.
+
+    Only units whose peak in an image exceeds their level are upsampled there: a bilinear map never exceeds its
+    largest input, so the others have no 'on' pixel in that image (exact, and most units are off most of the time).
+    """
     acts = acts.detach().float().cpu()
     c, k = acts.shape[1], masks.shape[1]
     inter = torch.zeros(c, k, dtype=torch.int64)
     on_count = torch.zeros(c, dtype=torch.int64)
-    level = thresholds.float()[None, :, None, None]
-    for start in range(0, acts.shape[0], 4):  # a few images at a time: upsampled maps are large
-        on = (unit_maps(acts[start:start + 4], size) > level).float().flatten(2)  # (b, C, P)
-        m = masks[start:start + 4].float().flatten(2)  # (b, K, P)
-        # exact: each image's counts are integers below 2**24 (images under 4096 x 4096)
-        inter += torch.bmm(on, m.transpose(1, 2)).round().long().sum(dim=0)
-        on_count += on.sum(dim=(0, 2)).round().long()
+    level = thresholds.float()
+    firing = acts.flatten(2).amax(dim=2) > level  # (B, C)
+    for b in range(acts.shape[0]):
+        units = firing[b].nonzero()[:, 0]
+        if not len(units):
+            continue
+        on = (unit_maps(acts[b:b + 1, units], size)[0] > level[units, None, None]).float().flatten(1)  # (n, P)
+        # exact: one image's counts are integers below 2**24 (images under 4096 x 4096)
+        inter[units] += (on @ masks[b].float().flatten(1).t()).round().long()
+        on_count[units] += on.sum(dim=1).round().long()
     return {"inter": inter, "on": on_count, "area": masks.sum(dim=(0, 2, 3)).long()}
 
 

@@ -146,3 +146,17 @@ def test_cli_dissect_and_show(tmp_path, capsys):
     with Image.open(png) as img:
         assert img.size[0] > 96
     assert main(["dissect", "show", str(out), "--device", "cpu", "-o", str(png)]) == 2
+
+
+def test_iou_counts_equal_upsampling_every_unit():
+    from studio.dissect import task_iou, unit_maps
+
+    torch.manual_seed(1)
+    acts = torch.randn(3, 6, 4, 4)
+    masks = torch.rand(3, 2, 16, 16) > 0.6
+    level = torch.quantile(acts.transpose(0, 1).reshape(6, -1), 0.9, dim=1).double()
+    on = unit_maps(acts, (16, 16)) > level.float()[None, :, None, None]  # every unit, every image
+    want = torch.einsum("bchw,bkhw->ck", on.long(), masks.long())
+    got = task_iou(acts, masks, level, (16, 16))
+    assert torch.equal(got["inter"], want) and torch.equal(got["on"], on.sum(dim=(0, 2, 3)))
+    assert torch.equal(got["area"], masks.sum(dim=(0, 2, 3)))
