@@ -452,7 +452,7 @@ def gallery_tiles(generator, result: Dissection, layer: str, unit: int, count: i
 
 
 def gallery_image(tiles: Sequence[np.ndarray], columns: int = 6, gap: int = 2) -> np.ndarray:
-    """Tiles in a grid on a dark background, (H, W, 3) uint8."""
+    """Tiles in a grid on a dark background, (H, W, 3) float32 in [0, 1] (what ``save_image`` writes)."""
     if not tiles:
         raise StudioError("This unit has no gallery samples.")
     t = tiles[0].shape[0]
@@ -462,4 +462,4 @@ def gallery_image(tiles: Sequence[np.ndarray], columns: int = 6, gap: int = 2) -
     for i, tile in enumerate(tiles):
         r, c = divmod(i, cols)
         out[gap + r * (t + gap):gap + r * (t + gap) + t, gap + c * (t + gap):gap + c * (t + gap) + t] = tile
-    return out
+    return out.astype(np.float32) / 255.0
