@@ -47,6 +47,7 @@ from .recovery_actions import RecoveryActions
 from .seed_browser import SeedBrowser
 from .session_actions import SessionActions
 from .slider_panel import SliderPanel
+from .units_browser import UnitsBrowser
 from .worker import ModelWorker, WorkerThread
 
 SEED_MAX = 2**31 - 1
@@ -206,6 +207,11 @@ class MainWindow(QMainWindow):
         # with set_generator(), emitting model_changed() after weight edits.
         self._add_concept_panel()
         self.tabs.addTab(self.seeds, "Seeds")
+        self.dissection = UnitsBrowser(self.jobs)
+        self.dissection.message.connect(self.show_error)
+        self.dissection.add_slider.connect(lambda layer, unit: self.sliders.add_units(layer, [unit]))
+        self.ranking.layers.layer_changed.connect(self.dissection.set_layer)
+        self.tabs.addTab(self.dissection, "Dissection")
         self.tabs.currentChanged.connect(lambda _: self._browse_seeds_if_visible())
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(centre)
@@ -338,6 +344,7 @@ class MainWindow(QMainWindow):
             self.state.examples.clear()
             self.ranking.show_ranking(None)
             self.state.ranking = None
+            self.dissection.set_layer(None)
         self.ranking.layers.set_layers(generator.layers(), self.state.layer)
         if self.concepts is not None:
             self.concepts.set_generator(generator)
