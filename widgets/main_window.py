@@ -240,8 +240,9 @@ class MainWindow(QMainWindow):
         quit_action = file.addAction("Quit", self.close)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         edit = self.menuBar().addMenu("&Edit")
-        for action in (self.tools.undo, self.tools.redo, self.tools.clear, self.tools.invert, self.tools.fill):
-            edit.addAction(action)
+        for action in (self.tools.undo, self.tools.redo, None, self.tools.clear, self.tools.invert, self.tools.fill,
+                       self.tools.feather, None, self.tools.smaller, self.tools.larger, self.tools.show_mask):
+            edit.addAction(action) if action is not None else edit.addSeparator()
         view = self.menuBar().addMenu("&View")
         fit = view.addAction("Fit image", self.canvas.fit)
         fit.setShortcut(QKeySequence("Ctrl+0"))
