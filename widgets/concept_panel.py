@@ -33,7 +33,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.commands.common import parse_seeds
 from studio.concept import (
     DEFAULT_LAMBDA,
     DEFAULT_TOKENS,
@@ -44,6 +43,7 @@ from studio.concept import (
     editor_for,
 )
 from studio.core.errors import StudioError
+from studio.seeds import parse_seeds
 
 from .jobs import Job, JobRunner
 from .qt_images import pixmap_from
@@ -331,10 +331,7 @@ class ConceptPanel(QWidget):
             prompts = [e.concept for e in spec.edits] + list(spec.preserve)
         if not prompts:
             prompts = [self.generator.default_prompt] if self.generator is not None else [""]
-        try:
-            seeds = parse_seeds(self.test_seeds.text().strip(), 0)
-        except ValueError as error:
-            raise StudioError(f"Cannot read the test seeds '{self.test_seeds.text()}': write e.g. 0-3,7.") from error
+        seeds = parse_seeds(self.test_seeds.text().strip(), 0)  # a SeedError says what is wrong with the text
         while len(prompts) * len(seeds) > MAX_GRID and len(prompts) > 1:
             prompts.pop()
         return prompts, seeds[: max(1, MAX_GRID // len(prompts))]

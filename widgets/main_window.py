@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QTabWidget,
     QToolBar,
@@ -30,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from studio.core.device import describe
 from studio.live import Frame, LiveRequest, unit_activation
+from studio.seeds import SEED_MAX
 from studio.state import StudioState
 
 from . import gui_gc
@@ -41,12 +41,12 @@ from .model_picker import ModelPicker
 from .qt_images import heatmap_image
 from .ranking_panel import RankingPanel
 from .recovery_actions import RecoveryActions
+from .seed_box import SeedBox
 from .seed_browser import SeedBrowser
 from .session_actions import SessionActions
 from .slider_panel import SliderPanel
 from .worker import ModelWorker, WorkerThread
 
-SEED_MAX = 2**31 - 1
 
 
 class ErrorBanner(QLabel):
@@ -117,10 +117,10 @@ class MainWindow(QMainWindow):
     def _build_widgets(self) -> None:
         self.picker = ModelPicker(self.settings)
         self.picker.open_requested.connect(self.open_model)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, SEED_MAX)
-        self.seed.setToolTip("The seed of the sample")
+        self.seed = SeedBox()
+        self.seed.setMinimumWidth(110)  # room for ten digits
         self.seed.valueChanged.connect(lambda _: self.generate())
+        self.seed.invalid.connect(lambda sentence: self.show_error(sentence))
         self.rest_timer = QTimer(self)  # a slider at rest for this long gets its full-quality frame
         self.rest_timer.setSingleShot(True)
         self.rest_timer.setInterval(300)

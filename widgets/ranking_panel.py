@@ -26,12 +26,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.commands.common import parse_seeds as parse
 from studio.core.errors import StudioError
 from studio.core.images import mask_from_array, to_uint8
 from studio.core.progress import ProgressUpdate
 from studio.live import default_layer, unit_off_images
 from studio.ranking import rank_units
+from studio.seeds import parse_seeds
 from studio.state import StudioState
 
 from .jobs import Job, JobRunner
@@ -85,17 +85,6 @@ def thumbnails(images, size: int = THUMB):
     scale = size / max(h, w)
     small = F.interpolate(images.float(), size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
     return [to_uint8(image) for image in small]
-
-
-def parse_seeds(text: str, current: int) -> list[int]:
-
-    try:
-        seeds = parse(text.strip(), current)
-    except ValueError as error:
-        raise StudioError(f"Cannot read seeds '{text}': write numbers and ranges, e.g. 0-3,7.") from error
-    if len(seeds) > 64:
-        raise StudioError(f"{len(seeds)} seeds is too many for one ranking; use at most 64.")
-    return seeds
 
 
 class RankingPanel(QWidget):
