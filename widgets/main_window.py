@@ -332,6 +332,7 @@ class MainWindow(QMainWindow):
         if sample != self.state.sample and self.state.sample is not None:
             self.recovery.edited()
         self.state.sample = sample
+        self.ranking.refresh()
         self.canvas.set_heatmap(None)
         self._post(content=True)
         if self.tabs.currentWidget() is self.seeds:
@@ -372,6 +373,7 @@ class MainWindow(QMainWindow):
     def _on_mask_changed(self) -> None:
         mask = self.canvas.mask()
         self.state.mask = torch.from_numpy(mask) if mask is not None else None
+        self.ranking.refresh()  # what Rank will use, and whether the shown ranking is out of date
         self.recovery.edited()
         if self.state.edits and self.state.local:
             self._post()
@@ -402,7 +404,8 @@ class MainWindow(QMainWindow):
                 self.state.ranking = None
 
     def _add_sliders(self, units: list) -> None:
-        layer = self.ranking.layers.current_layer()
+        ranking = self.state.ranking  # the table's rows are this ranking's units (its layer, even with "All layers")
+        layer = getattr(ranking, "layer", None) or self.ranking.layers.current_layer()
         if layer and units:
             self.sliders.add_units(layer, units)
 
