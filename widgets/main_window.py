@@ -315,8 +315,8 @@ class MainWindow(QMainWindow):
         self.generate()
 
     def _on_load_failed(self, sentence: str) -> None:
-        if self.generator is None:
-            self.canvas.placeholder = sentence
+        if self.generator is None:  # the banner says why; the canvas says what to do (not the same sentence twice)
+            self.canvas.placeholder = "No model is loaded: choose one in the Model box, or open a model file."
             self.canvas.update()
         self.show_error(sentence)
         self.load_failed.emit(sentence)
@@ -367,7 +367,7 @@ class MainWindow(QMainWindow):
 
     def show_error(self, sentence: str) -> None:
         self.banner.show_message(sentence)
-        self.statusBar().showMessage(sentence, 10000)
+        self.statusBar().clearMessage()  # the banner says it; the same sentence twice reads as two errors
 
     # -- reactions ----------------------------------------------------------------------------------------------
     def _on_mask_changed(self) -> None:
