@@ -23,6 +23,7 @@ import torch
 
 from models.base import Generator, LayerInfo, Sample
 
+from .concept import applied_labels, loaded_weights
 from .core.errors import StudioError, UnsupportedOperation
 from .core.hooks import Editor, UnitEdit
 
@@ -175,10 +176,10 @@ class LiveRenderer:
         return self.generator.forward_from(layer, edited, [sample]), layer
 
     def original(self, sample: Sample) -> torch.Tensor:
-        """The unedited image (3, H, W) on the CPU, cached per sample."""
+        """The model as loaded (no unit edit, no concept edit): (3, H, W) on the CPU, cached per sample."""
         cache = self._cache
         if cache.original is None or cache.original_sample != sample:
-            with torch.inference_mode():
+            with loaded_weights(self.generator), torch.inference_mode():  # weights written outside inference mode
                 image = self.generator.render([sample])[0].float().cpu()
             cache.original, cache.original_sample = image, sample
         return cache.original
@@ -188,10 +189,14 @@ class LiveRenderer:
         start = time.perf_counter()
         options = self.generator.preview_options() if request.preview else {}
         sample = replace(request.sample, options={**request.sample.options, **options}) if options else request.sample
-        original = self.original(sample) if request.original or not request.edits else None
+        concept_edited = bool(applied_labels(self.generator))  # then the loaded model is not today's weights
+        original = self.original(sample) if request.original or not (request.edits or concept_edited) else None
         if request.edits:
             image, layer = self.render(sample, request.edits, request.mask)
             image = image[0].float().cpu()
+        elif concept_edited:
+            with torch.inference_mode():
+                image, layer = self.generator.render([sample])[0].float().cpu(), None
         else:
             image, layer = original, None
         size = tuple(self.generator.resolution)

@@ -31,15 +31,18 @@ def panel_with(qtbot, count: int) -> SliderPanel:
 
 def test_the_wheel_scrolls_the_list_and_changes_no_slider_it_passes(qtbot):
     panel = panel_with(qtbot, 20)
+    panel.activateWindow()  # focus (and so the wheel) goes only to widgets of the active window
+    qtbot.waitUntil(panel.isActiveWindow, timeout=5_000)
     bar = panel.scroll.verticalScrollBar()
-    assert bar.maximum() > 0
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=5_000)
     row = panel.rows[2]
     wheel(row.slider, -2)
     assert row.scale() == 1.0 and bar.value() > 0  # the list scrolled; the unit under the pointer did not change
     qtbot.mouseClick(row.slider, Qt.MouseButton.LeftButton, pos=row.slider.rect().center())  # focus it
     before = row.slider.value()
+    qtbot.waitUntil(row.slider.hasFocus, timeout=5_000)
     wheel(row.slider, 1)
-    assert row.slider.hasFocus() and row.slider.value() != before  # a focused slider takes the wheel
+    assert row.slider.value() != before  # a focused slider takes the wheel
 
 
 def test_labels_name_the_layer_and_the_unit(qtbot):

@@ -140,7 +140,6 @@ def _operate(operation: str, spec: ConceptEditSpec | None, prompts: list[str], s
 
     def work(generator, progress=None) -> ConceptResult:
         editor = editor_for(generator)
-        before = _render_grid(generator, prompts, seeds)
         if operation == "apply":
             note = EditSummary.of(editor.apply(spec, progress)).sentence()
         elif operation == "undo":
@@ -153,6 +152,8 @@ def _operate(operation: str, spec: ConceptEditSpec | None, prompts: list[str], s
             editor.revert()
             note = "Back to the original weights."
         after = _render_grid(generator, prompts, seeds)
+        with editor.as_loaded():  # "before" is the model as loaded, whichever way the stack moved
+            before = _render_grid(generator, prompts, seeds)
         return ConceptResult(note, prompts, seeds, before, after, [a.spec.label() for a in editor.stack],
                              editor.can_redo)
 
@@ -414,8 +415,11 @@ class ConceptPanel(QWidget):
 
     def _show_grid(self, result: ConceptResult) -> None:
         self._clear_grid()
-        for col, title in enumerate(("prompt", "before", "after"), start=0):
-            self.grid.addWidget(QLabel(f"<b>{title}</b>"), 0, col)
+        after = f"after: {', '.join(result.stack)}" if result.stack else "after: no concept edits"
+        for col, title in enumerate(("prompt", "before: as loaded", after), start=0):
+            header = QLabel(f"<b>{title}</b>")
+            header.setWordWrap(True)
+            self.grid.addWidget(header, 0, col)
         row = 1
         for p, prompt in enumerate(result.prompts):
             for s, seed in enumerate(result.seeds):

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.concept import applied_labels
 from studio.core.device import describe
 from studio.live import Frame, LiveRequest, unit_activation
 from studio.seeds import SEED_MAX
@@ -343,8 +344,10 @@ class MainWindow(QMainWindow):
         if self.state.sample is None:
             return self._posted
         edits = self.state.render_edits()
+        concept_edits = applied_labels(self.generator) if self.generator is not None else []
         request = LiveRequest(self.state.sample, edits, self.state.mask if self.state.has_mask() else None,
-                              original=bool(edits), preview=preview)
+                              original=bool(edits or concept_edits), preview=preview)
+        self.sliders.show_sides(len(edits), concept_edits)
         self._posted = self.worker.mailbox.post(request)
         if content:
             self._content = self._posted

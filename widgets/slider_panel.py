@@ -186,11 +186,14 @@ class SliderPanel(QWidget):
         self.reset_button.setToolTip("Every slider back to 1x")
         self.reset_button.clicked.connect(self.reset_all)
         self.hold = QPushButton("Hold: original")
-        self.hold.setToolTip("Press and hold to see the image without edits")
+        self.hold.setToolTip("Press and hold to see the model as loaded: no unit edit, no concept edit")
         self.hold.pressed.connect(lambda: self.hold_original.emit(True))
         self.hold.released.connect(lambda: self.hold_original.emit(False))
         self.compare = QCheckBox("Before | after")
-        self.compare.setToolTip("Show the original and the edited image side by side")
+        self.compare.setToolTip("Show the model as loaded and the edited image side by side")
+        self.sides = QLabel("Before: the model as loaded. After: no edits yet.")
+        self.sides.setWordWrap(True)
+        self.sides.setStyleSheet("color: palette(mid);")
         self.compare.toggled.connect(self.side_by_side)
         self.empty = QLabel("No sliders yet: double-click units in the ranking table.")
         self.empty.setWordWrap(True)
@@ -217,8 +220,17 @@ class SliderPanel(QWidget):
         buttons.addWidget(self.reset_button)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.sides)
         layout.addWidget(scroll, 1)
         layout.addLayout(buttons)
+
+    def show_sides(self, unit_edits: int, concept_edits: list[str]) -> None:
+        """Say which edits each side of Before | after (and Hold) has."""
+        parts = [f"{unit_edits} unit edit{'s' if unit_edits != 1 else ''}"] if unit_edits else []
+        if concept_edits:
+            parts.append("concept edits: " + ", ".join(concept_edits))
+        after = " and ".join(parts) if parts else "no edits yet"
+        self.sides.setText(f"Before: the model as loaded (no edits). After: {after}.")
 
     def edits(self) -> list[UnitEdit]:
         return [row.edit() for row in self.rows]
