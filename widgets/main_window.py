@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QTabWidget,
     QToolBar,
@@ -28,8 +27,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.concept import applied_labels
 from studio.core.device import describe
 from studio.live import Frame, LiveRequest, unit_activation
+from studio.seeds import SEED_MAX
 from studio.state import StudioState
 
 from . import gui_gc
@@ -44,13 +45,13 @@ from .qt_images import heatmap_image
 from .ranking_panel import RankingPanel
 from .sample_options import SampleOptionsBar
 from .recovery_actions import RecoveryActions
+from .seed_box import SeedBox
 from .seed_browser import SeedBrowser
 from .session_actions import SessionActions
 from .slider_panel import SliderPanel
 from .units_browser import UnitsBrowser
 from .worker import ModelWorker, WorkerThread
 
-SEED_MAX = 2**31 - 1
 
 
 def _join(items: list[str]) -> str:
@@ -125,10 +126,10 @@ class MainWindow(QMainWindow):
     def _build_widgets(self) -> None:
         self.picker = ModelPicker(self.settings)
         self.picker.open_requested.connect(self.open_model)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, SEED_MAX)
-        self.seed.setToolTip("The seed of the sample")
+        self.seed = SeedBox()
+        self.seed.setMinimumWidth(110)  # room for ten digits
         self.seed.valueChanged.connect(lambda _: self.generate())
+        self.seed.invalid.connect(lambda sentence: self.show_error(sentence))
         self.rest_timer = QTimer(self)  # a slider at rest for this long gets its full-quality frame
         self.rest_timer.setSingleShot(True)
         self.rest_timer.setInterval(300)
@@ -276,8 +277,9 @@ class MainWindow(QMainWindow):
         quit_action = file.addAction("Quit", self.close)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         edit = self.menuBar().addMenu("&Edit")
-        for action in (self.tools.undo, self.tools.redo, self.tools.clear, self.tools.invert, self.tools.fill):
-            edit.addAction(action)
+        for action in (self.tools.undo, self.tools.redo, None, self.tools.clear, self.tools.invert, self.tools.fill,
+                       self.tools.feather, None, self.tools.smaller, self.tools.larger, self.tools.show_mask):
+            edit.addAction(action) if action is not None else edit.addSeparator()
         view = self.menuBar().addMenu("&View")
         fit = view.addAction("Fit image", self.canvas.fit)
         fit.setShortcut(QKeySequence("Ctrl+0"))
@@ -355,8 +357,8 @@ class MainWindow(QMainWindow):
         self.generate()
 
     def _on_load_failed(self, sentence: str) -> None:
-        if self.generator is None:
-            self.canvas.placeholder = sentence
+        if self.generator is None:  # the banner says why; the canvas says what to do (not the same sentence twice)
+            self.canvas.placeholder = "No model is loaded: choose one in the Model box, or open a model file."
             self.canvas.update()
         self.show_error(sentence)
         self.load_failed.emit(sentence)
@@ -373,6 +375,7 @@ class MainWindow(QMainWindow):
         if sample != previous and previous is not None:
             self.recovery.edited()
         self.state.sample = sample
+        self.ranking.refresh()
         self.canvas.set_heatmap(None)
         self._post(content=True)
         if previous is not None and sample.seed != previous.seed:
@@ -391,8 +394,10 @@ class MainWindow(QMainWindow):
         if self.state.sample is None:
             return self._posted
         edits, knobs = self.state.render_edits(), tuple(self.state.knobs)
+        concept_edits = applied_labels(self.generator) if self.generator is not None else []
         request = LiveRequest(self.state.sample, edits, self.state.mask if self.state.has_mask() else None,
-                              original=bool(edits or knobs), preview=preview, knobs=knobs)
+                              original=bool(edits or knobs or concept_edits), preview=preview, knobs=knobs)
+        self.sliders.show_sides(len(edits), concept_edits)
         self._posted = self.worker.mailbox.post(request)
         if content:
             self._content = self._posted
@@ -415,12 +420,13 @@ class MainWindow(QMainWindow):
 
     def show_error(self, sentence: str) -> None:
         self.banner.show_message(sentence)
-        self.statusBar().showMessage(sentence, 10000)
+        self.statusBar().clearMessage()  # the banner says it; the same sentence twice reads as two errors
 
     # -- reactions ----------------------------------------------------------------------------------------------
     def _on_mask_changed(self) -> None:
         mask = self.canvas.mask()
         self.state.mask = torch.from_numpy(mask) if mask is not None else None
+        self.ranking.refresh()  # what Rank will use, and whether the shown ranking is out of date
         self.recovery.edited()
         if self.state.edits and self.state.local:
             self._post()
@@ -458,7 +464,8 @@ class MainWindow(QMainWindow):
                 self.state.ranking = None
 
     def _add_sliders(self, units: list) -> None:
-        layer = self.ranking.layers.current_layer()
+        ranking = self.state.ranking  # the table's rows are this ranking's units (its layer, even with "All layers")
+        layer = getattr(ranking, "layer", None) or self.ranking.layers.current_layer()
         if layer and units:
             self.sliders.add_units(layer, units)
 
