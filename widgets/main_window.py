@@ -33,8 +33,11 @@ from studio.live import Frame, LiveRequest, unit_activation
 from studio.state import StudioState
 
 from . import gui_gc
+from .banner import MessageBanner
 from .canvas import Canvas
 from .export_dialog import ExportDialog
+from .history_strip import HistoryStrip
+from .image_actions import ImageActions
 from .jobs import JobRunner
 from .mask_tools import MaskTools
 from .model_picker import ModelPicker
@@ -47,24 +50,6 @@ from .slider_panel import SliderPanel
 from .worker import ModelWorker, WorkerThread
 
 SEED_MAX = 2**31 - 1
-
-
-class ErrorBanner(QLabel):
-    """One clear sentence above the canvas; click to dismiss. Nothing the user made is touched."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setWordWrap(True)
-        self.setStyleSheet("background:#6b2b2b;color:white;padding:6px;border-radius:3px;")
-        self.setToolTip("Click to dismiss")
-        self.hide()
-
-    def show_message(self, sentence: str) -> None:
-        self.setText(sentence)
-        self.show()
-
-    def mousePressEvent(self, event) -> None:
-        self.hide()
 
 
 class MainWindow(QMainWindow):
@@ -107,6 +92,8 @@ class MainWindow(QMainWindow):
 
         self._build_widgets()
         self.sessions = SessionActions(self)
+        self.images = ImageActions(self)
+        self.history.chosen.connect(self.sessions.restore)
         self.recovery = RecoveryActions(self, Path(config_dir) / "recovery" if config_dir else None)
         self.centre_column.insertWidget(self.centre_column.indexOf(self.canvas), self.recovery.offer)
         self._build_menus()
@@ -157,17 +144,24 @@ class MainWindow(QMainWindow):
         self.canvas = Canvas()
         self.canvas.mask_changed.connect(self._on_mask_changed)
         self.tools = MaskTools(self.canvas)
-        self.banner = ErrorBanner()
+        self.banner = MessageBanner(self.canvas)  # over the canvas: a message never pushes the image down
         centre = QWidget()
         column = QVBoxLayout(centre)
         column.setContentsMargins(4, 4, 4, 4)
         column.addWidget(self.tools)
-        column.addWidget(self.banner)
         column.addWidget(self.canvas, 1)
+        self.history = HistoryStrip()
+        column.addWidget(self.history)
+        self.history_timer = QTimer(self)  # a result joins the history once it has rested on screen
+        self.history_timer.setSingleShot(True)
+        self.history_timer.setInterval(700)
+        self.history_timer.timeout.connect(lambda: self.last_frame and self.history.record(self.last_frame, self.state))
         self.centre_column = column
 
         self.ranking = RankingPanel(self.jobs, self.state)
-        self.ranking.message.connect(self.show_error)
+        self.ranking.message.connect(  # a cancel the user asked for is news, not an error
+            lambda sentence: (self.show_info if self.ranking.progress.format() == "cancelled" else self.show_error)(
+                sentence))
         self.ranking.ranked.connect(lambda _: self.recovery.edited())
         self.ranking.units_chosen.connect(self._add_sliders)
         self.ranking.unit_selected.connect(self._on_unit_selected)
@@ -235,7 +229,7 @@ class MainWindow(QMainWindow):
         self.export_action = file.addAction("Export…", self.show_export)
         self.export_action.setShortcut(QKeySequence("Ctrl+E"))
         self.export_action.setToolTip("Write the edited model as a checkpoint, then reopen and check it")
-        file.addAction("Save image…", self.sessions.save_image)
+        file.addAction(self.images.export_action)
         file.addSeparator()
         quit_action = file.addAction("Quit", self.close)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -360,11 +354,18 @@ class MainWindow(QMainWindow):
         how = f"partial from {frame.layer}" if frame.partial else "full"
         how += ", preview" if frame.preview else ""
         self.frame_label.setText(f"frame {frame.ms:.0f} ms ({how})")
+        if not frame.preview and frame.stamp == self._posted:
+            self.history_timer.start()
         self.frame_shown.emit(frame)
         self.image_shown.emit()
 
     def show_error(self, sentence: str) -> None:
         self.banner.show_message(sentence)
+        self.statusBar().showMessage(sentence, 10000)
+
+    def show_info(self, sentence: str) -> None:
+        """A finished job's message: shown over the canvas for a few seconds, then gone by itself."""
+        self.banner.show_message(sentence, error=False)
         self.statusBar().showMessage(sentence, 10000)
 
     # -- reactions ----------------------------------------------------------------------------------------------
@@ -474,6 +475,8 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
         if Path(paths[0]).suffix.lower() == ".nstudio":
             self.sessions.open(paths[0])
+        elif Path(paths[0]).suffix.lower() == ".png":  # an exported image: its seed, prompt, model and edits
+            self.images.restore(paths[0])
         else:
             self.open_model(paths[0])
 
