@@ -95,3 +95,22 @@ def test_an_info_message_goes_by_itself_an_error_stays_and_neither_moves_the_can
     assert window.banner.geometry().top() < window.canvas.height() // 4  # over the canvas' top edge
     qtbot.mouseClick(window.banner, Qt.MouseButton.LeftButton)
     assert not window.banner.isVisible()
+
+
+def test_seed_minus_one_and_the_dice_pick_a_random_seed_and_show_it(window, qtbot):
+    box = window.seed
+    with qtbot.waitSignal(window.frame_shown, timeout=20_000):
+        box.setValue(7)
+    box.lineEdit().selectAll()
+    with qtbot.waitSignal(window.frame_shown, timeout=20_000):
+        qtbot.keyClicks(box.lineEdit(), "-1")
+        qtbot.keyClick(box.lineEdit(), Qt.Key.Key_Return)
+    chosen = box.value()
+    assert chosen not in (1, 7)  # not "-1" refused (the digit kept, or the old seed): a random one, 1 in 2**31
+    assert chosen >= 0 and box.text() == str(chosen) and window.state.sample.seed == chosen
+    seen = {chosen}
+    for _ in range(3):
+        qtbot.mouseClick(window.dice, Qt.MouseButton.LeftButton)
+        seen.add(box.value())
+        assert box.value() >= 0 and window.state.sample.seed == box.value()
+    assert len(seen) > 1

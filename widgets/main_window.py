@@ -105,25 +105,27 @@ class MainWindow(QMainWindow):
         self.picker = ModelPicker(self.settings)
         self.picker.open_requested.connect(self.open_model)
         self.seed = QSpinBox()
-        self.seed.setRange(0, SEED_MAX)
-        self.seed.setToolTip("The seed of the sample")
-        self.seed.valueChanged.connect(lambda _: self.generate())
+        self.seed.setRange(-1, SEED_MAX)  # -1: a random seed, shown once chosen (as image tools do)
+        self.seed.setToolTip("The seed of the sample; -1 picks a random one")
+        self.seed.valueChanged.connect(self._on_seed_changed)
         self.rest_timer = QTimer(self)  # a slider at rest for this long gets its full-quality frame
         self.rest_timer.setSingleShot(True)
         self.rest_timer.setInterval(300)
         self.rest_timer.timeout.connect(lambda: self._post())
-        previous, following, lucky = QPushButton("◀"), QPushButton("▶"), QPushButton("Random")
+        previous, following, lucky = QPushButton("◀"), QPushButton("▶"), QPushButton("🎲")
         previous.setToolTip("Previous seed (Alt+Left)")
         previous.setShortcut(QKeySequence("Alt+Left"))
         following.setToolTip("Next seed (Alt+Right)")
         following.setShortcut(QKeySequence("Alt+Right"))
         lucky.setToolTip("A random seed (Alt+R)")
         lucky.setShortcut(QKeySequence("Alt+R"))
-        for button in (previous, following):
+        lucky.setAccessibleName("Random seed")
+        self.dice = lucky
+        for button in (previous, following, lucky):
             button.setFixedWidth(32)
         previous.clicked.connect(lambda: self.seed.setValue(max(self.seed.value() - 1, 0)))
         following.clicked.connect(lambda: self.seed.setValue(min(self.seed.value() + 1, SEED_MAX)))
-        lucky.clicked.connect(lambda: self.seed.setValue(random.randrange(0, 100_000)))
+        lucky.clicked.connect(lambda: self.seed.setValue(-1))
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("prompt (text models)")
         self.prompt.returnPressed.connect(self.generate)
@@ -329,6 +331,12 @@ class MainWindow(QMainWindow):
         self._post(content=True)
         if self.tabs.currentWidget() is self.seeds:
             self.seeds.show_seeds(self.state.sample, self.seeds.first)
+
+    def _on_seed_changed(self, seed: int) -> None:
+        if seed < 0:
+            self.seed.setValue(random.randrange(0, SEED_MAX))  # shows the chosen seed, which renders
+        else:
+            self.generate()
 
     def _post(self, content: bool = False, preview: bool = False) -> int:
         """Put the newest state in the worker's mailbox and wake it (older unrendered states are dropped)."""
