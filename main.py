@@ -15,6 +15,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="open on a scripted state: a mask, a fast ranking and two sliders")
     parser.add_argument("--screenshot", metavar="PATH",
                         help="build the window offscreen, run the demo state, save the window as PNG, exit")
+    parser.add_argument("--size", default="1440x900", metavar="WxH", help="the window size of --screenshot")
     return parser.parse_args(argv)
 
 
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = QSettings(os.path.join(folder, "settings.ini"), QSettings.Format.IniFormat)
     window = MainWindow(args.model, args.device, settings=settings, config_dir=folder)
     if args.screenshot:
-        window.resize(1440, 900)
+        width, _, height = args.size.partition("x")
+        window.resize(int(width), int(height))
         window.confirm_close = False  # a scripted run closes itself: no "save changes?" dialog
     elif settings is None and window.settings.value("window/geometry") is None:
         window.resize(1440, 900)

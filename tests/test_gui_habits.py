@@ -114,3 +114,34 @@ def test_seed_minus_one_and_the_dice_pick_a_random_seed_and_show_it(window, qtbo
         seen.add(box.value())
         assert box.value() >= 0 and window.state.sample.seed == box.value()
     assert len(seen) > 1
+
+
+def test_at_1280x800_every_tab_fits_without_horizontal_scrolling(window, qtbot):
+    from PySide6.QtWidgets import QAbstractScrollArea, QToolBar, QToolButton
+
+    window.resize(1280, 800)
+    qtbot.wait(50)
+    for toolbar in window.findChildren(QToolBar):
+        hidden = [b for b in toolbar.findChildren(QToolButton, "qt_toolbar_ext_button") if b.isVisible()]
+        assert not hidden, f"the {toolbar.windowTitle()} toolbar hides tools behind »"
+    for index in range(window.tabs.count()):
+        window.tabs.setCurrentIndex(index)
+        qtbot.wait(50)
+        scrolled = [type(area).__name__ for area in window.findChildren(QAbstractScrollArea)
+                    if area.isVisible() and area is not window.history and area.horizontalScrollBar().isVisible()]
+        assert not scrolled, f"{window.tabs.tabText(index)}: {scrolled} scroll sideways"
+
+
+def test_the_window_layout_comes_back_next_run(toy_registry, qtbot, tmp_path):
+    first = open_window(qtbot, tmp_path)
+    first.resize(760, 720)  # the offscreen screen is 800 px wide: stay inside it
+    first.splitter.setSizes([300, 470])
+    qtbot.wait(20)
+    sizes = first.splitter.sizes()
+    first.close()
+    second = open_window(qtbot, tmp_path, resize=False)  # the same settings file, in tmp_path
+    try:
+        assert second.width() == 760
+        assert second.splitter.sizes() == sizes
+    finally:
+        second.close()

@@ -20,7 +20,7 @@ from studio.state import StudioState
 
 from .qt_images import pixmap_from
 
-THUMB = 64
+THUMB = 48
 LIMIT = 60  # the oldest go first; a session can make hundreds
 
 
@@ -48,7 +48,7 @@ class HistoryStrip(QListWidget):
         self.setWrapping(False)
         self.setMovement(QListView.Movement.Static)
         self.setIconSize(QSize(THUMB, THUMB))
-        self.setFixedHeight(THUMB + 30)
+        self.setFixedHeight(THUMB + 28)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setToolTip("History: the images made this session; click one to go back to it")

@@ -41,7 +41,7 @@ from .image_actions import ImageActions
 from .jobs import JobRunner
 from .mask_tools import MaskTools
 from .model_picker import ModelPicker
-from .qt_images import heatmap_image
+from .qt_images import dice_icon, heatmap_image
 from .ranking_panel import RankingPanel
 from .recovery_actions import RecoveryActions
 from .seed_browser import SeedBrowser
@@ -112,7 +112,7 @@ class MainWindow(QMainWindow):
         self.rest_timer.setSingleShot(True)
         self.rest_timer.setInterval(300)
         self.rest_timer.timeout.connect(lambda: self._post())
-        previous, following, lucky = QPushButton("◀"), QPushButton("▶"), QPushButton("🎲")
+        previous, following, lucky = QPushButton("◀"), QPushButton("▶"), QPushButton(dice_icon(), "")
         previous.setToolTip("Previous seed (Alt+Left)")
         previous.setShortcut(QKeySequence("Alt+Left"))
         following.setToolTip("Next seed (Alt+Right)")
@@ -150,7 +150,8 @@ class MainWindow(QMainWindow):
         centre = QWidget()
         column = QVBoxLayout(centre)
         column.setContentsMargins(4, 4, 4, 4)
-        column.addWidget(self.tools)
+        self.addToolBarBreak()  # the mask tools get a row of their own: all of them fit at 1280 px wide
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.tools)
         column.addWidget(self.canvas, 1)
         self.history = HistoryStrip()
         column.addWidget(self.history)
@@ -175,6 +176,7 @@ class MainWindow(QMainWindow):
         self.sliders.side_by_side.connect(self._on_side_by_side)
         self.sliders.unit_focused.connect(self._show_activation_of)
         units = QSplitter(Qt.Orientation.Vertical)
+        units.setObjectName("UnitsSplitter")
         units.addWidget(self.ranking)
         units.addWidget(self.sliders)
         units.setStretchFactor(0, 3)
@@ -191,6 +193,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.seeds, "Seeds")
         self.tabs.currentChanged.connect(lambda _: self._browse_seeds_if_visible())
         split = QSplitter(Qt.Orientation.Horizontal)
+        split.setObjectName("MainSplitter")
         split.addWidget(centre)
         split.addWidget(self.tabs)
         split.setStretchFactor(0, 3)
@@ -261,6 +264,9 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state is not None:
             self.restoreState(state)
+        for splitter in self.findChildren(QSplitter):  # the image | panel split and the ranking | sliders split
+            if splitter.objectName() and s.value(f"window/{splitter.objectName()}") is not None:
+                splitter.restoreState(s.value(f"window/{splitter.objectName()}"))
         self.tools.size.setValue(int(s.value("mask/brush", self.canvas.brush_size)))
         self.tools.opacity.setValue(int(s.value("mask/opacity", int(self.canvas.overlay_opacity * 100))))
         self.ranking.set_options(str(s.value("rank/method", "fast")), str(s.value("rank/ablation", "zero")),
@@ -271,6 +277,9 @@ class MainWindow(QMainWindow):
         s = self.settings
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
+        for splitter in self.findChildren(QSplitter):
+            if splitter.objectName():
+                s.setValue(f"window/{splitter.objectName()}", splitter.saveState())
         s.setValue("mask/brush", self.tools.size.value())
         s.setValue("mask/opacity", self.tools.opacity.value())
         options = self.ranking.options()
