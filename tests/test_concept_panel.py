@@ -100,8 +100,24 @@ def test_unknown_words_and_empty_rows_are_one_sentence(panel, gen, qtbot):
 
 def test_a_model_without_cross_attention_disables_the_panel(panel, toy):
     panel.set_generator(toy)
-    assert "no cross-attention" in panel.status.text()
+    assert "no cross-attention" in panel.reason.text() and "\n" not in panel.reason.text()
     assert not panel.apply_button.isEnabled() and panel.apply() is None
+
+
+def test_on_a_model_without_cross_attention_the_fields_take_no_input(panel, toy, qtbot, gen):
+    panel.show()
+    panel.set_generator(toy)
+    qtbot.waitExposed(panel)
+    qtbot.mouseClick(panel.rows[0].concept, Qt.MouseButton.LeftButton)
+    qtbot.keyClicks(panel.rows[0].concept, "red")
+    assert panel.rows[0].concept.text() == ""
+    for field in (panel.rows[0].target, panel.preserve, panel.lambda_, panel.tokens):
+        assert not field.isEnabled()
+    assert panel.reason.isVisible()
+    panel.set_generator(gen)  # a text model: everything editable again, no reason shown
+    assert panel.rows[0].concept.isEnabled() and not panel.reason.isVisible()
+    qtbot.keyClicks(panel.rows[0].concept, "red")
+    assert panel.rows[0].concept.text() == "red"
 
 
 def test_strengths_explain_their_effect(panel):

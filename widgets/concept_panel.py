@@ -247,9 +247,17 @@ class ConceptPanel(QWidget):
         buttons = QHBoxLayout()
         for b in (self.apply_button, self.undo_button, self.redo_button, self.revert_button):
             buttons.addWidget(b)
+        self.fields = QWidget()  # what a model without cross-attention disables (the reason stays readable)
+        fields = QVBoxLayout(self.fields)
+        fields.setContentsMargins(0, 0, 0, 0)
+        fields.addWidget(edits)
+        fields.addLayout(strengths)
+        self.reason = QLabel()
+        self.reason.setStyleSheet("color: #8a4b00")
+        self.reason.hide()
         layout = QVBoxLayout(self)
-        layout.addWidget(edits)
-        layout.addLayout(strengths)
+        layout.addWidget(self.reason)
+        layout.addWidget(self.fields)
         layout.addLayout(buttons)
         layout.addWidget(self.stack_list)
         layout.addWidget(self.status)
@@ -293,13 +301,17 @@ class ConceptPanel(QWidget):
         self._clear_grid()
         self.stack_list.clear()
         if generator is None:
-            self.status.setText("No model is loaded.")
+            reason = "No model is loaded."
         elif not self._supported:
-            self.status.setText(f"{generator.name} has no cross-attention, so it has no words to rewrite; "
-                                "concept edits need a text-conditioned model such as rooms or Stable Diffusion.")
+            reason = (f"{generator.name} has no cross-attention (it reads no words), so there is nothing to rewrite "
+                      "here: open a text-conditioned model.")
         else:
-            self.status.setText(HELP)
+            reason = ""
             self.refresh()
+        self.reason.setText(reason)
+        self.reason.setVisible(bool(reason))
+        self.fields.setEnabled(not reason)
+        self.status.setText(HELP if not reason else "")
         self._update_buttons()
 
     def refresh(self) -> None:
