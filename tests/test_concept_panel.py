@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel
 
 from tests.gui_support import WorkerHarness
 from tests.toy_text import ToyTextGenerator
@@ -143,3 +144,17 @@ def test_the_stack_follows_edits_made_elsewhere(panel, gen, qtbot):
     with qtbot.waitSignal(panel.finished, timeout=10_000):
         panel.jobs.submit(lambda g: editor_for(g).revert(), done=lambda _: panel.refresh(), failed=pytest.fail)
     assert panel.stack_list.count() == 0 and not panel.undo_button.isEnabled()
+
+
+def test_the_token_choice_and_strengths_explain_themselves_without_hovering(panel, qtbot):
+    from widgets.concept_panel import TOKENS_TIP
+
+    panel.show()
+    qtbot.waitExposed(panel)
+    assert panel.tokens_explained.isVisible() and panel.tokens_explained.text() == TOKENS_TIP[panel.tokens.currentData()]
+    first = panel.tokens.currentData()
+    panel.tokens.setFocus()
+    qtbot.keyClick(panel.tokens, Qt.Key.Key_Down)
+    assert panel.tokens.currentData() != first and panel.tokens_explained.text() == TOKENS_TIP[panel.tokens.currentData()]
+    labels = [w.text() for w in panel.findChildren(QLabel) if w.isVisible()]
+    assert {"Gentleness λ", "Edit strength", "Preserve strength", "Words read"} <= set(labels)

@@ -145,3 +145,17 @@ def test_the_window_layout_comes_back_next_run(toy_registry, qtbot, tmp_path):
         assert second.splitter.sizes() == sizes
     finally:
         second.close()
+
+
+def test_expert_choices_explain_themselves_and_the_hint_follows_the_mask(window, qtbot):
+    from tests.gui_support import paint_square
+    from widgets.ranking_panel import HINT_MASK, HINT_NO_MASK
+
+    panel = window.ranking
+    assert panel.summary.text() == HINT_NO_MASK
+    paint_square(window, 4, 4, 12, 12)
+    assert panel.summary.text() == HINT_MASK
+    assert panel.explained.isVisible() and "Fast:" in panel.explained.text() and "outputs 0" in panel.explained.text()
+    panel.method.setFocus()
+    qtbot.keyClick(panel.method, Qt.Key.Key_Down)  # the keyboard picks "exact"
+    assert panel.method.currentData() == "exact" and "Exact:" in panel.explained.text()

@@ -63,8 +63,8 @@ PRESERVE_SCALE_TIP = ("Weight of the preserved concepts. Larger keeps them close
 TOKENS_TIP = {"concept": "The concept's own word embeddings (default: best on the Rooms benchmark)",
               "last": "Only the concept's last word (fails on phrases whose last word does not change)",
               "all": "Every row of its encoding, start/end/padding included (as UCE does on CLIP)"}
-STRENGTHS = ("λ larger: gentler edit, less spill onto unlisted words. Edit scale larger: concepts pushed harder onto "
-             "their targets. Preserve scale larger: preserved concepts held closer. Hover for details.")
+STRENGTHS = ("Gentleness λ larger: less spill onto unlisted words. Edit strength larger: concepts pushed harder onto "
+             "their targets. Preserve strength larger: preserved concepts held closer. The defaults suit most edits.")
 HELP = ("Replace makes a concept mean its target; erase sends it to a guide (empty: the empty prompt). Preserved "
         "concepts keep their outputs. All edits are solved together, in closed form, on every cross-attention "
         "key and value projection.")
@@ -232,12 +232,22 @@ class ConceptPanel(QWidget):
         edits_layout.addWidget(add, 0, Qt.AlignmentFlag.AlignLeft)
         strengths = QFormLayout()
         strengths.addRow("Preserve", self.preserve)
-        for label, spin, tip in (("λ", self.lambda_, LAMBDA_TIP), ("Edit scale", self.edit_scale, EDIT_SCALE_TIP),
-                                 ("Preserve scale", self.preserve_scale, PRESERVE_SCALE_TIP)):
+        for label, spin, tip in (("Gentleness λ", self.lambda_, LAMBDA_TIP),
+                                 ("Edit strength", self.edit_scale, EDIT_SCALE_TIP),
+                                 ("Preserve strength", self.preserve_scale, PRESERVE_SCALE_TIP)):
             name = QLabel(label)
             name.setToolTip(tip)
             strengths.addRow(name, spin)
-        strengths.addRow("Tokens", self.tokens)
+        self.tokens_explained = QLabel()  # what the token choice means, visible without hovering
+        self.tokens_explained.setWordWrap(True)
+        self.tokens_explained.setStyleSheet("color: gray")
+        self.tokens.currentIndexChanged.connect(
+            lambda _: self.tokens_explained.setText(TOKENS_TIP.get(self.tokens.currentData(), "")))
+        self.tokens_explained.setText(TOKENS_TIP.get(self.tokens.currentData(), ""))
+        words = QHBoxLayout()
+        words.addWidget(self.tokens)
+        words.addWidget(self.tokens_explained, 1)
+        strengths.addRow("Words read", words)
         explained = QLabel(STRENGTHS)
         explained.setWordWrap(True)
         explained.setStyleSheet("color: gray")
@@ -253,6 +263,7 @@ class ConceptPanel(QWidget):
         fields.addWidget(edits)
         fields.addLayout(strengths)
         self.reason = QLabel()
+        self.reason.setWordWrap(True)  # one sentence, which must not widen the window
         self.reason.setStyleSheet("color: #8a4b00")
         self.reason.hide()
         layout = QVBoxLayout(self)

@@ -389,6 +389,7 @@ class MainWindow(QMainWindow):
     def _on_mask_changed(self) -> None:
         mask = self.canvas.mask()
         self.state.mask = torch.from_numpy(mask) if mask is not None else None
+        self.ranking.show_mask_state(self.state.has_mask())
         self.recovery.edited()
         if self.state.edits and self.state.local:
             self._post()
