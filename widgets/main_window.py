@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
     def _build_widgets(self) -> None:
         self.picker = ModelPicker(self.settings)
         self.picker.open_requested.connect(self.open_model)
+        self.picker.unavailable.connect(self.show_error)  # stays until closed: the install command can be read
         self.seed = QSpinBox()
         self.seed.setRange(-1, SEED_MAX)  # -1: a random seed, shown once chosen (as image tools do)
         self.seed.setToolTip("The seed of the sample; -1 picks a random one")
