@@ -43,6 +43,7 @@ from .mask_tools import MaskTools
 from .model_picker import ModelPicker
 from .qt_images import dice_icon, heatmap_image
 from .ranking_panel import RankingPanel
+from .sample_options import SampleOptionsBar
 from .recovery_actions import RecoveryActions
 from .seed_browser import SeedBrowser
 from .session_actions import SessionActions
@@ -142,6 +143,10 @@ class MainWindow(QMainWindow):
         top.addSeparator()
         top.addWidget(QLabel(" Prompt "))
         top.addWidget(self.prompt)
+        self.sample_options = SampleOptionsBar()  # class, psi, noise: whatever the model's family declares
+        self.sample_options.changed.connect(self.generate)
+        self.sample_options_action = top.addWidget(self.sample_options)
+        self.sample_options_action.setVisible(False)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, top)
 
         self.canvas = Canvas()
@@ -305,6 +310,7 @@ class MainWindow(QMainWindow):
         self.picker.remember(generator.source)
         self.device_label.setText(f"device: {describe(generator.device, generator.dtype)}")
         self.prompt.setEnabled(generator.takes_prompt)
+        self.sample_options_action.setVisible(self.sample_options.set_options(generator.sample_options()))
         if generator.takes_prompt and not self.prompt.text():
             self.prompt.setText(generator.default_prompt)
         if changed:  # another model: old units and rankings mean nothing here
@@ -333,7 +339,7 @@ class MainWindow(QMainWindow):
         if self.generator is None:
             return
         prompt = self.prompt.text().strip() or None
-        sample = self.generator.sample(self.seed.value(), prompt)
+        sample = self.generator.sample(self.seed.value(), prompt, **self.sample_options.values())
         if sample != self.state.sample and self.state.sample is not None:
             self.recovery.edited()
         self.state.sample = sample

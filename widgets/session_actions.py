@@ -250,6 +250,7 @@ class SessionActions(QObject):
         window = self.window
         if state.sample is not None:
             window.prompt.setText(state.sample.prompt or "")
+            window.sample_options.set_values(state.sample.options)
             window.seed.blockSignals(True)
             window.seed.setValue(state.sample.seed)
             window.seed.blockSignals(False)
