@@ -159,3 +159,23 @@ def test_expert_choices_explain_themselves_and_the_hint_follows_the_mask(window,
     panel.method.setFocus()
     qtbot.keyClick(panel.method, Qt.Key.Key_Down)  # the keyboard picks "exact"
     assert panel.method.currentData() == "exact" and "Exact:" in panel.explained.text()
+
+
+def test_dropping_a_png_made_on_another_model_opens_that_model_first(window, qtbot, tmp_path):
+    other = tmp_path / "other.toy"
+    other.write_bytes(b"TOY17")  # the toy family's file format: a magic and a seed
+    with qtbot.waitSignal(window.model_loaded, timeout=20_000):
+        window.open_model(str(other))
+    window.seed.setValue(6)
+    window.sliders.set_edits([UnitEdit("blocks.0", 1, "off")])
+    settle(window, qtbot)
+    made_with = list(window.state.edits)
+    with qtbot.waitSignal(window.images.exported, timeout=20_000):
+        window.images.export(tmp_path / "other.png")
+    with qtbot.waitSignal(window.model_loaded, timeout=20_000):
+        window.open_model("toy")
+    assert window.state.edits == []  # another model: the sliders went
+    with qtbot.waitSignal(window.model_loaded, timeout=20_000):
+        drop(window, tmp_path / "other.png")
+    qtbot.waitUntil(lambda: window.state.edits == made_with, timeout=20_000)
+    assert window.generator.source == str(other) and window.seed.value() == 6
