@@ -39,6 +39,8 @@ from .export_dialog import ExportDialog
 from .history_strip import HistoryStrip
 from .image_actions import ImageActions
 from .jobs import JobRunner
+from .knob_examples import KnobExamples
+from .knob_panel import KnobPanel
 from .mask_tools import MaskTools
 from .model_picker import ModelPicker
 from .qt_images import dice_icon, heatmap_image
@@ -51,6 +53,10 @@ from .slider_panel import SliderPanel
 from .worker import ModelWorker, WorkerThread
 
 SEED_MAX = 2**31 - 1
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 class MainWindow(QMainWindow):
@@ -173,6 +179,7 @@ class MainWindow(QMainWindow):
                 sentence))
         self.ranking.ranked.connect(lambda _: self.recovery.edited())
         self.ranking.units_chosen.connect(self._add_sliders)
+        self.ranking.units_edited.connect(self._edit_units)
         self.ranking.unit_selected.connect(self._on_unit_selected)
         self.ranking.layers.layer_changed.connect(self._on_layer_changed)
         self.sliders = SliderPanel()
@@ -191,6 +198,7 @@ class MainWindow(QMainWindow):
         self.seeds.seed_picked.connect(self.seed.setValue)
         self.seeds.message.connect(self.show_error)
         self.tabs = QTabWidget()
+        self._add_knob_panel()
         self.tabs.addTab(units, "Units")
         self.concepts = None
         # The concept-edit panel (widgets/concept_panel.py, a colleague's): ConceptPanel(jobs), told about models
@@ -212,6 +220,23 @@ class MainWindow(QMainWindow):
         self.frame_label = QLabel("")
         self.statusBar().addPermanentWidget(self.frame_label)
         self.statusBar().addPermanentWidget(self.device_label)
+
+    def _add_knob_panel(self) -> None:
+        """The Knobs tab (first: the app's answer to "switch this off") and the examples beside the seed grid."""
+        self.knobs = KnobPanel(self.canvas.undo_stack, mask=lambda: self.state.mask)
+        self.knobs.knobs_changed.connect(self._on_knobs_changed)
+        self.knobs.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
+        self.knobs.learn_requested.connect(self._gather_examples)
+        self.tabs.addTab(self.knobs, "Switch off: Knobs")
+        self.examples = KnobExamples(self.jobs, self.state, self.seeds)
+        self.examples.knob_learned.connect(self.knobs.add_knob)
+        self.examples.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
+        self.seeds.set_side_widget(self.examples)
+
+    def _gather_examples(self) -> None:
+        """"Make a knob from examples": the Seeds tab, gathering."""
+        self.seeds.gather.setChecked(True)
+        self.tabs.setCurrentWidget(self.seeds)
 
     def _add_concept_panel(self) -> None:
         try:
@@ -315,11 +340,14 @@ class MainWindow(QMainWindow):
             self.prompt.setText(generator.default_prompt)
         if changed:  # another model: old units and rankings mean nothing here
             self.sliders.set_edits([])
+            self.knobs.clear_knobs()
+            self.state.examples.clear()
             self.ranking.show_ranking(None)
             self.state.ranking = None
         self.ranking.layers.set_layers(generator.layers(), self.state.layer)
         if self.concepts is not None:
             self.concepts.set_generator(generator)
+        self.knobs.load_shipped(self.jobs)
         self.banner.hide()
         self.statusBar().showMessage(f"Loaded {generator.name} ({generator.family})", 4000)
         self.model_loaded.emit(generator)
@@ -340,13 +368,22 @@ class MainWindow(QMainWindow):
             return
         prompt = self.prompt.text().strip() or None
         sample = self.generator.sample(self.seed.value(), prompt, **self.sample_options.values())
-        if sample != self.state.sample and self.state.sample is not None:
+        previous = self.state.sample
+        if sample != previous and previous is not None:
             self.recovery.edited()
         self.state.sample = sample
         self.canvas.set_heatmap(None)
         self._post(content=True)
-        if self.tabs.currentWidget() is self.seeds:
-            self.seeds.show_seeds(self.state.sample, self.seeds.first)
+        if previous is not None and sample.seed != previous.seed:
+            self._say_what_carries_over(sample.seed)
+        self._browse_seeds_if_visible()
+
+    def _say_what_carries_over(self, seed: int) -> None:
+        """A new seed keeps the edits and the mask: say so, rather than carry them silently."""
+        kept = self.state.carried_over()
+        if kept:
+            self.statusBar().showMessage(f"Seed {seed}: kept {_join(kept)} from the previous seed "
+                                         "(remove them in the panels, or Clear the mask).", 10000)
 
     def _on_seed_changed(self, seed: int) -> None:
         if seed < 0:
@@ -358,9 +395,9 @@ class MainWindow(QMainWindow):
         """Put the newest state in the worker's mailbox and wake it (older unrendered states are dropped)."""
         if self.state.sample is None:
             return self._posted
-        edits = self.state.render_edits()
+        edits, knobs = self.state.render_edits(), tuple(self.state.knobs)
         request = LiveRequest(self.state.sample, edits, self.state.mask if self.state.has_mask() else None,
-                              original=bool(edits), preview=preview)
+                              original=bool(edits or knobs), preview=preview, knobs=knobs)
         self._posted = self.worker.mailbox.post(request)
         if content:
             self._content = self._posted
@@ -404,6 +441,7 @@ class MainWindow(QMainWindow):
     def _on_edits_changed(self, edits: list) -> None:
         self.state.edits = list(edits)
         self.recovery.edited()
+        self._browse_seeds_if_visible()
         self.ranking.plot.set_marked([e.unit for e in edits if e.layer == self.state.layer],
                                      self.ranking.plot.current)
         if self.generator is not None and self.generator.preview_options():
@@ -412,6 +450,12 @@ class MainWindow(QMainWindow):
             self.rest_timer.start()
         else:
             self._post()
+
+    def _on_knobs_changed(self, edits: list) -> None:
+        self.state.knobs = list(edits)
+        self.recovery.edited()
+        self._post()
+        self._browse_seeds_if_visible()
 
     def _on_local_changed(self, local: bool) -> None:
         self.state.local = local
@@ -430,6 +474,11 @@ class MainWindow(QMainWindow):
         layer = self.ranking.layers.current_layer()
         if layer and units:
             self.sliders.add_units(layer, units)
+
+    def _edit_units(self, units: list, op: str, value: float) -> None:
+        layer = self.ranking.layers.current_layer()
+        if layer and units:
+            self.sliders.apply_to_units(layer, units, op, value)
 
     def _on_hold(self, pressed: bool) -> None:
         self._holding = pressed
@@ -485,8 +534,18 @@ class MainWindow(QMainWindow):
         self.jobs.submit(work, done, self.show_error)
 
     def _browse_seeds_if_visible(self) -> None:
+        self.seeds.set_carry_text(self._edits_text())
         if self.tabs.currentWidget() is self.seeds and self.state.sample is not None:
-            self.seeds.show_seeds(self.state.sample, self.seeds.first or self.seed.value())
+            seed, page = self.seed.value(), len(self.seeds.buttons)
+            first = self.seeds.first if self.seeds.sample is not None else seed - seed % page  # its page
+            self.seeds.show_seeds(self.state.sample, first, self.state.render_edits(),
+                                  self.state.mask if self.state.has_mask() else None, self.state.knobs)
+
+    def _edits_text(self) -> str:
+        kept = self.state.carried_over()
+        edits = [k for k in kept if k != "the mask"]
+        shown = f"Shown with {_join(edits)}" if edits else "No edits: the seeds as the model makes them"
+        return f"{shown}; picking a seed keeps {_join(kept)}." if kept else f"{shown}."
 
     # -- drag and drop ------------------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:

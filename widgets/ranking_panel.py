@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -109,6 +110,7 @@ class RankingPanel(QWidget):
 
     ranked = Signal(object)  # Ranking
     units_chosen = Signal(list)
+    units_edited = Signal(list, str, float)  # [unit, ...], "off" | "set", value: one action on every selected unit
     unit_selected = Signal(int)
     message = Signal(str)  # one sentence for the status bar (errors, cancel)
 
@@ -140,6 +142,15 @@ class RankingPanel(QWidget):
         self.add_button = QPushButton("Add sliders")
         self.add_button.setToolTip("Add a slider for each selected unit (or double-click a row)")
         self.add_button.clicked.connect(lambda: self.units_chosen.emit(self.table.selected_units()))
+        self.off_button = QPushButton("Switch selected off")
+        self.off_button.setToolTip("Switch every selected unit off at once (select rows with Shift or Ctrl)")
+        self.off_button.clicked.connect(lambda: self._edit_selected("off", 0.0))
+        self.set_button = QPushButton("Set selected to")
+        self.set_button.setToolTip("Set every selected unit to this value at once")
+        self.set_value = QDoubleSpinBox()
+        self.set_value.setRange(-100.0, 100.0)
+        self.set_value.setSingleStep(0.5)
+        self.set_button.clicked.connect(lambda: self._edit_selected("set", self.set_value.value()))
 
         self.model = RankingModel(self)
         self.table = RankingTable(self.model)
@@ -182,6 +193,18 @@ class RankingPanel(QWidget):
         below.addWidget(self.summary, 1)
         below.addWidget(self.add_button)
         layout.addLayout(below)
+        selected = QHBoxLayout()
+        selected.addStretch(1)
+        for widget in (self.off_button, self.set_button, self.set_value):
+            selected.addWidget(widget)
+        layout.addLayout(selected)
+
+    def _edit_selected(self, op: str, value: float) -> None:
+        units = self.table.selected_units()
+        if not units:
+            self.message.emit("Select units in the ranking table first (Shift or Ctrl for several).")
+            return
+        self.units_edited.emit(units, op, float(value))
 
     def _explain(self) -> None:
         self.explained.setText(f"{METHOD_LINES.get(self.method.currentData(), '')}; "
