@@ -152,6 +152,7 @@ def test_expert_choices_explain_themselves_and_the_hint_follows_the_mask(window,
     from widgets.ranking_panel import HINT_MASK, HINT_NO_MASK
 
     panel = window.ranking
+    window.tabs.setCurrentIndex(window.tabs.indexOf(panel.parentWidget()))  # the Units tab
     assert panel.summary.text() == HINT_NO_MASK
     paint_square(window, 4, 4, 12, 12)
     assert panel.summary.text() == HINT_MASK
