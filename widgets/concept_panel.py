@@ -63,8 +63,8 @@ PRESERVE_SCALE_TIP = ("Weight of the preserved concepts. Larger keeps them close
 TOKENS_TIP = {"concept": "The concept's own word embeddings (default: best on the Rooms benchmark)",
               "last": "Only the concept's last word (fails on phrases whose last word does not change)",
               "all": "Every row of its encoding, start/end/padding included (as UCE does on CLIP)"}
-STRENGTHS = ("λ larger: gentler edit, less spill onto unlisted words. Edit scale larger: concepts pushed harder onto "
-             "their targets. Preserve scale larger: preserved concepts held closer. Hover for details.")
+STRENGTHS = ("Gentleness λ larger: less spill onto unlisted words. Edit strength larger: concepts pushed harder onto "
+             "their targets. Preserve strength larger: preserved concepts held closer. The defaults suit most edits.")
 HELP = ("Replace makes a concept mean its target; erase sends it to a guide (empty: the empty prompt). Preserved "
         "concepts keep their outputs. All edits are solved together, in closed form, on every cross-attention "
         "key and value projection.")
@@ -233,12 +233,22 @@ class ConceptPanel(QWidget):
         edits_layout.addWidget(add, 0, Qt.AlignmentFlag.AlignLeft)
         strengths = QFormLayout()
         strengths.addRow("Preserve", self.preserve)
-        for label, spin, tip in (("λ", self.lambda_, LAMBDA_TIP), ("Edit scale", self.edit_scale, EDIT_SCALE_TIP),
-                                 ("Preserve scale", self.preserve_scale, PRESERVE_SCALE_TIP)):
+        for label, spin, tip in (("Gentleness λ", self.lambda_, LAMBDA_TIP),
+                                 ("Edit strength", self.edit_scale, EDIT_SCALE_TIP),
+                                 ("Preserve strength", self.preserve_scale, PRESERVE_SCALE_TIP)):
             name = QLabel(label)
             name.setToolTip(tip)
             strengths.addRow(name, spin)
-        strengths.addRow("Tokens", self.tokens)
+        self.tokens_explained = QLabel()  # what the token choice means, visible without hovering
+        self.tokens_explained.setWordWrap(True)
+        self.tokens_explained.setStyleSheet("color: gray")
+        self.tokens.currentIndexChanged.connect(
+            lambda _: self.tokens_explained.setText(TOKENS_TIP.get(self.tokens.currentData(), "")))
+        self.tokens_explained.setText(TOKENS_TIP.get(self.tokens.currentData(), ""))
+        words = QHBoxLayout()
+        words.addWidget(self.tokens)
+        words.addWidget(self.tokens_explained, 1)
+        strengths.addRow("Words read", words)
         explained = QLabel(STRENGTHS)
         explained.setWordWrap(True)
         explained.setStyleSheet("color: gray")
@@ -248,9 +258,18 @@ class ConceptPanel(QWidget):
         buttons = QHBoxLayout()
         for b in (self.apply_button, self.undo_button, self.redo_button, self.revert_button):
             buttons.addWidget(b)
+        self.fields = QWidget()  # what a model without cross-attention disables (the reason stays readable)
+        fields = QVBoxLayout(self.fields)
+        fields.setContentsMargins(0, 0, 0, 0)
+        fields.addWidget(edits)
+        fields.addLayout(strengths)
+        self.reason = QLabel()
+        self.reason.setWordWrap(True)  # one sentence, which must not widen the window
+        self.reason.setStyleSheet("color: #8a4b00")
+        self.reason.hide()
         layout = QVBoxLayout(self)
-        layout.addWidget(edits)
-        layout.addLayout(strengths)
+        layout.addWidget(self.reason)
+        layout.addWidget(self.fields)
         layout.addLayout(buttons)
         layout.addWidget(self.stack_list)
         layout.addWidget(self.status)
@@ -294,13 +313,17 @@ class ConceptPanel(QWidget):
         self._clear_grid()
         self.stack_list.clear()
         if generator is None:
-            self.status.setText("No model is loaded.")
+            reason = "No model is loaded."
         elif not self._supported:
-            self.status.setText(f"{generator.name} has no cross-attention, so it has no words to rewrite; "
-                                "concept edits need a text-conditioned model such as rooms or Stable Diffusion.")
+            reason = (f"{generator.name} has no cross-attention (it reads no words), so there is nothing to rewrite "
+                      "here: open a text-conditioned model.")
         else:
-            self.status.setText(HELP)
+            reason = ""
             self.refresh()
+        self.reason.setText(reason)
+        self.reason.setVisible(bool(reason))
+        self.fields.setEnabled(not reason)
+        self.status.setText(HELP if not reason else "")
         self._update_buttons()
 
     def refresh(self) -> None:

@@ -8,7 +8,6 @@ concept edits and a seed grid; device and frame time in the status bar. Every co
 """
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
@@ -34,14 +33,17 @@ from studio.seeds import SEED_MAX
 from studio.state import StudioState
 
 from . import gui_gc
+from .banner import MessageBanner
 from .canvas import Canvas
 from .export_dialog import ExportDialog
+from .history_strip import HistoryStrip
+from .image_actions import ImageActions
 from .jobs import JobRunner
 from .knob_examples import KnobExamples
 from .knob_panel import KnobPanel
 from .mask_tools import MaskTools
 from .model_picker import ModelPicker
-from .qt_images import heatmap_image
+from .qt_images import dice_icon, heatmap_image
 from .ranking_panel import RankingPanel
 from .sample_options import SampleOptionsBar
 from .recovery_actions import RecoveryActions
@@ -56,24 +58,6 @@ from .worker import ModelWorker, WorkerThread
 
 def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-class ErrorBanner(QLabel):
-    """One clear sentence above the canvas; click to dismiss. Nothing the user made is touched."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setWordWrap(True)
-        self.setStyleSheet("background:#6b2b2b;color:white;padding:6px;border-radius:3px;")
-        self.setToolTip("Click to dismiss")
-        self.hide()
-
-    def show_message(self, sentence: str) -> None:
-        self.setText(sentence)
-        self.show()
-
-    def mousePressEvent(self, event) -> None:
-        self.hide()
 
 
 class MainWindow(QMainWindow):
@@ -116,6 +100,8 @@ class MainWindow(QMainWindow):
 
         self._build_widgets()
         self.sessions = SessionActions(self)
+        self.images = ImageActions(self)
+        self.history.chosen.connect(self.sessions.restore)
         self.recovery = RecoveryActions(self, Path(config_dir) / "recovery" if config_dir else None)
         self.centre_column.insertWidget(self.centre_column.indexOf(self.canvas), self.recovery.offer)
         self._build_menus()
@@ -126,7 +112,8 @@ class MainWindow(QMainWindow):
     def _build_widgets(self) -> None:
         self.picker = ModelPicker(self.settings)
         self.picker.open_requested.connect(self.open_model)
-        self.seed = SeedBox()
+        self.picker.unavailable.connect(self.show_error)  # stays until closed: the install command can be read
+        self.seed = SeedBox()  # -1 picks a random seed and shows it
         self.seed.setMinimumWidth(110)  # room for ten digits
         self.seed.valueChanged.connect(lambda _: self.generate())
         self.seed.invalid.connect(lambda sentence: self.show_error(sentence))
@@ -134,18 +121,20 @@ class MainWindow(QMainWindow):
         self.rest_timer.setSingleShot(True)
         self.rest_timer.setInterval(300)
         self.rest_timer.timeout.connect(lambda: self._post())
-        previous, following, lucky = QPushButton("◀"), QPushButton("▶"), QPushButton("Random")
+        previous, following, lucky = QPushButton("◀"), QPushButton("▶"), QPushButton(dice_icon(), "")
         previous.setToolTip("Previous seed (Alt+Left)")
         previous.setShortcut(QKeySequence("Alt+Left"))
         following.setToolTip("Next seed (Alt+Right)")
         following.setShortcut(QKeySequence("Alt+Right"))
         lucky.setToolTip("A random seed (Alt+R)")
         lucky.setShortcut(QKeySequence("Alt+R"))
-        for button in (previous, following):
+        lucky.setAccessibleName("Random seed")
+        self.dice = lucky
+        for button in (previous, following, lucky):
             button.setFixedWidth(32)
         previous.clicked.connect(lambda: self.seed.setValue(max(self.seed.value() - 1, 0)))
         following.clicked.connect(lambda: self.seed.setValue(min(self.seed.value() + 1, SEED_MAX)))
-        lucky.clicked.connect(lambda: self.seed.setValue(random.randrange(0, 100_000)))
+        lucky.clicked.connect(lambda: self.seed.setValue(-1))
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("prompt (text models)")
         self.prompt.returnPressed.connect(self.generate)
@@ -170,17 +159,25 @@ class MainWindow(QMainWindow):
         self.canvas = Canvas()
         self.canvas.mask_changed.connect(self._on_mask_changed)
         self.tools = MaskTools(self.canvas)
-        self.banner = ErrorBanner()
+        self.banner = MessageBanner(self.canvas)  # over the canvas: a message never pushes the image down
         centre = QWidget()
         column = QVBoxLayout(centre)
         column.setContentsMargins(4, 4, 4, 4)
-        column.addWidget(self.tools)
-        column.addWidget(self.banner)
+        self.addToolBarBreak()  # the mask tools get a row of their own: all of them fit at 1280 px wide
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.tools)
         column.addWidget(self.canvas, 1)
+        self.history = HistoryStrip()
+        column.addWidget(self.history)
+        self.history_timer = QTimer(self)  # a result joins the history once it has rested on screen
+        self.history_timer.setSingleShot(True)
+        self.history_timer.setInterval(700)
+        self.history_timer.timeout.connect(lambda: self.last_frame and self.history.record(self.last_frame, self.state))
         self.centre_column = column
 
         self.ranking = RankingPanel(self.jobs, self.state)
-        self.ranking.message.connect(self.show_error)
+        self.ranking.message.connect(  # a cancel the user asked for is news, not an error
+            lambda sentence: (self.show_info if self.ranking.progress.format() == "cancelled" else self.show_error)(
+                sentence))
         self.ranking.ranked.connect(lambda _: self.recovery.edited())
         self.ranking.units_chosen.connect(self._add_sliders)
         self.ranking.units_edited.connect(self._edit_units)
@@ -193,6 +190,7 @@ class MainWindow(QMainWindow):
         self.sliders.side_by_side.connect(self._on_side_by_side)
         self.sliders.unit_focused.connect(self._show_activation_of)
         units = QSplitter(Qt.Orientation.Vertical)
+        units.setObjectName("UnitsSplitter")
         units.addWidget(self.ranking)
         units.addWidget(self.sliders)
         units.setStretchFactor(0, 3)
@@ -215,6 +213,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.dissection, "Dissection")
         self.tabs.currentChanged.connect(lambda _: self._browse_seeds_if_visible())
         split = QSplitter(Qt.Orientation.Horizontal)
+        split.setObjectName("MainSplitter")
         split.addWidget(centre)
         split.addWidget(self.tabs)
         split.setStretchFactor(0, 3)
@@ -272,7 +271,7 @@ class MainWindow(QMainWindow):
         self.export_action = file.addAction("Export…", self.show_export)
         self.export_action.setShortcut(QKeySequence("Ctrl+E"))
         self.export_action.setToolTip("Write the edited model as a checkpoint, then reopen and check it")
-        file.addAction("Save image…", self.sessions.save_image)
+        file.addAction(self.images.export_action)
         file.addSeparator()
         quit_action = file.addAction("Quit", self.close)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -303,6 +302,9 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state is not None:
             self.restoreState(state)
+        for splitter in self.findChildren(QSplitter):  # the image | panel split and the ranking | sliders split
+            if splitter.objectName() and s.value(f"window/{splitter.objectName()}") is not None:
+                splitter.restoreState(s.value(f"window/{splitter.objectName()}"))
         self.tools.size.setValue(int(s.value("mask/brush", self.canvas.brush_size)))
         self.tools.opacity.setValue(int(s.value("mask/opacity", int(self.canvas.overlay_opacity * 100))))
         self.ranking.set_options(str(s.value("rank/method", "fast")), str(s.value("rank/ablation", "zero")),
@@ -313,6 +315,9 @@ class MainWindow(QMainWindow):
         s = self.settings
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
+        for splitter in self.findChildren(QSplitter):
+            if splitter.objectName():
+                s.setValue(f"window/{splitter.objectName()}", splitter.saveState())
         s.setValue("mask/brush", self.tools.size.value())
         s.setValue("mask/opacity", self.tools.opacity.value())
         options = self.ranking.options()
@@ -415,6 +420,8 @@ class MainWindow(QMainWindow):
         how = f"partial from {frame.layer}" if frame.partial else "full"
         how += ", preview" if frame.preview else ""
         self.frame_label.setText(f"frame {frame.ms:.0f} ms ({how})")
+        if not frame.preview and frame.stamp == self._posted:
+            self.history_timer.start()
         self.frame_shown.emit(frame)
         self.image_shown.emit()
 
@@ -422,11 +429,17 @@ class MainWindow(QMainWindow):
         self.banner.show_message(sentence)
         self.statusBar().clearMessage()  # the banner says it; the same sentence twice reads as two errors
 
+    def show_info(self, sentence: str) -> None:
+        """A finished job's message: shown over the canvas for a few seconds, then gone by itself."""
+        self.banner.show_message(sentence, error=False)
+        self.statusBar().showMessage(sentence, 10000)
+
     # -- reactions ----------------------------------------------------------------------------------------------
     def _on_mask_changed(self) -> None:
         mask = self.canvas.mask()
         self.state.mask = torch.from_numpy(mask) if mask is not None else None
         self.ranking.refresh()  # what Rank will use, and whether the shown ranking is out of date
+        self.ranking.show_mask_state(self.state.has_mask())
         self.recovery.edited()
         if self.state.edits and self.state.local:
             self._post()
@@ -553,6 +566,8 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
         if Path(paths[0]).suffix.lower() == ".nstudio":
             self.sessions.open(paths[0])
+        elif Path(paths[0]).suffix.lower() == ".png":  # an exported image: its seed, prompt, model and edits
+            self.images.restore(paths[0])
         else:
             self.open_model(paths[0])
 

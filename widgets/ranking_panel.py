@@ -47,6 +47,12 @@ THUMBNAILS = 24
 ALL_LAYERS = "*all*"
 #: Side of the large switched-off view shown for the selected or hovered row, pixels.
 PREVIEW = 192
+#: One visible line per choice, so "fast" and "zero" mean something without hovering (the defaults suit most).
+METHOD_LINES = {"fast": "Fast: estimates every unit at once, then re-checks the best exactly",
+                "exact": "Exact: switches each unit off in turn and re-renders (slower, same idea)"}
+ABLATION_LINES = {"zero": "a unit switched off outputs 0", "mean": "a unit switched off outputs its average"}
+HINT_NO_MASK = "Paint a mask over what you want to explain, then press Rank."
+HINT_MASK = "Mask painted: press Rank to find the units that make what is inside it."
 
 
 class LayerPicker(QComboBox):
@@ -190,6 +196,13 @@ class RankingPanel(QWidget):
         options.addWidget(QLabel("Seeds"))
         options.addWidget(self.seeds, 1)
         form.addRow("Method", options)
+        self.explained = QLabel()
+        self.explained.setWordWrap(True)
+        self.explained.setStyleSheet("color: gray")
+        form.addRow(self.explained)
+        self.method.currentIndexChanged.connect(lambda _: self._explain())
+        self.ablation.currentIndexChanged.connect(lambda _: self._explain())
+        self._explain()
         buttons = QHBoxLayout()
         buttons.addWidget(self.rank_button)
         buttons.addWidget(self.cancel_button)
@@ -209,7 +222,7 @@ class RankingPanel(QWidget):
         body.addWidget(self.preview, 0, Qt.AlignmentFlag.AlignTop)
         layout.addLayout(body, 1)
         below = QHBoxLayout()
-        self.summary = QLabel("Paint a mask, then Rank.")
+        self.summary = QLabel(HINT_NO_MASK)
         self.summary.setWordWrap(True)
         below.addWidget(self.summary, 1)
         below.addWidget(self.add_button)
@@ -226,6 +239,15 @@ class RankingPanel(QWidget):
             self.message.emit("Select units in the ranking table first (Shift or Ctrl for several).")
             return
         self.units_edited.emit(units, op, float(value))
+
+    def _explain(self) -> None:
+        self.explained.setText(f"{METHOD_LINES.get(self.method.currentData(), '')}; "
+                               f"{ABLATION_LINES.get(self.ablation.currentData(), '')}. The defaults suit most masks.")
+
+    def show_mask_state(self, has_mask: bool) -> None:
+        """The hint under the table follows the mask until a ranking replaces it."""
+        if self.state.ranking is None:
+            self.summary.setText(HINT_MASK if has_mask else HINT_NO_MASK)
 
     # -- options ----------------------------------------------------------------------------------------------
     def options(self) -> dict:

@@ -4,14 +4,21 @@ gets one sentence instead of being silently changed into another number.
     box = SeedBox()
     box.valueChanged.connect(render)       # an int, also above 2**31
     box.invalid.connect(status_bar_show)   # "'abc' is not a seed: seeds are whole numbers from 0 to 4294967295."
+    box.setValue(RANDOM)                   # -1, typed or set: a random seed, shown once chosen (as image tools do)
 """
 from __future__ import annotations
+
+import random
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QAbstractSpinBox, QWidget
 
 from studio.seeds import SEED_MAX, SeedError, parse_seed
+
+
+#: The seed that asks for a random one.
+RANDOM = -1
 
 
 class SeedBox(QAbstractSpinBox):
@@ -25,13 +32,16 @@ class SeedBox(QAbstractSpinBox):
         self._value = 0
         self.lineEdit().setText("0")
         self.setAccelerated(True)
-        self.setToolTip(f"The seed of the sample: a whole number from 0 to {SEED_MAX} (Enter to use it)")
+        self.setToolTip(f"The seed of the sample: a whole number from 0 to {SEED_MAX}, or -1 for a random one "
+                       "(Enter to use it)")
         self.editingFinished.connect(self._commit)
 
     def value(self) -> int:
         return self._value
 
     def setValue(self, value: int) -> None:
+        if int(value) == RANDOM:
+            value = random.randrange(0, SEED_MAX + 1)
         value = min(max(int(value), 0), SEED_MAX)
         self.lineEdit().setText(str(value))
         if value != self._value:
@@ -67,6 +77,9 @@ class SeedBox(QAbstractSpinBox):
     def _commit(self) -> None:
         text = self.lineEdit().text()
         if text.strip() == str(self._value):
+            return
+        if text.strip() == str(RANDOM):
+            self.setValue(RANDOM)
             return
         try:
             seed = parse_seed(text)

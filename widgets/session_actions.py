@@ -1,10 +1,10 @@
-"""File menu actions: save and open ``.nstudio`` sessions (studio.session), recent sessions, save the shown image.
+"""File menu actions: save and open ``.nstudio`` sessions (studio.session), recent sessions.
 
 Saving captures the window's :class:`studio.state.StudioState` on the model's thread (the session hashes the
 weights and reads concept edits there); opening reloads the session's model when it differs, puts its concept
 edits back into the weights, then restores seed, prompt, mask, layer, ranking and sliders.
 
-    sessions = SessionActions(window)       # Open (Ctrl+O), Save (Ctrl+S), Save As (Ctrl+Shift+S), Open Recent
+    sessions = SessionActions(window)       # Open (Ctrl+O), Save (Ctrl+S), Save As (Ctrl+Alt+S), Open Recent
     sessions.modified                       # True after an edit until the work is saved (the close prompt asks)
     sessions.save(path, then=window.close)  # ``then`` runs once the file is written
 
@@ -69,7 +69,7 @@ class SessionActions(QObject):
         self.save_action.setShortcut(QKeySequence("Ctrl+S"))
         self.save_action.triggered.connect(lambda: self.save(self.path))
         self.save_as_action = QAction("Save session as…", self)
-        self.save_as_action.setShortcut(QKeySequence("Ctrl+Shift+S"))
+        self.save_as_action.setShortcut(QKeySequence("Ctrl+Alt+S"))  # Ctrl+Shift+S exports the image
         self.save_as_action.triggered.connect(lambda: self.save(None))
         self.recent_menu = QMenu("Open recent session", window)
         self.recent_menu.aboutToShow.connect(self.refresh_recent)  # files may have gone since the last look
@@ -174,21 +174,6 @@ class SessionActions(QObject):
             return
         self.save(other, then)
 
-    def save_image(self) -> None:
-        frame = getattr(self.window, "last_frame", None)
-        if frame is None:
-            self.window.show_error("No image yet: wait for the model to render.")
-            return
-        path, _ = QFileDialog.getSaveFileName(self.window, "Save image", "image.png", "PNG images (*.png)")
-        if path:
-            from studio.core.errors import StudioError
-            from studio.core.images import save_image
-
-            try:
-                save_image(frame.image, path)
-            except (OSError, StudioError) as error:
-                self.window.show_error(f"Could not save the image: {error}")
-
     # -- opening ------------------------------------------------------------------------------------------------
     def open(self, path: str | Path | None, *, origin: str | None = None, recovered: bool = False,
              then: Callable[[], None] | None = None) -> None:
@@ -205,12 +190,7 @@ class SessionActions(QObject):
         source = Path(path)
 
         def done(session) -> None:
-            target = (Path(origin) if origin else None) if recovered else source
-            if window.generator is not None and session.model.source == window.generator.source:
-                self._apply(session, target, recovered, then)
-            else:
-                self.pending = (session, target, recovered, then)
-                window.open_model(session.model.source)
+            self.show_session(session, (Path(origin) if origin else None) if recovered else source, recovered, then)
 
         def failed(sentence: str) -> None:
             window.show_error(sentence)
@@ -220,6 +200,16 @@ class SessionActions(QObject):
 
 
         window.jobs.submit(lambda generator: load_session(source), done, failed)
+
+    def show_session(self, session, target: Path | None, recovered: bool = False,
+                     then: Callable[[], None] | None = None) -> None:
+        """Show a read session (``recovered``: as unsaved work), reloading its model first when another is open."""
+        window = self.window
+        if window.generator is not None and session.model.source == window.generator.source:
+            self._apply(session, target, recovered, then)
+        else:
+            self.pending = (session, target, recovered, then)
+            window.open_model(session.model.source)
 
     def _apply_pending(self, generator) -> None:
         pending, self.pending = self.pending, None
