@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
         self._sent_at = 0.0
         self._holding = False
         self._focus_unit: tuple[str, int] | None = None
+        self._had_sample = False  # the first sample of the window is not an edit of the user's
         self.config_dir = Path(config_dir) if config_dir else None  # recent sessions and recovery live here
         self.confirm_close = True  # ask about unsaved edits on close (never in --screenshot runs)
         self.exporter = None  # the Export dialog, made on first use
@@ -109,6 +110,7 @@ class MainWindow(QMainWindow):
         self.sessions = SessionActions(self)
         self.recovery = RecoveryActions(self, Path(config_dir) / "recovery" if config_dir else None)
         self.centre_column.insertWidget(self.centre_column.indexOf(self.canvas), self.recovery.offer)
+        self._follow_state()
         self._build_menus()
         self._restore_settings()
         self.open_model(model or "")
@@ -120,7 +122,7 @@ class MainWindow(QMainWindow):
         self.seed = QSpinBox()
         self.seed.setRange(0, SEED_MAX)
         self.seed.setToolTip("The seed of the sample")
-        self.seed.valueChanged.connect(lambda _: self.generate())
+        self.seed.valueChanged.connect(self._on_seed_edited)
         self.rest_timer = QTimer(self)  # a slider at rest for this long gets its full-quality frame
         self.rest_timer.setSingleShot(True)
         self.rest_timer.setInterval(300)
@@ -168,7 +170,6 @@ class MainWindow(QMainWindow):
 
         self.ranking = RankingPanel(self.jobs, self.state)
         self.ranking.message.connect(self.show_error)
-        self.ranking.ranked.connect(lambda _: self.recovery.edited())
         self.ranking.units_chosen.connect(self._add_sliders)
         self.ranking.unit_selected.connect(self._on_unit_selected)
         self.ranking.layers.layer_changed.connect(self._on_layer_changed)
@@ -302,9 +303,7 @@ class MainWindow(QMainWindow):
         if generator.takes_prompt and not self.prompt.text():
             self.prompt.setText(generator.default_prompt)
         if changed:  # another model: old units and rankings mean nothing here
-            self.sliders.set_edits([])
-            self.ranking.show_ranking(None)
-            self.state.ranking = None
+            self.state.update(edits=[], ranking=None)
         self.ranking.layers.set_layers(generator.layers(), self.state.layer)
         if self.concepts is not None:
             self.concepts.set_generator(generator)
@@ -328,9 +327,12 @@ class MainWindow(QMainWindow):
             return
         prompt = self.prompt.text().strip() or None
         sample = self.generator.sample(self.seed.value(), prompt)
-        if sample != self.state.sample and self.state.sample is not None:
-            self.recovery.edited()
-        self.state.sample = sample
+        if sample == self.state.sample:
+            self._render_sample()  # the same sample on another model, or asked for again: render it anew
+        else:
+            self.state.sample = sample  # the state's change renders it
+
+    def _render_sample(self) -> None:
         self.canvas.set_heatmap(None)
         self._post(content=True)
         if self.tabs.currentWidget() is self.seeds:
@@ -367,38 +369,69 @@ class MainWindow(QMainWindow):
         self.banner.show_message(sentence)
         self.statusBar().showMessage(sentence, 10000)
 
-    # -- reactions ----------------------------------------------------------------------------------------------
+    # -- the state and its views ----------------------------------------------------------------------------------
+    def _follow_state(self) -> None:
+        """The views follow ``self.state``: whoever changes it (the user, a restore, a script), every view shows
+        the change once, and one render and one autosave follow each change. The ranking panel follows it
+        itself (widgets/ranking_panel.py)."""
+        events = self.state.events
+        events.sample.connect(lambda event: self._show_sample_fields(event.value))
+        events.mask.connect(lambda event: self.canvas.show_mask(event.value))
+        events.edits.connect(lambda event: self.sliders.show_edits(event.value))
+        events.local.connect(lambda event: self.sliders.local.setChecked(bool(event.value)))
+        events.layer.connect(lambda event: self._forget_ranking_of_other_layers(event.value))
+        events.changed.connect(self._on_state_changed)
+
+    def _show_sample_fields(self, sample) -> None:
+        if sample is None:
+            return
+        if self.prompt.text() != (sample.prompt or ""):
+            self.prompt.setText(sample.prompt or "")
+        self.seed.setValue(sample.seed)  # the same seed as the state's: _on_seed_edited does nothing
+
+    def _forget_ranking_of_other_layers(self, layer: str | None) -> None:
+        ranking = self.state.ranking
+        if ranking is not None and getattr(ranking, "layer", layer) != layer:
+            self.state.ranking = None
+
+    def _on_state_changed(self, event) -> None:
+        names = event.value
+        if names & {"mask", "edits", "local", "ranking"} or ("sample" in names and self._had_sample):
+            self.recovery.edited()
+        self._had_sample = self._had_sample or self.state.sample is not None
+        if names & {"edits", "layer"}:
+            self.ranking.plot.set_marked([e.unit for e in self.state.edits if e.layer == self.state.layer],
+                                         self.ranking.plot.current)
+        if "sample" in names:
+            self._render_sample()
+        elif "edits" in names:
+            if self.generator is not None and self.generator.preview_options():
+                # slow families: a quick preview while the slider moves, the full frame once it rests
+                self._post(preview=True)
+                self.rest_timer.start()
+            else:
+                self._post()
+        elif self.state.edits and ("local" in names or ("mask" in names and self.state.local)):
+            self._post()
+
+    # -- reactions: what the user does goes into the state ---------------------------------------------------------
+    def _on_seed_edited(self, seed: int) -> None:
+        if self.state.sample is None or self.state.sample.seed != seed:
+            self.generate()
+
     def _on_mask_changed(self) -> None:
         mask = self.canvas.mask()
         self.state.mask = torch.from_numpy(mask) if mask is not None else None
-        self.recovery.edited()
-        if self.state.edits and self.state.local:
-            self._post()
 
     def _on_edits_changed(self, edits: list) -> None:
         self.state.edits = list(edits)
-        self.recovery.edited()
-        self.ranking.plot.set_marked([e.unit for e in edits if e.layer == self.state.layer],
-                                     self.ranking.plot.current)
-        if self.generator is not None and self.generator.preview_options():
-            # slow families: a quick preview while the slider moves, the full frame once it rests
-            self._post(preview=True)
-            self.rest_timer.start()
-        else:
-            self._post()
 
     def _on_local_changed(self, local: bool) -> None:
         self.state.local = local
-        self.recovery.edited()
-        if self.state.edits:
-            self._post()
 
     def _on_layer_changed(self, layer: str) -> None:
-        if layer and layer != self.state.layer:
+        if layer:
             self.state.layer = layer
-            if self.state.ranking is not None and getattr(self.state.ranking, "layer", layer) != layer:
-                self.ranking.show_ranking(None)
-                self.state.ranking = None
 
     def _add_sliders(self, units: list) -> None:
         layer = self.ranking.layers.current_layer()

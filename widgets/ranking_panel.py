@@ -32,7 +32,7 @@ from studio.core.images import mask_from_array, to_uint8
 from studio.core.progress import ProgressUpdate
 from studio.live import default_layer, unit_off_images
 from studio.ranking import rank_units
-from studio.state import StudioState
+from studio.state import RankOptions, StudioState
 
 from .jobs import Job, JobRunner
 from .qt_images import pixmap_from
@@ -67,6 +67,12 @@ class LayerPicker(QComboBox):
 
     def current_layer(self) -> str | None:
         return self.currentData()
+
+    def show_layer(self, layer: str | None) -> None:
+        """Follow the state's layer (a layer this model lacks leaves the choice as it is)."""
+        index = self.findData(layer) if layer else -1
+        if index >= 0 and index != self.currentIndex():
+            self.setCurrentIndex(index)
 
 
 def default_layer_index(layers) -> int:
@@ -110,6 +116,7 @@ class RankingPanel(QWidget):
         super().__init__(parent)
         self.jobs, self.state = jobs, state
         self.job: Job | None = None
+        self.shown = None  # the Ranking the table and plot show
         self.layers = LayerPicker()
         self.method = QComboBox()
         self.method.addItem("fast", "fast")
@@ -169,6 +176,11 @@ class RankingPanel(QWidget):
         below.addWidget(self.summary, 1)
         below.addWidget(self.add_button)
         layout.addLayout(below)
+        # the panel follows the state: a restore, a script or a model change sets it, the panel shows it
+        state.events.ranking.connect(lambda event: self.show_ranking(event.value) if event.value is not self.shown
+                                     else None)
+        state.events.layer.connect(lambda event: self.layers.show_layer(event.value))
+        state.events.rank_options.connect(lambda event: self.set_options(**event.value.to_json()))
 
     # -- options ----------------------------------------------------------------------------------------------
     def options(self) -> dict:
@@ -221,8 +233,7 @@ class RankingPanel(QWidget):
             raise StudioError("The mask is empty: paint over the region you want to explain before ranking.")
         mask, _ = mask_from_array(mask_array, tuple(mask_array.shape))
         options = self.options()
-        state.rank_options.method, state.rank_options.ablation = options["method"], options["ablation"]
-        state.rank_options.seeds = options["seeds"]
+        state.rank_options = RankOptions(options["method"], options["ablation"], options["seeds"])
         seeds = parse_seeds(options["seeds"], state.sample.seed)
         base = state.sample
 
@@ -257,11 +268,12 @@ class RankingPanel(QWidget):
         if thumbs is not None:
             for unit, image in zip(best, thumbs):
                 pixmaps[unit] = pixmap_from(image)
-        self.state.ranking, self.state.layer = ranking, layer
-        self.show_ranking(ranking, pixmaps)
+        self.show_ranking(ranking, pixmaps)  # with the thumbnails, before the state says so without them
+        self.state.update(ranking=ranking, layer=layer)
         self.ranked.emit(ranking)
 
     def show_ranking(self, ranking, thumbnails: dict | None = None) -> None:
+        self.shown = ranking
         self.model.set_ranking(ranking, thumbnails)
         units = [int(u.unit) for u in ranking.units] if ranking is not None else []
         self.plot.set_ranking(units, [float(u.score) for u in ranking.units] if ranking is not None else [])
