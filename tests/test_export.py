@@ -9,9 +9,9 @@ from safetensors.torch import load_file, save_file
 
 from studio.cli import main
 from studio.core.errors import ModelOpenError, StudioError
+from studio.core.hooks import UnitEdit, count_hooks
 from studio.export import ExportError, export
 from studio.exported import open_model
-from studio.core.hooks import UnitEdit, count_hooks
 from studio.lora import LoraError, lora_targets, merge_lora, read_lora, write_lora
 from studio.recipe import Recipe, RecipeError, apply_recipe, load_recipe, save_recipe
 from studio.session import Session, save_session
@@ -300,8 +300,8 @@ def test_rooms_bakes_every_global_scale_exactly(rooms_file, tmp_path):
 
 
 def test_rooms_concept_edit_exports_as_lora_and_merged_weights(rooms_file, tmp_path):
-    from studio.exported import open_model
     from studio.concept import ConceptEdit, ConceptEditSpec, editor_for
+    from studio.exported import open_model
 
     gen = open_model(str(rooms_file), device="cpu")
     editor = editor_for(gen)
@@ -365,8 +365,8 @@ def sd_folder(tmp_path_factory):
 def test_diffusion_exports_a_folder_a_single_file_and_a_lora_that_reopen_the_same(sd_folder, tmp_path):
     from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_lora_to_diffusers
 
-    from studio.exported import open_model
     from studio.concept import ConceptEdit, ConceptEditSpec, editor_for
+    from studio.exported import open_model
 
     gen = open_model(str(sd_folder), device="cpu")
     editor = editor_for(gen)

@@ -6,7 +6,6 @@ packages (optional extras) run when they are installed; the OpenVINO comparisons
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -15,9 +14,10 @@ from models import dcgan_faces, mobilestylegan
 from models.dcgan_faces import DCGANFaces
 from models.mobilestylegan import MobileStyleGANModel, build_from_ir, seed_z
 from models.openvino_ir import IRWriter, read_ir
-from models.registry import available_models, open_model
+from models.registry import available_models
 from studio.core.errors import LayerNotFound, ModelOpenError, StudioError
 from studio.core.hooks import UnitEdit, count_hooks
+from studio.exported import open_model
 from tests.faces_files import tiny_dcgan, tiny_mobilestylegan, write_mobilestylegan_ir, write_weights_tar
 
 FAMILIES = ("dcgan", "mobilestylegan")

@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from studio.core.hooks import UnitEdit
+from studio.exported import open_model
 from tests.gui_support import open_window, paint_square
 
 Buttons = QMessageBox.StandardButton
@@ -194,7 +195,7 @@ def test_export_from_the_window_writes_a_studio_file_that_reopens_and_reports_th
     assert "Baked into the weights:" in text and "blocks.1:3 off" in text
     assert "Check: max abs diff" in text and "Verdict: VERIFIED" in text and "same image" in text
 
-    reopened = toy_registry.open_model(str(path), device="cpu")  # the studio reopens what it wrote
+    reopened = open_model(str(path), device="cpu")  # the studio reopens what it wrote
     with torch.inference_mode():
         image = reopened.render([window.state.sample])[0]
     assert torch.allclose(image, edited, atol=1e-4)

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from studio.core.resources import RESOURCES
 from studio.core.errors import ModelOpenError
+from studio.core.resources import RESOURCES
 from studio.core.rooms import text as rtext
 from studio.core.rooms import world
 from studio.core.rooms.model import RoomsConfig, RoomsGenerator, load_weights, save_weights

@@ -116,8 +116,6 @@ def test_numpy_options_and_non_finite_scores_are_kept(toy, tmp_path):
 
 
 def test_a_failed_save_leaves_the_old_file(toy, tmp_path, monkeypatch):
-    import safetensors.torch
-
     path = save_session(_toy_session(toy), tmp_path / "work.nstudio")
     old = path.read_bytes()
 
@@ -125,7 +123,7 @@ def test_a_failed_save_leaves_the_old_file(toy, tmp_path, monkeypatch):
         Path(filename).write_bytes(b"\0" * 100)
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", half_then_fail)
+    monkeypatch.setattr("studio.session.save_file", half_then_fail)
     with pytest.raises(OSError, match="No space"):
         save_session(Session.capture(toy), path)
     assert path.read_bytes() == old
@@ -140,7 +138,7 @@ def test_a_save_killed_midway_leaves_the_old_file(toy, tmp_path):
         import sys, time
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
-        import safetensors.torch
+        import studio.session
         from studio.session import Session, save_session
         from tests.toy import ToyGenerator
 
@@ -149,7 +147,7 @@ def test_a_save_killed_midway_leaves_the_old_file(toy, tmp_path):
             Path({str(marker)!r}).touch()
             time.sleep(60)
 
-        safetensors.torch.save_file = slow_save
+        studio.session.save_file = slow_save
         save_session(Session.capture(ToyGenerator()), {str(path)!r})
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
