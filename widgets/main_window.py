@@ -90,7 +90,6 @@ class MainWindow(QMainWindow):
         self._sent_at = 0.0
         self._holding = False
         self._focus_unit: tuple[str, int] | None = None
-        self._had_sample = False  # the first sample of the window is not an edit of the user's
         self.config_dir = Path(config_dir) if config_dir else None  # recent sessions and recovery live here
         self.confirm_close = True  # ask about unsaved edits on close (never in --screenshot runs)
         self.exporter = None  # the Export dialog, made on first use
@@ -372,8 +371,8 @@ class MainWindow(QMainWindow):
     # -- the state and its views ----------------------------------------------------------------------------------
     def _follow_state(self) -> None:
         """The views follow ``self.state``: whoever changes it (the user, a restore, a script), every view shows
-        the change once, and one render and one autosave follow each change. The ranking panel follows it
-        itself (widgets/ranking_panel.py)."""
+        the change once, and one render follows each change. The ranking panel (widgets/ranking_panel.py) and
+        the autosave (widgets/recovery_actions.py) follow it themselves."""
         events = self.state.events
         events.sample.connect(lambda event: self._show_sample_fields(event.value))
         events.mask.connect(lambda event: self.canvas.show_mask(event.value))
@@ -396,9 +395,6 @@ class MainWindow(QMainWindow):
 
     def _on_state_changed(self, event) -> None:
         names = event.value
-        if names & {"mask", "edits", "local", "ranking"} or ("sample" in names and self._had_sample):
-            self.recovery.edited()
-        self._had_sample = self._had_sample or self.state.sample is not None
         if names & {"edits", "layer"}:
             self.ranking.plot.set_marked([e.unit for e in self.state.edits if e.layer == self.state.layer],
                                          self.ranking.plot.current)
