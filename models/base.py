@@ -1,6 +1,7 @@
 """The one contract every model family implements; everything else is written once in ``studio/``.
 
-A family adapter overrides names and accessors, never algorithms (STYLE.md §4)::
+A family adapter overrides names and accessors, never algorithms: ranking, sliders and concept edits
+are written once for every family, so a fix in one lands in all::
 
     gen = open_model("rooms")                      # models.registry
     sample = gen.sample(seed=3, prompt="a bedroom with blue walls, a bed and two lamps")

@@ -1,7 +1,8 @@
 """Live re-rendering for sliders: one editor, a cached activation, and only the later layers re-run.
 
 The worker thread that owns the model keeps one :class:`LiveRenderer`; the GUI posts the newest slider state
-into a :class:`Mailbox` and the worker renders whatever is newest (STYLE.md §3)::
+into a :class:`Mailbox` and the worker renders whatever is newest, so a fast drag never queues a render
+per value and the GUI thread never waits on the model::
 
     live = LiveRenderer(generator)
     frame = live.frame(LiveRequest(sample, (UnitEdit("blocks.1", 7, "scale", 2.5),), stamp=1))

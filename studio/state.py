@@ -32,13 +32,32 @@ if TYPE_CHECKING:
 MASK_NAME = "mask"
 
 
+def parse_seeds(text: str | None, default: int) -> list[int]:
+    """The seeds a seed list names, for the Rank and concept panels and the CLI; empty text: ``[default]``.
+
+        parse_seeds("1,2,5-7", 0)   # [1, 2, 5, 6, 7]
+        parse_seeds("", 4)          # [4]
+    """
+    if not text:
+        return [default]
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part[1:]:
+            lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
+            seeds.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            seeds.append(int(part))
+    return seeds
+
+
 @dataclass
 class RankOptions:
     """How the Rank button ranks: ``method`` exact|fast, ``ablation`` zero|mean, over ``seeds``."""
 
     method: str = "fast"
     ablation: str = "zero"
-    seeds: str = ""  # "" = the current seed; else e.g. "0-3,7" (studio.commands.common.parse_seeds)
+    seeds: str = ""  # "" = the current seed; else e.g. "0-3,7" (parse_seeds)
 
     def to_json(self) -> dict:
         return {"method": self.method, "ablation": self.ablation, "seeds": self.seeds}

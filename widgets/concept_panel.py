@@ -33,7 +33,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.commands.common import parse_seeds
 from studio.concept import (
     DEFAULT_LAMBDA,
     DEFAULT_TOKENS,
@@ -44,6 +43,7 @@ from studio.concept import (
     editor_for,
 )
 from studio.core.errors import StudioError
+from studio.state import parse_seeds
 
 from .jobs import Job, JobRunner
 from .qt_images import pixmap_from

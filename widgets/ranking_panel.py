@@ -26,13 +26,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.commands.common import parse_seeds as parse
 from studio.core.errors import StudioError
 from studio.core.images import mask_from_array, to_uint8
 from studio.core.progress import ProgressUpdate
 from studio.live import default_layer, unit_off_images
 from studio.ranking import rank_units
 from studio.state import RankOptions, StudioState
+from studio.state import parse_seeds as parse_seed_list
 
 from .jobs import Job, JobRunner
 from .qt_images import pixmap_from
@@ -96,7 +96,7 @@ def thumbnails(images, size: int = THUMB):
 def parse_seeds(text: str, current: int) -> list[int]:
 
     try:
-        seeds = parse(text.strip(), current)
+        seeds = parse_seed_list(text.strip(), current)
     except ValueError as error:
         raise StudioError(f"Cannot read seeds '{text}': write numbers and ranges, e.g. 0-3,7.") from error
     if len(seeds) > 64:
