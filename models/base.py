@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from studio.core.errors import LayerNotFound, UnsupportedOperation
-from studio.core.hooks import Editor, StepClock, Trace
+from studio.core.hooks import Editor, StepClock, Trace, check_unit
 
 
 def seed_z(seed: int, dim: int) -> np.ndarray:
@@ -121,6 +121,12 @@ class Generator(ABC):
         near = difflib.get_close_matches(name, list(layers), n=5, cutoff=0.3)
         hint = f" Nearest: {', '.join(near)}." if near else f" Layers: {', '.join(list(layers)[:8])}..."
         raise LayerNotFound(f"{self.name} has no layer '{name}'.{hint}")
+
+    def unit_layer(self, name: str, unit: int) -> LayerInfo:
+        """The layer ``name``, after checking that ``unit`` is one of its units (StudioError otherwise)."""
+        info = self.layer(name)
+        check_unit(name, unit, info.units)
+        return info
 
     # -- rendering ------------------------------------------------------------------------------
     def sample(self, seed: int, prompt: str | None = None, **options: Any) -> Sample:

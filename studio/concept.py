@@ -482,6 +482,14 @@ def editor_for(generator: "Generator") -> ConceptEditor:
     return editor
 
 
+def concept_editor_of(generator: "Generator") -> ConceptEditor | None:
+    """The model's :func:`editor_for` when it has cross-attention, else None (no concept edits there)::
+
+        editor = concept_editor_of(generator)    # sessions, autosave and export save its applied edits
+    """
+    return editor_for(generator) if generator.cross_attention() else None
+
+
 # -- files ----------------------------------------------------------------------------------------------------
 def edits_to_tensors(edits: Sequence[AppliedEdit], generator: "Generator | None" = None
                      ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -24,7 +24,7 @@ import torch
 
 from models.base import Generator, LayerInfo, Sample
 
-from .core.errors import StudioError, UnsupportedOperation
+from .core.errors import UnsupportedOperation
 from .core.hooks import Editor, UnitEdit
 
 
@@ -241,9 +241,7 @@ def unit_off_images(generator: Generator, sample: Sample, layer: str, units: Seq
 
 def unit_activation(generator: Generator, sample: Sample, layer: str, unit: int) -> torch.Tensor:
     """(H, W) CPU map in [0, 1] of where ``unit`` fires, upsampled to the image (positive part over its max)."""
-    info = generator.layer(layer)
-    if not 0 <= unit < info.units:
-        raise StudioError(f"Unit {unit} does not exist: {layer} has units 0..{info.units - 1}.")
+    info = generator.unit_layer(layer, unit)
     with torch.inference_mode():
         act = generator.trace([sample], [layer])[layer]
         if act.dim() != 4:

@@ -18,10 +18,10 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton
 
+from studio.concept import concept_editor_of
 from studio.recovery import Autosaver, RecoveryStore
 from studio.reference import ModelReference
 
-from .session_actions import concept_editor_of
 
 if TYPE_CHECKING:
     from .main_window import MainWindow

@@ -22,7 +22,7 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
 
-from studio.concept import editor_for
+from studio.concept import concept_editor_of
 from studio.recovery import RecentSessions
 from studio.session import SessionError, load_session, save_session
 from studio.state import StudioState
@@ -31,14 +31,6 @@ if TYPE_CHECKING:
     from .main_window import MainWindow
 
 SESSION_FILTER = "Neuron Studio sessions (*.nstudio)"
-
-
-def concept_editor_of(generator):
-    """The model's concept-edit stack when it has cross-attention (sessions save its applied edits)."""
-    if not generator.cross_attention():
-        return None
-
-    return editor_for(generator)
 
 
 def unreadable_reason(path: Path) -> str | None:

@@ -78,6 +78,15 @@ def count_hooks(root: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in root.modules())
 
 
+
+def check_unit(layer: str, unit: int, units: int) -> None:
+    """Raise :class:`StudioError` (one sentence) unless ``unit`` is one of a layer's ``units``.
+
+        check_unit("blocks.1", 70, 64)   # StudioError: Unit 70 is out of range: blocks.1 has units 0..63.
+    """
+    if not 0 <= unit < units:
+        raise StudioError(f"Unit {unit} is out of range: {layer} has units 0..{units - 1}.")
+
 class StopForward(Exception):
     """Raised by a stopping Trace once every traced layer has run; swallowed by the Trace."""
 
@@ -235,8 +244,7 @@ class LayerEdit:
         self.handle = module.register_forward_hook(self._hook)
 
     def _check(self, unit: int) -> None:
-        if not 0 <= unit < self.units:
-            raise StudioError(f"Unit {unit} is out of range: this layer has units 0..{self.units - 1}.")
+        check_unit("this layer", unit, self.units)
 
     @torch.no_grad()
     def reset(self) -> None:
