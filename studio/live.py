@@ -25,7 +25,8 @@ import torch
 from models.base import Generator, LayerInfo, Sample
 
 from .core.errors import UnsupportedOperation
-from .core.hooks import Editor, UnitEdit
+from .ablation import BatchAblation
+from .core.hooks import Editor, UnitEdit, get_module
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,11 +230,11 @@ def unit_off_images(generator: Generator, sample: Sample, layer: str, units: Seq
                 acts[torch.arange(n), part] = 0
                 images = generator.forward_from(layer, acts, [sample] * n)
             else:
-                with generator.editor() as editor:
-                    edit = editor.layer(layer)
-                    gain = torch.ones(n, info.units, device=generator.device)
-                    gain[torch.arange(n), part] = 0
-                    edit.batch_gain = gain
+                hook = BatchAblation(get_module(generator.module, info.name), generator.clock, None)
+                hook.gain = torch.ones(n, info.units, device=generator.device)
+                hook.gain[torch.arange(n), part.to(hook.gain.device)] = 0
+                hook.offset = torch.zeros_like(hook.gain)
+                with hook:
                     images = generator.render([sample] * n)
             out.append(images.float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 3, *generator.resolution)

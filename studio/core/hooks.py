@@ -225,8 +225,8 @@ def edit_activation(x: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
 class LayerEdit:
     """The single hook on one layer; its per-unit tensors are changed in place by sliders.
 
-    ``batch_gain``/``batch_offset`` (B, C), when set, replace the per-unit map with one per batch
-    element: how ranking switches off a different unit in every image of a batch.
+    (Switching off a different unit in every image of a batch is the ranking's own hook,
+    ``studio.ablation.BatchAblation``.)
     """
 
     def __init__(self, module: nn.Module, units: int, clock: StepClock | None = None) -> None:
@@ -237,8 +237,6 @@ class LayerEdit:
         self.step_start = torch.zeros(units, dtype=torch.long)
         self.step_stop = torch.full((units,), _NO_STOP, dtype=torch.long)
         self.mask: torch.Tensor | None = None
-        self.batch_gain: torch.Tensor | None = None
-        self.batch_offset: torch.Tensor | None = None
         self._edited = False
         self._windowed = False
         self.handle = module.register_forward_hook(self._hook)
@@ -254,7 +252,6 @@ class LayerEdit:
         self.local.zero_()
         self.step_start.zero_()
         self.step_stop.fill_(_NO_STOP)
-        self.batch_gain = self.batch_offset = None
         self._edited = self._windowed = False
 
     @torch.no_grad()
@@ -273,13 +270,10 @@ class LayerEdit:
 
     @property
     def edited(self) -> bool:
-        return self._edited or self.batch_gain is not None
+        return self._edited
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """This layer's edit applied to an activation (used by the hook and by partial re-renders)."""
-        if self.batch_gain is not None:
-            offset = self.batch_offset if self.batch_offset is not None else torch.zeros_like(self.batch_gain)
-            return edit_activation(x, self.batch_gain, offset)
         if not self._edited:
             return x
         gain, offset = self.gain, self.offset
