@@ -16,6 +16,7 @@ are written once for every family, so a fix in one lands in all::
 from __future__ import annotations
 
 import difflib
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from studio.core.errors import LayerNotFound, UnsupportedOperation
+from studio.core.errors import LayerNotFound, StudioError, UnsupportedOperation
 from studio.core.hooks import Editor, StepClock, Trace, check_unit
 
 
@@ -73,6 +74,69 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class SampleOption:
+    """One sample option a family takes, described so a command line or a panel can offer it::
+
+        SampleOption("psi", "float", 0.7, "Truncation", minimum=0.0, maximum=1.0)
+        SampleOption("class", "int", 0, "Class", minimum=0, maximum=9)
+        SampleOption("noise", "choice", "const", "Noise", choices=("const", "random", "none"), flag="noise-mode")
+
+    ``name`` is the key in :attr:`Sample.options`; ``flag`` the command-line spelling (``--flag``).
+    """
+
+    name: str
+    kind: str  # "int" | "float" | "choice"
+    default: Any
+    label: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    help: str = ""
+    flag: str = ""
+
+    @property
+    def option_flag(self) -> str:
+        return f"--{self.flag or self.name}"
+
+    def check(self, value: Any) -> Any:
+        """``value`` as this option's type, or a :class:`StudioError` sentence saying what it accepts."""
+        try:
+            value = int(value) if self.kind == "int" else float(value) if self.kind == "float" else str(value)
+        except (TypeError, ValueError) as error:
+            raise StudioError(f"{self.option_flag} takes a number, not {value!r}.") from error
+        if self.kind == "choice" and value not in self.choices:
+            raise StudioError(f"{self.option_flag} {value} is unknown: use {', '.join(self.choices)}.")
+        low = self.minimum if self.minimum is not None else value
+        high = self.maximum if self.maximum is not None else value
+        if self.kind != "choice" and not low <= value <= high:
+            raise StudioError(f"{self.option_flag} {value} is out of range: this model takes "
+                              f"{self.minimum:g} to {self.maximum:g}.")
+        return value
+
+
+@dataclass(frozen=True)
+class NativeFormat:
+    """A file format a family writes in another tool's layout (its own checkpoint, a diffusers folder, ...).
+
+    ``unrecorded``: sample options the file does not keep (an original-layout SD file keeps neither ``size``
+    nor ``scheduler``), so whoever renders it, and the export's check, must name them.
+    """
+
+    name: str
+    description: str
+    suffix: str  # what the output path must end with ("" for a folder)
+    unrecorded: tuple[str, ...] = ()
+
+
+@dataclass
+class NativeWrite:
+    """What :meth:`Generator.write_native` wrote: the files (the path first) and notes for the report."""
+
+    files: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class CrossAttention:
     """A cross-attention module whose key/value projections read text-token embeddings."""
 
@@ -96,6 +160,9 @@ class Generator(ABC):
     family: ClassVar[str] = "?"
     supports_half: ClassVar[bool] = True
     takes_prompt: ClassVar[bool] = False
+    #: True when :meth:`denoise_prefix` and :meth:`prefix_step` work: edits windowed from step k leave steps
+    #: before k alike for every copy, so a ranking runs them once (diffusion).
+    shares_denoising_prefix: ClassVar[bool] = False
 
     def __init__(self, module: nn.Module, *, name: str, device: torch.device, dtype: torch.dtype,
                  resolution: tuple[int, int], source: str | None = None) -> None:
@@ -107,6 +174,10 @@ class Generator(ABC):
         self.source = source or name  # built-in name or path: what a session records
         self.clock = StepClock()
         self.default_prompt = ""
+        #: the model reference a studio export was made from (set by the layer that opens exports); None otherwise
+        self.export_base: Any = None
+        self._editors: "weakref.WeakSet[Editor]" = weakref.WeakSet()
+        self._kept: list[Editor] = []  # editors whose hooks are part of the model (a studio export's recipe)
 
     # -- layers ---------------------------------------------------------------------------------
     @abstractmethod
@@ -151,6 +222,13 @@ class Generator(ABC):
         """
         raise UnsupportedOperation(f"{self.family} models cannot re-render from a cached layer.")
 
+    def sample_options(self) -> list[SampleOption]:
+        """The sample options this model takes (truncation, class, noise, ...), for command lines and panels.
+
+        Empty (the default) for families whose samples are only a seed and a prompt.
+        """
+        return []
+
     def preview_options(self) -> dict[str, Any]:
         """Sample options for a quick, lower-quality frame while a slider is being dragged.
 
@@ -158,6 +236,14 @@ class Generator(ABC):
         slow families (diffusion: fewer steps, smaller size) return what makes a frame cheap.
         """
         return {}
+
+    def denoise_prefix(self, samples: Sequence[Sample], step: int, progress: Any = None) -> Any:
+        """Run denoising steps ``[0, step)`` once and keep what :meth:`render` (``start=``) resumes from."""
+        raise UnsupportedOperation(f"{self.family} models have no denoising steps to share.")
+
+    def prefix_step(self, window_start: int, sample: Sample) -> int:
+        """The render step at which edits windowed from full-schedule step ``window_start`` begin."""
+        raise UnsupportedOperation(f"{self.family} models have no denoising steps to share.")
 
     def trace(self, samples: Sequence[Sample], layers: Sequence[str], *, before_edits: bool = False,
               stop: bool = True) -> dict[str, torch.Tensor]:
@@ -168,7 +254,22 @@ class Generator(ABC):
 
     def editor(self) -> Editor:
         """A fresh hook editor over this model's layers (use it as a context manager)."""
-        return Editor(self.module, {info.name: info.units for info in self.layers()}, self.clock)
+        editor = Editor(self.module, {info.name: info.units for info in self.layers()}, self.clock)
+        self._editors.add(editor)
+        return editor
+
+    def keep_edits(self, editor: Editor) -> None:
+        """Make ``editor``'s hooks part of the model for its lifetime (a studio export's recipe)."""
+        self._kept.append(editor)
+
+    def edited_layers(self, *, kept: bool = False) -> list[str]:
+        """Layers where an editor of this model has unit edits on; ``kept``: those that are part of the model.
+
+            busy = gen.edited_layers()          # the live sliders' edits, say, but not an export's recipe
+        """
+        kept_ids = {id(e) for e in self._kept}
+        editors = self._kept if kept else [e for e in list(self._editors) if id(e) not in kept_ids]
+        return sorted({name for e in editors for name in e.edited_layers})
 
     # -- text conditioning ------------------------------------------------------------------------
     def cross_attention(self) -> list[CrossAttention]:
@@ -190,6 +291,28 @@ class Generator(ABC):
             exact = gen.bake_unit_scale("blocks.1", 17, 0.0)
         """
         return False
+
+    def native_formats(self) -> list[NativeFormat]:
+        """The formats this model writes in its family's own or another tool's layout (default: none)."""
+        return []
+
+    def write_native(self, format: str, path: Path) -> NativeWrite:
+        """Write the model as it is now (exact edits baked) in one of :meth:`native_formats`, atomically::
+
+            written = gen.write_native("stylegan-pt", Path("edited.pt"))
+        """
+        raise UnsupportedOperation(f"{self.name} writes no {format} files.")
+
+    def lora_metadata(self) -> dict[str, str]:
+        """The safetensors metadata that the kohya/AUTOMATIC1111 convention gives a LoRA made for this model, naming
+        its architecture (``ss_v2``, ``ss_base_model_version`` for Stable Diffusion). Default: none."""
+        return {}
+
+    def pinned_options(self) -> dict[str, Any]:
+        """Sample options a render takes from the model's current settings rather than the sample (diffusion:
+        ``size`` and ``scheduler``): an export names them so a file that does not record them is compared on its
+        weights, and so whoever renders it knows what to ask for. Default: none."""
+        return {}
 
     def weights_file(self) -> Path | None:
         """The file or folder whose contents are this model (what a session hashes); None if unknown."""

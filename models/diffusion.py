@@ -32,8 +32,19 @@ from studio.core.errors import ModelOpenError, StudioError
 from studio.core.hooks import Trace, get_module
 from studio.core.progress import ProgressCallback
 
-from .base import CrossAttention, FileProbe, Generator, LayerInfo, ModelEntry, PromptEncoding, Sample
-from .sd_sampling import DenoiseState, Plan, Sampler, gather_scheduler, make_scheduler
+from . import sd_export
+from .base import (
+    CrossAttention,
+    FileProbe,
+    Generator,
+    LayerInfo,
+    ModelEntry,
+    NativeFormat,
+    NativeWrite,
+    PromptEncoding,
+    Sample,
+)
+from .sd_sampling import SCHEDULERS, DenoiseState, Plan, Sampler, gather_scheduler, make_scheduler
 from .sd_single_file import build_pipeline, detect_kind, read_checkpoint
 from .sd_tokenizer import find_clip_tokenizer
 
@@ -52,6 +63,7 @@ class DiffusionModel(Generator):
     """A Stable Diffusion pipeline behind the model contract; layers are the UNet's blocks, resnets, attentions."""
 
     family = "diffusion"
+    shares_denoising_prefix = True
     supports_half = True
     takes_prompt = True
 
@@ -264,6 +276,32 @@ class DiffusionModel(Generator):
         special = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
         content = torch.tensor([i not in special for i in ids], dtype=torch.bool, device=self.device)
         return PromptEncoding(embeds[0].detach(), tok.convert_ids_to_tokens(ids), content)
+
+    def native_formats(self) -> list[NativeFormat]:
+        return list(sd_export.FORMATS)
+
+    def write_native(self, format: str, path: Path) -> NativeWrite:
+        if format not in sd_export.WRITERS:
+            return super().write_native(format, path)
+        return sd_export.WRITERS[format](self.pipe, Path(path))
+
+    def lora_metadata(self) -> dict[str, str]:
+        """kohya sd-scripts' names and values (train_network.py metadata; model_util.get_model_version_str_for_sd1_sd2,
+        sdxl_model_util.MODEL_VERSION_SDXL_BASE_V1_0), which AUTOMATIC1111's Lora extension reads to tell SD 1, SD 2
+        and SDXL LoRAs apart."""
+        if self.kind == "sdxl":
+            version = "sdxl_base_v1-0"
+        else:
+            v_prediction = self.pipe.scheduler.config.get("prediction_type") == "v_prediction"
+            version = ("sd_v2" if self.kind == "sd2" else "sd_v1") + ("_v" if v_prediction else "")
+        return {"ss_v2": str(self.kind == "sd2"), "ss_base_model_version": version}
+
+    def pinned_options(self) -> dict[str, Any]:
+        """The image size and the scheduler the model renders with now (a single file records neither)."""
+        own = type(self.pipe.scheduler).__name__
+        pins: dict[str, Any] = {"size": list(self.resolution)}
+        pins.update({"scheduler": key for key, name in SCHEDULERS.items() if name == own})
+        return pins
 
     def info(self) -> dict[str, Any]:
         data = super().info()

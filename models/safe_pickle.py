@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,38 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
     return PersistentRecord(meta["class_name"], state, len(meta.get("module_src") or ""))
 
 
+class StorageWithCode(ModelOpenError):
+    """A tensor-storage blob that asks for more than tensors; its text says what it asks for."""
+
+
+def refused_by_torch(error: Exception) -> str | None:
+    """What torch's weights-only loader refused in ``error`` ("asks for posix.system"), or None for other errors."""
+    text = str(error)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"asks for {found.group(1)}"
+    if "Unsupported operand" in text or "Unsupported class" in text:
+        return "uses pickle instructions torch's weights-only loader refuses"
+    return None
+
+
+def clipped(text: str, limit: int = 160) -> str:
+    """The first line of ``text``, cut at a word boundary to at most ``limit`` characters."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    if len(line) <= limit:
+        return line
+    return line[: line.rfind(" ", 0, limit)].rstrip(" ,;:(") + " ..."
+
+
 def _load_storage_from_bytes(data: bytes) -> Any:
     """Tensor storages are nested ``torch.save`` blobs: load them with torch's own weights-only unpickler."""
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as error:
+        what = refused_by_torch(error)
+        if what is None:
+            raise
+        raise StorageWithCode(what) from None
 
 
 class _TensorFlowPickle(Exception):
@@ -141,12 +171,15 @@ def load_pickle(path: Path) -> Any:
     except UnsafePickle as error:
         raise UnsafePickle(f"{name} tries to import {error}: refused, this file may be malicious (Neuron Studio "
                            "only reads tensors and NVIDIA's network records from pickles).") from None
+    except StorageWithCode as error:
+        raise ModelOpenError(f"{name} holds more than tensors: a tensor storage in it {error} (code, not data); it "
+                             "was refused and nothing in it ran, but the file may be malicious.") from None
     except _TensorFlowPickle:
         raise ModelOpenError(f"{name} is a TensorFlow StyleGAN pickle; convert it to the PyTorch format with "
                              "NVIDIA's stylegan2-ada-pytorch legacy.py first, then open the converted file.") from None
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             RuntimeError, MemoryError, UnicodeDecodeError) as error:
-        detail = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        detail = clipped(str(error)) or type(error).__name__
         raise ModelOpenError(f"{name} is not a readable pickle ({detail}): it may be truncated or corrupt; "
                              "copy or download it again.") from None
 

@@ -29,15 +29,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from studio.core.atomic import atomic_path
 from studio.core.device import pick_dtype
 from studio.core.errors import ModelOpenError, StudioError
 
-from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample, seed_z
-from .safe_pickle import load_network_pickle
-from .stylegan_formats import from_record, from_rosinality
+from .base import FileProbe, Generator, LayerInfo, ModelEntry, NativeFormat, NativeWrite, Sample, SampleOption, seed_z
+from .safe_pickle import clipped, load_network_pickle, refused_by_torch
+from .stylegan_formats import from_record, from_rosinality, rosinality_args, to_rosinality_checkpoint
 
 DEFAULT_PSI = 0.7
 NOISE_MODES = ("const", "random", "none")
+#: What a StyleGAN model writes besides the studio's own formats.
+ROSINALITY = NativeFormat("stylegan-pt", "StyleGAN2 checkpoint in rosinality/stylegan2-pytorch's layout", ".pt")
 _MAX_REMEMBERED = 16  # samples whose skip-path carries are kept for partial re-renders
 
 
@@ -76,6 +79,19 @@ class StyleGANModel(Generator):
                         for name, channels, size in self.net.synthesis_layers()]
 
     # -- latents ------------------------------------------------------------------------------------------------
+    def sample_options(self) -> list[SampleOption]:
+        """Truncation psi, the noise mode and, for conditional models, the class (NVIDIA's --trunc, --noise-mode,
+        --class)."""
+        options = [SampleOption("psi", "float", DEFAULT_PSI, "Truncation psi", minimum=-1.0, maximum=2.0,
+                                help="truncation towards the mean w: 1 is none, 0 the mean image (default 0.7)"),
+                   SampleOption("noise", "choice", "const", "Noise", choices=NOISE_MODES, flag="noise-mode",
+                                help="const: the stored noise; random: seeded per sample; none: no noise")]
+        c_dim = self.net.config.c_dim
+        if c_dim:
+            options.insert(0, SampleOption("class", "int", 0, "Class", minimum=0, maximum=c_dim - 1,
+                                           help=f"the class to draw, 0..{c_dim - 1} (conditional models)"))
+        return options
+
     def sample(self, seed: int, prompt: str | None = None, *, psi: float = DEFAULT_PSI, noise: str = "const",
                w_plus: bool = False, **options: Any) -> Sample:
         """A sample; ``w_plus=True`` stores the seed's per-layer latents in ``options['ws']``."""
@@ -131,13 +147,15 @@ class StyleGANModel(Generator):
         """The per-layer noise source: the stored constants, seeded random fields, or none."""
         modes = [s.option("noise", "const") for s in samples]
         synthesis = self.net.synthesis
-        if all(m == "const" for m in modes):
-            return lambda name, batch, res: synthesis.layer(name).noise_const
-        if all(m == "none" for m in modes):
-            return lambda name, batch, res: None
         order = {name: i for i, (name, _) in enumerate(self.net.noise_layers())}
+        if all(m == "none" for m in modes) or not order:  # trained with use_noise=False: no layer takes noise
+            return lambda name, batch, res: None
+        if all(m == "const" for m in modes):
+            return lambda name, batch, res: synthesis.layer(name).noise_const if name in order else None
 
-        def noise(name: str, batch: int, res: int) -> torch.Tensor:
+        def noise(name: str, batch: int, res: int) -> torch.Tensor | None:
+            if name not in order:
+                return None
             cache: dict[int, torch.Tensor] = {}
             rows = []
             for s, mode in zip(samples, modes):
@@ -222,6 +240,25 @@ class StyleGANModel(Generator):
     def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:
         """See :func:`bake_unit_scale`: exact for ``mapping`` and the last layer before toRGB only."""
         return bake_unit_scale(self, layer, unit, gain)
+
+    def native_formats(self) -> list[NativeFormat]:
+        return [ROSINALITY]
+
+    def write_native(self, format: str, path: Path) -> NativeWrite:
+        """rosinality's ``{"g_ema": ..., "latent_avg": ...}`` (tensors only); a StyleGAN3 raises
+        UnsupportedOperation (rosinality has no such architecture)."""
+        if format != ROSINALITY.name:
+            return super().write_native(format, path)
+        checkpoint = to_rosinality_checkpoint(self.net)
+        args = rosinality_args(self.net)
+        if args is None:
+            note = ("its channel widths follow no rosinality channel multiplier: the studio reopens the checkpoint, "
+                    "rosinality's Generator(...) needs its widths edited")
+        else:
+            note = "rosinality: Generator(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")"
+        with atomic_path(Path(path), suffix=".pt") as tmp:
+            torch.save(checkpoint, tmp)
+        return NativeWrite([Path(path)], [note])
 
     def info(self) -> dict[str, Any]:
         data = super().info()
@@ -352,9 +389,8 @@ def _load_torch(path: Path) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
-        raise ModelOpenError(f"{path.name} holds more than tensors ({detail[:160]}); it was not loaded, because "
+        detail = refused_by_torch(error) or clipped(str(error))
+        raise ModelOpenError(f"{path.name} holds more than tensors ({detail}); it was not loaded, because "
                              "loading it could run code.") from error
     if not isinstance(data, dict) or "g_ema" not in data:
         raise ModelOpenError(f"{path.name} has no 'g_ema' generator; expected a rosinality stylegan2-pytorch "

@@ -169,8 +169,10 @@ class SynthesisBlock(nn.Module):
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp,
                                         resample_filter=resample_filter, **layer_kwargs)
+        # NVIDIA's block passes its filter to conv0, the skip and the image upsampling, not to conv1 (which keeps
+        # SynthesisLayer's default [1, 3, 3, 1]; it never resamples, but checkpoints store that buffer)
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp,
-                                    resample_filter=resample_filter, **layer_kwargs)
+                                    **layer_kwargs)
         self.has_torgb = is_last or architecture == "skip"
         if self.has_torgb:
             self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)

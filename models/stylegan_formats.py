@@ -20,6 +20,7 @@ from studio.core.errors import ModelOpenError, UnsupportedOperation
 from .safe_pickle import PersistentRecord
 from .stylegan2_nets import StyleGAN2, StyleGANConfig
 from .stylegan3_nets import StyleGAN3
+from .stylegan_ops import ACTIVATIONS
 
 _BASE = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 _MAPPING = {"num_layers", "embed_features", "layer_features", "activation", "lr_multiplier", "w_avg_beta"}
@@ -87,6 +88,11 @@ def _checked(config: StyleGANConfig, label: str) -> StyleGANConfig:
             elif key not in allowed:
                 raise ModelOpenError(f"{label} uses the {group} option {key}={options[key]!r}, which Neuron Studio's "
                                      f"{config.arch} implementation does not have, so it cannot render it faithfully.")
+    for group in ("mapping", "synthesis"):
+        activation = getattr(config, group).get("activation", "lrelu")
+        if activation not in ACTIVATIONS:
+            raise ModelOpenError(f"{label} uses the {group} activation {activation!r}, which is not one of NVIDIA's "
+                                 f"({', '.join(ACTIVATIONS)}), so it cannot be rendered faithfully.")
     if config.arch == "stylegan2" and config.synthesis.get("architecture", "skip") not in ("orig", "skip", "resnet"):
         raise ModelOpenError(f"{label} uses synthesis architecture {config.synthesis['architecture']!r}; "
                              "only orig, skip and resnet exist.")
@@ -147,6 +153,9 @@ def _ros_index(res: int) -> int:
 def from_rosinality(checkpoint: Mapping[str, Any], label: str) -> nn.Module:
     """Our StyleGAN2 from a rosinality checkpoint (``{"g_ema": state_dict, "latent_avg"?: w, "args"?: ...}``)."""
     sd = checkpoint.get("g_ema")
+    if getattr(checkpoint.get("args"), "arch", None) == "swagan" or (isinstance(sd, Mapping) and "iwt.ll" in sd):
+        raise ModelOpenError(f"{label} is a rosinality SWAGAN checkpoint (a wavelet generator), which Neuron Studio "
+                             "cannot open: of rosinality's generators only StyleGAN2 is supported.")
     if not isinstance(sd, Mapping) or "input.input" not in sd or "style.1.weight" not in sd:
         raise ModelOpenError(f"{label}: its 'g_ema' is not a rosinality StyleGAN2 state dict (no input.input / "
                              "style.1.weight tensors).")

@@ -10,15 +10,27 @@ Tensors keep NVIDIA's parameter layout (``weight`` (O, I, k, k), ``bias`` (O,)) 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Activation functions and the gain that keeps unit variance (NVIDIA's ``def_gain``).
-ACTIVATION_GAIN = {"linear": 1.0, "relu": math.sqrt(2), "lrelu": math.sqrt(2)}
+#: The elementwise activations NVIDIA's ``bias_act`` offers (``activation_funcs``), each with its ``def_gain``.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "linear": lambda x, alpha: x,
+    "relu": lambda x, alpha: F.relu(x),
+    "lrelu": lambda x, alpha: F.leaky_relu(x, alpha),
+    "tanh": lambda x, alpha: torch.tanh(x),
+    "sigmoid": lambda x, alpha: torch.sigmoid(x),
+    "elu": lambda x, alpha: F.elu(x),
+    "selu": lambda x, alpha: F.selu(x),
+    "softplus": lambda x, alpha: F.softplus(x),
+    "swish": lambda x, alpha: torch.sigmoid(x) * x,
+}
+ACTIVATION_GAIN = {"linear": 1.0, "relu": math.sqrt(2), "lrelu": math.sqrt(2), "tanh": 1.0, "sigmoid": 1.0,
+                   "elu": 1.0, "selu": 1.0, "softplus": 1.0, "swish": math.sqrt(2)}
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear", gain: float | None = None,
@@ -26,12 +38,10 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear"
     """``clamp(act(x + b) * gain)`` with ``b`` broadcast over dim 1; ``gain`` defaults to the activation's."""
     if b is not None:
         x = x + b.to(x.dtype).reshape([1, -1] + [1] * (x.dim() - 2))
-    if act == "lrelu":
-        x = F.leaky_relu(x, alpha)
-    elif act == "relu":
-        x = F.relu(x)
-    elif act != "linear":
+    if act not in ACTIVATIONS:
         raise ValueError(f"activation '{act}' is not implemented")
+    if act != "linear":
+        x = ACTIVATIONS[act](x, alpha)
     gain = ACTIVATION_GAIN[act] if gain is None else gain
     if gain != 1:
         x = x * gain

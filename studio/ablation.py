@@ -146,7 +146,7 @@ class Ablator:
     def _shared_prefix(self):
         """Diffusion with a window starting at step k: steps before k are the same for every copy, run them once."""
         gen, steps = self.generator, self.steps
-        if not steps or steps[0] <= 0 or not hasattr(gen, "denoise_prefix") or not hasattr(gen, "prefix_step"):
+        if not steps or steps[0] <= 0 or not gen.shares_denoising_prefix:
             return None
         first = min(int(gen.prefix_step(steps[0], s)) for s in self.samples)
         return gen.denoise_prefix(self.samples, first) if first > 0 else None

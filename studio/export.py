@@ -27,15 +27,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 from safetensors.torch import save_file
 
-from models.sd_convert import save_single_file
-from models.sd_sampling import SCHEDULERS
-from models.stylegan_formats import rosinality_args, to_rosinality_checkpoint
+from models.base import NativeFormat
 
 from .concept import editor_for
 from .core.atomic import atomic_path
 from .core.errors import StudioError, UnsupportedOperation
-from .core.folders import atomic_folder
-from .core.hooks import LayerEdit, UnitEdit
+from .core.hooks import UnitEdit
 from .core.progress import ProgressCallback, Ticker
 from .exported import FORMAT as STUDIO_FORMAT
 from .exported import VERSION as STUDIO_VERSION
@@ -43,7 +40,7 @@ from .exported import open_model
 from .lora import lora_targets, merge_lora, write_lora
 from .recipe import Recipe, apply_recipe, load_recipe, save_recipe
 from .reference import ModelReference
-from .session import json_default
+from .session import concept_state, json_default
 
 if TYPE_CHECKING:
     from models.base import Generator, Sample
@@ -56,24 +53,29 @@ class ExportError(StudioError):
     """An export that cannot be made as asked (unknown format, wrong family, nothing to export)."""
 
 
-@dataclass(frozen=True)
-class ExportFormat:
-    name: str
-    description: str
-    suffix: str  # what the output path must end with ("" for a folder)
-    families: tuple[str, ...] | None = None  # None: every family
+#: A format's name, description, suffix and the sample options it does not record (the contract's type).
+ExportFormat = NativeFormat
 
-
+#: The formats written here, the same for every family; each model adds its own (``Generator.native_formats``).
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("studio", "safetensors with baked weights and the recipe; the studio reopens it", ".safetensors"),
     ExportFormat("recipe", "edit recipe (JSON) that re-applies every edit to the original model", ".json"),
     ExportFormat("lora", "concept edits as a kohya-layout LoRA (AUTOMATIC1111, ComfyUI)", ".safetensors"),
-    ExportFormat("diffusers", "a diffusers pipeline folder (save_pretrained, safetensors)", "", ("diffusion",)),
-    ExportFormat("sd-single-file", "one .safetensors in the original SD key layout (AUTOMATIC1111, ComfyUI)",
-                 ".safetensors", ("diffusion",)),
-    ExportFormat("stylegan-pt", "StyleGAN2 checkpoint in rosinality/stylegan2-pytorch's layout", ".pt",
-                 ("stylegan",)),
 )}
+
+
+def export_formats(generator: "Generator") -> dict[str, ExportFormat]:
+    """Every format :func:`export` accepts for ``generator``: the studio's own, then the model's native ones."""
+    return {**FORMATS, **{f.name: f for f in generator.native_formats()}}
+
+
+def formats_for(generator: "Generator") -> list[str]:
+    """The formats worth offering for ``generator`` (what the CLI accepts and the dialog lists): a LoRA only
+    where there is cross-attention to hold concept edits.
+
+        names = formats_for(gen)        # ['studio', 'recipe', 'lora', 'diffusers', 'sd-single-file']
+    """
+    return [name for name in export_formats(generator) if name != "lora" or generator.cross_attention()]
 
 
 def describe_edit(e: UnitEdit) -> str:
@@ -156,6 +158,7 @@ class _Job:
     samples: list["Sample"]
     reference: ModelReference
     report: ExportReport
+    knob_edits: list = field(default_factory=list)  # studio.knobs.KnobEdit: always recipe hooks
 
     @property
     def precision(self) -> str:
@@ -165,15 +168,13 @@ class _Job:
         """The recipe of the edits that are not in the weights (and of the concept edits if asked)."""
         recipe = Recipe(self.reference, [e for e, _ in self.report.kept],
                         self.mask if any(e.local for e, _ in self.report.kept) else None,
-                        None, list(self.samples), {describe_edit(e): why for e, why in self.report.kept})
+                        None, list(self.samples), {describe_edit(e): why for e, why in self.report.kept},
+                        list(self.knob_edits))
         if concept:
-            from .session import concept_state
-
             recipe.concept = concept_state(self.concept_editor)
         return recipe
 
     def open_original(self) -> "Generator":
-
         return open_model(self.reference.source, device=self.generator.device, precision=self.precision)
 
 
@@ -185,29 +186,33 @@ def _concept_editor(generator: "Generator") -> Any:
     return editor_for(generator)
 
 
-def _active_edits(generator: "Generator") -> list[str]:
-    """Layers where an editor other than the export's has edits on: they would leak into the reference."""
-    own = getattr(generator, "export_recipe", None)  # a reopened export's recipe hooks are part of the model
-    ours = set(map(id, own.editor.layers.values())) if own is not None else set()
-    names = []
-    for name, module in generator.module.named_modules():
-        for hook in module._forward_hooks.values():
-            owner = getattr(hook, "__self__", None)
-            if isinstance(owner, LayerEdit) and owner.edited and id(owner) not in ours:
-                names.append(name)
-    return names
-
-
 def _pinned(generator: "Generator", samples: list["Sample"]) -> list["Sample"]:
-    """Diffusion samples with the image size and scheduler spelled out: an original-layout single file records
-    neither, so the check (and whoever renders the export) must name them to compare weights, not defaults."""
-    if generator.family != "diffusion":
-        return samples
+    """Samples with the options the model supplies spelled out (``Generator.pinned_options``: a diffusion model's
+    size and scheduler): a file that records neither is then compared on its weights, not on defaults."""
+    pins = generator.pinned_options()
+    return [replace(s, options={**pins, **s.options}) for s in samples] if pins else samples
 
-    own = type(generator.pipe.scheduler).__name__
-    pins: dict[str, Any] = {"size": list(generator.resolution)}
-    pins.update({"scheduler": key for key, name in SCHEDULERS.items() if name == own})
-    return [replace(s, options={**pins, **s.options}) for s in samples]
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{value[1]}x{value[0]}"  # an image size, (height, width)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value}x{value}"  # a square image size
+    return str(value)
+
+
+def _unrecorded_note(spec: ExportFormat, samples: Sequence["Sample"], checked: bool) -> str:
+    """What to render a file with that does not record some options: the values the check used (or, unchecked,
+    the samples' values), never a claim about a check that did not run."""
+    settings = []
+    for name in spec.unrecorded:
+        values = list(dict.fromkeys(_option_text(s.option(name)) for s in samples if s.option(name) is not None))
+        settings.append(f"{name} {' or '.join(values) or 'as its family defaults'}")
+    what = " nor ".join(spec.unrecorded) if len(spec.unrecorded) == 2 else ", ".join(spec.unrecorded)
+    plural = "s" if len(samples) != 1 else ""
+    where = (f"what the check rendered its {len(samples)} sample{plural} with" if checked
+             else "the edited model's settings; no check ran")
+    return f"the file records neither {what}: render it with {', '.join(settings)} ({where})"
 
 
 def _render(generator: "Generator", samples: Sequence["Sample"]) -> torch.Tensor:
@@ -267,9 +272,12 @@ def _write_lora(job: _Job) -> list[Path]:
         raise ExportError("There is no concept edit to export as a LoRA: apply one first (a LoRA holds concept "
                           "edits only; unit edits go to a recipe).")
     labels = [a.spec.label() for a in job.concept_editor.stack]
-    files = [write_lora(job.concept_editor.lora(), job.path,
-                        metadata={"neuron_studio": json.dumps({"kind": "concept-edit", "edits": labels,
-                                                               "model": job.reference.to_json()})})]
+    base = job.reference.shareable()  # name and hash: a shared LoRA does not carry the user's folders
+    meta = {**job.generator.lora_metadata(), "ss_sd_model_name": base["file"],
+            "neuron_studio": json.dumps({"kind": "concept-edit", "edits": labels, "model": base})}
+    if base["sha256"] and Path(job.reference.source).is_file():
+        meta["ss_new_sd_model_hash"] = base["sha256"]  # kohya's name for the sha256 of the checkpoint file
+    files = [write_lora(job.concept_editor.lora(), job.path, metadata=meta)]
     return files + _recipe_files(job)
 
 
@@ -284,78 +292,34 @@ def _reopen_lora(job: _Job) -> torch.Tensor:
     return _render_with(fresh, job.kept_recipe())
 
 
-def _write_stylegan_pt(job: _Job) -> list[Path]:
+def _recipe_files(job: _Job) -> list[Path]:
+    """The kept edits beside a file in another tool's format (nothing when every edit was baked)."""
+    return [save_recipe(job.kept_recipe(), _recipe_beside(job.path))] if job.report.kept or job.knob_edits else []
 
 
+def _write_native(job: _Job) -> list[Path]:
+    """The model writes its own format (``Generator.write_native``); the kept edits go beside it."""
     try:
-        checkpoint = to_rosinality_checkpoint(job.generator.net)
+        written = job.generator.write_native(job.report.format, job.path)
     except UnsupportedOperation as error:
         raise ExportError(f"{str(error).rstrip('.')}; export it as studio (the studio reopens it) or as a "
                           "recipe instead.") from error
-    args = rosinality_args(job.generator.net)
-    if args is None:
-        job.report.notes.append("its channel widths follow no rosinality channel multiplier: the studio reopens "
-                                "the checkpoint, rosinality's Generator(...) needs its widths edited")
-    else:
-        job.report.notes.append("rosinality: Generator(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")")
-    with atomic_path(job.path, suffix=".pt") as tmp:
-        torch.save(checkpoint, tmp)
-    return [job.path] + _recipe_files(job)
-
-
-def _recipe_files(job: _Job) -> list[Path]:
-    """The kept edits beside a file in another tool's format (nothing when every edit was baked)."""
-    return [save_recipe(job.kept_recipe(), _recipe_beside(job.path))] if job.report.kept else []
+    job.report.notes.extend(written.notes)
+    return list(written.files) + _recipe_files(job)
 
 
 def _reopen_own_format(job: _Job) -> torch.Tensor:
     """Open the written file through the registry (its family reads it), re-apply the kept edits, render."""
-
     reopened = open_model(job.path, device=job.generator.device, precision=job.precision)
     return _render_with(reopened, job.kept_recipe())
-
-
-def _write_diffusers(job: _Job) -> list[Path]:
-
-    with atomic_folder(job.path, marker="model_index.json") as tmp:
-        job.generator.pipe.save_pretrained(str(tmp), safe_serialization=True)
-    return [job.path] + _recipe_files(job)
-
-
-def _write_sd_single_file(job: _Job) -> list[Path]:
-
-
-    save_single_file(job.generator.pipe, job.path)
-    h, w = job.generator.resolution
-    scheduler = job.samples[0].option("scheduler") if job.samples else None
-    job.report.notes.append(f"an original-layout file records neither image size nor scheduler: render it at "
-                            f"{w}x{h} with {scheduler or 'the model family default'} (as the check did)")
-    # its tokenizer beside it ("NAME.tokenizer/"), where the studio looks, so it reopens offline as it was
-    tokenizers = job.path.with_name(job.path.stem + ".tokenizer")
-    with atomic_folder(tokenizers, marker="vocab.json") as tmp:
-        _write_clip_files(job.generator.pipe.tokenizer, tmp)
-    return [job.path, tokenizers] + _recipe_files(job)
-
-
-def _write_clip_files(tokenizer: Any, folder: Path) -> None:
-    """CLIP's ``vocab.json`` + ``merges.txt`` (what single-file loaders read) for a slow or fast tokenizer."""
-    tokenizer.save_pretrained(str(folder))
-    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        return
-    model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    (folder / "vocab.json").write_text(json.dumps(tokenizer.get_vocab(), ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
 _WRITERS: dict[str, tuple[Callable[[_Job], list[Path]], Callable[[_Job], torch.Tensor]]] = {
     "studio": (_write_studio, _reopen_studio),
     "recipe": (_write_recipe, _reopen_recipe),
     "lora": (_write_lora, _reopen_lora),
-    "stylegan-pt": (_write_stylegan_pt, _reopen_own_format),
-    "diffusers": (_write_diffusers, _reopen_own_format),
-    "sd-single-file": (_write_sd_single_file, _reopen_own_format),
 }
+_NATIVE = (_write_native, _reopen_own_format)
 
 
 # -- the export -------------------------------------------------------------------------------------------------
@@ -383,22 +347,21 @@ def export(generator: "Generator", edits: Sequence[UnitEdit] = (), concept_edito
            format: str = "studio", path: str | os.PathLike = "edited.safetensors", *,
            mask: torch.Tensor | None = None, samples: Sequence["Sample"] | None = None,
            reference: ModelReference | None = None, verify: bool = True,
-           progress: ProgressCallback | None = None) -> ExportReport:
+           progress: ProgressCallback | None = None, knob_edits: Sequence[Any] = ()) -> ExportReport:
     """Write ``generator`` with ``edits`` (and its concept edits) as ``format`` at ``path``; check it; report.
 
     ``concept_editor``: the model's ConceptEditor (default: its stack, if it has cross-attention).
     ``samples``: what the check renders (default: seed 0 with the default prompt).
+    ``knob_edits``: :class:`studio.knobs.KnobEdit` s; they stay hooks, kept in the export's recipe.
     """
-    spec = FORMATS.get(format)
+    spec = export_formats(generator).get(format)
     if spec is None:
-        raise ExportError(f"Unknown export format '{format}': choose one of {', '.join(FORMATS)}.")
-    if spec.families is not None and generator.family not in spec.families:
-        raise ExportError(f"The {format} format is for {' or '.join(spec.families)} models, and "
-                          f"{generator.name} is a {generator.family} model; choose studio or recipe.")
+        raise ExportError(f"Unknown export format '{format}' for {generator.name} (a {generator.family} model): "
+                          f"choose one of {', '.join(formats_for(generator))}.")
     path = Path(path).expanduser()
     if spec.suffix and path.suffix.lower() != spec.suffix:
         raise ExportError(f"A {format} export is a {spec.suffix} file: name it {path.stem}{spec.suffix}.")
-    busy = _active_edits(generator)
+    busy = generator.edited_layers()  # a reopened export's own recipe hooks are part of the model
     if busy:
         raise ExportError(f"Another editor has edits on {', '.join(busy[:3])}; clear them (or let the export "
                           "apply them) so the check compares against the right image.")
@@ -409,6 +372,9 @@ def export(generator: "Generator", edits: Sequence[UnitEdit] = (), concept_edito
     if mask is not None and tuple(mask.shape[-2:]) != tuple(generator.resolution):
         raise ExportError(f"The mask is {mask.shape[-1]}x{mask.shape[-2]} but the model renders "
                           f"{generator.resolution[1]}x{generator.resolution[0]}; paint it on this model's image.")
+    knob_edits = list(knob_edits)
+    for k in knob_edits:
+        k.knob.check(generator)
     concept_editor = concept_editor if concept_editor is not None else _concept_editor(generator)
     ticker = Ticker(4, progress, unit="steps", message="rendering the edited model")
     report = ExportReport(format, path)
@@ -423,14 +389,17 @@ def export(generator: "Generator", edits: Sequence[UnitEdit] = (), concept_edito
         "recipe": f"{stack}, in the recipe", "lora": f"{stack}, as the LoRA"}.get(format, f"{stack}, merged into "
                                                                                          "the weights")
     job = _Job(generator, path, list(edits), concept_editor, mask, samples,
-               reference or ModelReference.of(generator), report)
+               reference or ModelReference.of(generator), report, knob_edits)
+    if knob_edits:
+        report.notes.append(f"{len(knob_edits)} knob edit(s) kept as recipe hooks: a knob's targets are no weight")
     expected = None
     if verify:
         with torch.inference_mode(), generator.editor() as editor:
             editor.set(job.edits, mask=mask.to(generator.device) if mask is not None else None)
+            editor.set_knobs(knob_edits)
             expected = generator.render(samples).detach().float().cpu()
     ticker.advance(1, "baking exact edits")
-    write, reopen = _WRITERS[format]
+    write, reopen = _WRITERS.get(format, _NATIVE)
     bakes = format not in ("recipe", "lora") and any(not_exact_reason(e) is None for e in job.edits)
     # only a bake changes weights: then copy them (to the CPU) first, and put them back whatever happens
     snapshot = {k: v.detach().to("cpu", copy=True) for k, v in generator.module.state_dict().items()} \
@@ -439,6 +408,8 @@ def export(generator: "Generator", edits: Sequence[UnitEdit] = (), concept_edito
         _bake(job)
         ticker.advance(1, f"writing {path.name}")
         report.files = write(job)
+        if spec.unrecorded:
+            report.notes.append(_unrecorded_note(spec, samples, verify))
     finally:
         if snapshot is not None:
             generator.module.load_state_dict(snapshot)  # the app's model is as it was, bit for bit
@@ -463,7 +434,8 @@ def export_session(session: Any, format: str, path: str | os.PathLike, *, device
     mismatch = session.model.mismatch(generator)
     concepts = session.restore_concepts(generator)
     report = export(generator, session.unit_edits, concepts, format, path, mask=session.mask,
-                    samples=session.samples or None, reference=session.model, progress=progress)
+                    samples=session.samples or None, reference=session.model, progress=progress,
+                    knob_edits=session.knob_edits)
     if mismatch:
         report.notes.insert(0, mismatch)
     return report

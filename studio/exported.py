@@ -3,7 +3,7 @@
 A ``studio`` export is the original family's model with the exported weights and its recipe on::
 
     gen = open_model("edited.safetensors")       # sniffed by the metadata format "neuron-studio/export"
-    gen.export_recipe.editor.layers              # the recipe's hooks, kept for the model's lifetime
+    gen.edited_layers(kept=True)                 # the recipe's hooks, kept for the model's lifetime
     gen.export_base                              # ModelReference of the model it was exported from
 
 The file holds the full ``state_dict`` of the edited model (exact edits baked, concept edits merged); its
@@ -68,9 +68,10 @@ class ExportedFamily:
             raise ModelOpenError(f"{path.name} does not fit {base.source} any more ({detail[:200]}): the original "
                                  "model changed since the export; export again from the current one.") from error
         try:
-            generator.export_recipe = apply_recipe(generator, recipe)  # hooks live as long as the model
+            applied = apply_recipe(generator, recipe)
         except StudioError as error:
             raise ModelOpenError(f"{path.name}: its recipe does not apply ({error}).") from error
+        generator.keep_edits(applied.editor)  # hooks live as long as the model, and are not "another editor's"
         generator.export_base = base
         generator.name, generator.source = path.stem, str(path)
         return generator

@@ -7,6 +7,7 @@ per value and the GUI thread never waits on the model::
     live = LiveRenderer(generator)
     frame = live.frame(LiveRequest(sample, (UnitEdit("blocks.1", 7, "scale", 2.5),), stamp=1))
     frame.partial        # True: blocks.1's unedited activation came from the cache, only later blocks ran
+    frame = live.frame(LiveRequest(sample, knobs=(KnobEdit(knob, mask, 0.7),)))   # knob edits, live the same way
     live.close()         # removes the hooks
 
     box = Mailbox()
@@ -24,9 +25,10 @@ import torch
 
 from models.base import Generator, LayerInfo, Sample
 
-from .core.errors import UnsupportedOperation
 from .ablation import BatchAblation
+from .core.errors import StudioError, UnsupportedOperation
 from .core.hooks import Editor, UnitEdit, get_module
+from .knobs import KnobEdit
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,6 +38,7 @@ class LiveRequest:
     sample: Sample
     edits: tuple[UnitEdit, ...] = ()
     mask: torch.Tensor | None = None  # (H, W) in [0, 1]; local edits stay inside it
+    knobs: tuple[KnobEdit, ...] = ()  # each with its own mask and strength
     stamp: int = 0
     original: bool = False  # also return the unedited image (side-by-side, press-and-hold)
     preview: bool = False  # a quick frame while a slider moves (the model's preview_options), shown at full size
@@ -145,26 +148,27 @@ class LiveRenderer:
             self._cache.mask = mask.to(self.generator.device, torch.float32)
         return self._cache.mask
 
-    def earliest_layer(self, edits: Sequence[UnitEdit]) -> str | None:
-        """The edited layer that runs first; the cached activation is taken there."""
-        layers = {e.layer for e in edits}
+    def earliest_layer(self, edits: Sequence[UnitEdit], knobs: Sequence[KnobEdit] = ()) -> str | None:
+        """The edited layer that runs first (unit edits and knob edits); the cached activation is taken there."""
+        layers = {e.layer for e in edits} | {layer for k in knobs if k.strength != 0 for layer in k.layers}
         return min(layers, key=lambda name: self._order.get(name, len(self._order))) if layers else None
 
     # -- rendering --------------------------------------------------------------------------------------------
-    def render(self, sample: Sample, edits: Sequence[UnitEdit] = (), mask: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, str | None]:
+    def render(self, sample: Sample, edits: Sequence[UnitEdit] = (), mask: torch.Tensor | None = None,
+               knobs: Sequence[KnobEdit] = ()) -> tuple[torch.Tensor, str | None]:
         """The edited image (1, 3, H, W) on the model's device, and the layer re-rendered from (None: full)."""
         with torch.inference_mode():  # grad mode is thread-local: enter it in the thread that renders
             editor = self._editor()
             editor.set(edits, mask=self._device_mask(mask))  # per-unit tensors written in place
             try:
-                return self._render_edited(editor, sample, edits)
+                editor.set_knobs(knobs)
+                return self._render_edited(editor, sample, edits, knobs)
             finally:
                 editor.clear()  # hooks stay registered but idle: other renders of the model see no edits
 
-    def _render_edited(self, editor: Editor, sample: Sample, edits: Sequence[UnitEdit]
-                       ) -> tuple[torch.Tensor, str | None]:
-        layer = self.earliest_layer(edits)
+    def _render_edited(self, editor: Editor, sample: Sample, edits: Sequence[UnitEdit],
+                       knobs: Sequence[KnobEdit] = ()) -> tuple[torch.Tensor, str | None]:
+        layer = self.earliest_layer(edits, knobs)
         if layer is None or not self.generator.layer(layer).partial:
             return self.generator.render([sample]), None
         cache = self._cache
@@ -190,9 +194,10 @@ class LiveRenderer:
         start = time.perf_counter()
         options = self.generator.preview_options() if request.preview else {}
         sample = replace(request.sample, options={**request.sample.options, **options}) if options else request.sample
-        original = self.original(sample) if request.original or not request.edits else None
-        if request.edits:
-            image, layer = self.render(sample, request.edits, request.mask)
+        edited = bool(request.edits or request.knobs)
+        original = self.original(sample) if request.original or not edited else None
+        if edited:
+            image, layer = self.render(sample, request.edits, request.mask, request.knobs)
             image = image[0].float().cpu()
         else:
             image, layer = original, None

@@ -89,6 +89,11 @@ class ModelReference:
     def to_json(self) -> dict:
         return {"source": self.source, "family": self.family, "name": self.name, "sha256": self.sha256}
 
+    def shareable(self) -> dict:
+        """The reference without the local folders: file (or built-in) name, family, name and hash, for files that
+        leave this machine (a LoRA's metadata)."""
+        return {"file": Path(self.source).name, "family": self.family, "name": self.name, "sha256": self.sha256}
+
     @classmethod
     def from_json(cls, data: Mapping) -> "ModelReference":
         return cls(str(data["source"]), str(data.get("family", "?")), str(data.get("name", "")),

@@ -118,6 +118,7 @@ class PrefixSteppedGenerator(SteppedGenerator):
     """Also runs the steps before a window once and continues copies from there, like the diffusion adapter."""
 
     prefix_calls: list[int]
+    shares_denoising_prefix = True
 
     def prefix_step(self, window_start: int, sample: Sample) -> int:
         return window_start

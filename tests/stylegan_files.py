@@ -10,6 +10,7 @@ every ``module_src`` is code that would write ``marker`` if anything executed it
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import pickle
 import sys
@@ -25,7 +26,7 @@ from torch import nn
 from models.stylegan2_nets import MappingNetwork, Skip, StyleGAN2, StyleGANConfig, SynthesisBlock, SynthesisLayer, \
     SynthesisNetwork, ToRGB
 from models.stylegan3_nets import StyleGAN3, SynthesisInput, SynthesisLayer3, SynthesisNetwork3
-from models.stylegan_formats import build
+from models.stylegan_formats import build, to_rosinality_checkpoint
 from models.stylegan_ops import FullyConnected
 
 CONFIGS: dict[str, StyleGANConfig] = {
@@ -51,11 +52,11 @@ _NVIDIA_NAMES = {StyleGAN2: "Generator", StyleGAN3: "Generator", MappingNetwork:
 
 
 @torch.no_grad()
-def tiny_net(kind: str, seed: int = 0) -> nn.Module:
-    """Our network for ``CONFIGS[kind]`` with seeded weights, non-zero noise strengths, biases and w_avg."""
+def tiny_net(kind: str | StyleGANConfig, seed: int = 0) -> nn.Module:
+    """Our network for ``CONFIGS[kind]`` (or a config) with seeded weights, non-zero noise strengths, biases, w_avg."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = build(CONFIGS[kind])
+        net = build(CONFIGS[kind] if isinstance(kind, str) else kind)
         for name, p in net.named_parameters():
             if name.endswith("noise_strength"):
                 p.fill_(0.3)
@@ -149,4 +150,37 @@ def write_nvidia_pickle(path: Path, net: nn.Module, *, marker: Path, layout: str
                     **(extra or {})}
         with open(path, "wb") as f:
             pickle.dump(snapshot, f, protocol=4)
+    return path
+
+
+def _haar() -> dict[str, torch.Tensor]:
+    """The 2x2 Haar filters swagan.py's get_haar_wavelet registers (ll, lh, hl, hh buffers)."""
+    low = torch.ones(1, 2) / 2 ** 0.5
+    high = torch.tensor([[-1.0, 1.0]]) / 2 ** 0.5
+    return {"ll": low.T * low, "lh": high.T * low, "hl": low.T * high, "hh": high.T * high}
+
+
+def write_swagan_checkpoint(path: Path, net: nn.Module) -> Path:
+    """A rosinality ``swagan.py`` training checkpoint: StyleGAN2's keys, but each ToRGB predicts 3 * 4 wavelet
+    channels and holds inverse/forward Haar transforms (``iwt``/``dwt``), plus a final ``iwt``; ``args.arch``
+    is ``"swagan"`` as train.py saves it. Its image is twice the resolution of the convolutions."""
+    g_ema = dict(to_rosinality_checkpoint(net)["g_ema"])
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        for key in [k for k in g_ema if k.startswith(("to_rgb1.", "to_rgbs."))]:
+            if key.endswith("conv.weight"):
+                g_ema[key] = torch.randn(1, 12, *g_ema[key].shape[2:])
+            elif key.endswith(".bias"):
+                g_ema[key] = torch.zeros(1, 12, 1, 1)
+    haar = _haar()
+    for i in range(len({k.split(".")[1] for k in g_ema if k.startswith("to_rgbs.")})):
+        for name, f in haar.items():
+            g_ema[f"to_rgbs.{i}.iwt.{name}"] = f if name in ("ll", "hh") else -f
+            g_ema[f"to_rgbs.{i}.dwt.{name}"] = f
+    for name, f in haar.items():
+        g_ema[f"iwt.{name}"] = f if name in ("ll", "hh") else -f
+    args = argparse.Namespace(arch="swagan", size=2 * net.config.img_resolution, latent=net.config.w_dim, n_mlp=2,
+                              channel_multiplier=2)
+    torch.save({"g": g_ema, "d": {}, "g_ema": g_ema, "g_optim": {}, "d_optim": {}, "args": args, "ada_aug_p": 0.0},
+               path)
     return path

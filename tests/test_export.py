@@ -76,7 +76,8 @@ def test_studio_export_bakes_exact_edits_keeps_the_rest_and_reopens_the_same(reg
     assert not torch.allclose(got, gen.render(samples))  # the edits really are in there
     weights = load_file(str(tmp_path / "edited.safetensors"))
     assert torch.count_nonzero(weights["blocks.0.conv.weight"][1]) == 0  # "off" baked into the weights
-    assert sorted(reopened.export_recipe.editor.edited_layers) == ["blocks.0", "blocks.1", "blocks.2"]
+    assert reopened.edited_layers(kept=True) == ["blocks.0", "blocks.1", "blocks.2"]
+    assert reopened.edited_layers() == []  # its own recipe is part of the model, not another editor's edits
     assert reopened.export_base.source == "toy" and reopened.source.endswith("edited.safetensors")
 
 
@@ -349,7 +350,7 @@ def test_stylegan_exports_a_rosinality_checkpoint_with_a_recipe_beside_it(tmp_pa
                                              layout="stylegan3")), device="cpu")
     with pytest.raises(ExportError, match="no StyleGAN3 architecture; export it as studio"):
         export(sg3, [], None, "stylegan-pt", tmp_path / "x.pt")
-    with pytest.raises(ExportError, match="for stylegan models"):
+    with pytest.raises(ExportError, match="Unknown export format 'stylegan-pt' for toy .*studio, recipe"):
         export(ToyGenerator(), [], None, "stylegan-pt", tmp_path / "y.pt")
 
 
@@ -389,7 +390,7 @@ def test_diffusion_exports_a_folder_a_single_file_and_a_lora_that_reopen_the_sam
     single = export(gen, edits, editor, "sd-single-file", tmp_path / "edited.safetensors", samples=samples)
     assert single.verified, single.text()
     assert any(k.startswith("model.diffusion_model.") for k in load_file(str(tmp_path / "edited.safetensors")))
-    assert "render it at 32x32 with ddim" in single.text()
+    assert "render it with size 32x32, scheduler ddim (what the check rendered its 1 sample with)" in single.text()
 
     lora = export(gen, edits, editor, "lora", tmp_path / "cat-dog.safetensors", samples=samples)
     assert lora.verified, lora.text()
@@ -408,3 +409,155 @@ def test_diffusion_exports_a_folder_a_single_file_and_a_lora_that_reopen_the_sam
     for key in downs:
         path = key.removeprefix("unet.").replace(".processor.", ".").removesuffix("_lora.down.weight")
         assert torch.allclose(modules[path].weight, edited[path].weight, atol=1e-6, rtol=0)
+
+
+def test_the_single_file_note_says_what_the_check_rendered_and_claims_no_check_that_did_not_run(sd_folder,
+                                                                                                tmp_path):
+    from studio.exported import open_model
+
+    gen = open_model(str(sd_folder), device="cpu")
+    small = [gen.sample(1, "a red cat", steps=2, size=16, scheduler="euler")]  # not the model's own 32x32
+    checked = export(gen, [], None, "sd-single-file", tmp_path / "a.safetensors", samples=small)
+    note = next(n for n in checked.notes if n.startswith("the file records"))
+    assert checked.verified and "size 16x16, scheduler euler (what the check rendered its 1 sample with)" in note
+    assert "32x32" not in note
+    unchecked = export(gen, [], None, "sd-single-file", tmp_path / "b.safetensors", verify=False)
+    note = next(n for n in unchecked.notes if n.startswith("the file records"))
+    assert "size 32x32, scheduler ddim (the edited model's settings; no check ran)" in note
+    assert "as the check" not in unchecked.text() and unchecked.verdict() == "not checked"
+
+
+def _clip_4x_layout(layers: int) -> set[str]:
+    """The key names transformers 4.x's CLIPTextModel has (``text_model = CLIPTextTransformer``, see
+    transformers/models/clip/modeling_clip.py before 5.0) and ComfyUI's comfy/clip_model.py CLIPTextModel loads."""
+    names = {"text_model.embeddings.token_embedding.weight", "text_model.embeddings.position_embedding.weight",
+             "text_model.final_layer_norm.weight", "text_model.final_layer_norm.bias"}
+    for i in range(layers):
+        for part in ("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj",
+                     "layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2"):
+            names |= {f"text_model.encoder.layers.{i}.{part}.weight", f"text_model.encoder.layers.{i}.{part}.bias"}
+    return names
+
+
+def test_the_diffusers_export_writes_its_text_encoders_in_the_layout_older_loaders_read(sd_folder, tmp_path):
+    from models.sd_random import tiny_sdxl
+    from studio.exported import open_model
+
+    gen = open_model(str(sd_folder), device="cpu")
+    report = export(gen, [], None, "diffusers", tmp_path / "sd", samples=[gen.sample(1, "a red cat", steps=2)])
+    assert report.verified, report.text()  # and the studio's own transformers still reads it
+    keys = set(load_file(str(tmp_path / "sd" / "text_encoder" / "model.safetensors")))
+    layers = gen.pipe.text_encoder.config.num_hidden_layers
+    assert keys == _clip_4x_layout(layers)
+
+    xl = open_model(str(_saved(tiny_sdxl(tmp_path / "xl-build"), tmp_path / "xl")), device="cpu")
+    written = xl.write_native("diffusers", tmp_path / "xl-out")
+    assert written.files == [tmp_path / "xl-out"]
+    for part, projection in (("text_encoder", False), ("text_encoder_2", True)):
+        keys = set(load_file(str(tmp_path / "xl-out" / part / "model.safetensors")))
+        config = getattr(xl.pipe, part).config
+        expected = _clip_4x_layout(config.num_hidden_layers) | ({"text_projection.weight"} if projection else set())
+        assert keys == expected, part
+
+
+def _saved(pipe, folder):
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def _a1111_lora_version(metadata: dict) -> str:
+    """How AUTOMATIC1111's built-in Lora extension (extensions-builtin/Lora/network.py, NetworkOnDisk) tells
+    LoRAs apart: it hides those whose version does not match the loaded checkpoint."""
+    if str(metadata.get("ss_base_model_version", "")).startswith("sdxl_"):
+        return "SDXL"
+    if str(metadata.get("ss_v2", "")) == "True":
+        return "SD2"
+    return "SD1" if metadata else "Unknown"
+
+
+@pytest.mark.parametrize("which, version, a1111", [("tiny_sd", "sd_v1", "SD1"), ("tiny_sd2", "sd_v2", "SD2"),
+                                                    ("tiny_sdxl", "sdxl_base_v1-0", "SDXL")])
+def test_loras_name_their_base_architecture_and_model_but_not_its_folders(which, version, a1111, tmp_path):
+    import models.sd_random
+    from models.registry import read_safetensors_header
+    from studio.concept import ConceptEdit, ConceptEditSpec, editor_for
+
+    folder = tmp_path / "private-folder" / "my-model"
+    getattr(models.sd_random, which)(tmp_path / "build").save_pretrained(folder)
+    gen = open_model(str(folder), device="cpu")
+    editor = editor_for(gen)
+    editor.apply(ConceptEditSpec([ConceptEdit("replace", "cat", "dog")]))
+    out = tmp_path / "cat-dog.safetensors"
+    export(gen, [], editor, "lora", out, verify=False)
+    meta, _ = read_safetensors_header(out)
+    # kohya sd-scripts' train_network.py writes str(bool(args.v2)) and the model version string
+    assert meta["ss_base_model_version"] == version and meta["ss_v2"] == str(which == "tiny_sd2")
+    assert _a1111_lora_version(meta) == a1111
+    assert "private-folder" not in json.dumps(meta) and str(tmp_path) not in json.dumps(meta)
+    model = json.loads(meta["neuron_studio"])["model"]
+    assert model["file"] == "my-model" == meta["ss_sd_model_name"] and model["family"] == "diffusion"
+    assert model["sha256"] and len(model["sha256"]) == 64
+
+
+def test_the_single_file_export_prints_the_exact_offline_diffusers_call_that_opens_it(sd_folder, tmp_path,
+                                                                                       monkeypatch):
+    import diffusers
+
+    from studio.exported import open_model
+
+    gen = open_model(str(sd_folder), device="cpu")
+    out = tmp_path / "edited.safetensors"
+    report = export(gen, [], None, "sd-single-file", out, verify=False)
+    assert tmp_path / "edited.config" in report.files
+    prefix = "open it in diffusers offline: "
+    call = next(n for n in report.notes if n.startswith(prefix))[len(prefix):]
+    assert call in report.text()
+    assert call == (f"diffusers.StableDiffusionPipeline.from_single_file({str(out)!r}, "
+                    f"config={str(tmp_path / 'edited.config')!r}, local_files_only=True)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = eval(call, {"diffusers": diffusers})  # the printed call itself, offline
+    for part in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(gen.pipe, part).state_dict(), getattr(pipe, part).state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), part
+    assert pipe.tokenizer("a red cat").input_ids == gen.pipe.tokenizer("a red cat").input_ids
+    assert type(pipe.scheduler) is type(gen.pipe.scheduler)
+
+
+def test_cli_exports_and_applies_a_model_with_edit_files_without_a_session(registry, tmp_path, capsys):
+    from PIL import Image
+
+    from studio.concept import save_edits
+    from studio.reference import ModelReference
+
+    gen, editor = _concept_model(registry)  # concept edits, saved as `concept --save-edit` does
+    save_edits(tmp_path / "red2blue.safetensors", editor.stack, gen)
+    units = [UnitEdit("conv", 2, "off"), UnitEdit("attn1", 5, "scale", 2.0)]
+    save_recipe(Recipe(ModelReference.of(gen), units), tmp_path / "units.json")  # a unit-edit recipe
+    samples = [gen.sample(0)]
+    expected = _edited_render(gen, units, samples)  # the concept edits are in gen's weights
+
+    out = tmp_path / "edited.safetensors"
+    files = [str(tmp_path / "red2blue.safetensors"), str(tmp_path / "units.json")]
+    assert main(["export", "--model", "toy-text", "--edits", *files, "--format", "studio", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "concept edits: 2, merged into the weights" in text and "same image" in text
+    with torch.inference_mode():
+        assert (open_model(str(out)).render(samples) - expected).abs().max() < 1e-4
+
+    lora = tmp_path / "red2blue-lora.safetensors"
+    assert main(["export", "--model", "toy-text", "--edits", files[0], "--format", "lora", "-o", str(lora)]) == 0
+    assert "same image" in capsys.readouterr().out and read_lora(lora)
+
+    assert main(["apply", "--model", "toy-text", "--edits", *files, "-o", str(tmp_path / "a.png")]) == 0
+    image = torch.from_numpy(__import__("numpy").asarray(Image.open(tmp_path / "a.png"))).permute(2, 0, 1) / 255
+    assert (image - expected[0]).abs().max() < 2 / 255  # 8-bit rounding only
+
+    (tmp_path / "notes.json").write_text('{"hello": 1}')
+    assert main(["export", "--model", "toy-text", "--edits", str(tmp_path / "notes.json"), "-o",
+                 str(tmp_path / "x.safetensors")]) == 2
+    assert "notes.json is not an edit file Neuron Studio reads" in capsys.readouterr().err
+    assert main(["export", "--model", "toy", "--edits", files[1], "-o", str(tmp_path / "y.safetensors")]) == 2
+    assert "made for a toy-text model" in capsys.readouterr().err
+    assert main(["export", "--edits", files[1], "-o", str(tmp_path / "z.safetensors")]) == 2
+    assert "--model M --edits" in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name[0] in "xyz"]

@@ -1,6 +1,6 @@
 """File → Export…: write the edited model in a format its family supports, check it, show the report.
 
-    dialog = ExportDialog(window)             # formats for the loaded model's family
+    dialog = ExportDialog(window)             # studio.export.formats_for(the loaded model), as the CLI accepts
     dialog.choose("studio", "edited.safetensors")
     job = dialog.start()                      # runs studio.export.export on the worker thread, with progress
     dialog.report                             # studio.export.ExportReport once done; dialog.text shows it
@@ -28,25 +28,13 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from studio.export import FORMATS, ExportReport, describe_edit, export
+from studio.export import ExportReport, describe_edit, export, export_formats, formats_for
 
 from .session_actions import concept_editor_of
 
 if TYPE_CHECKING:
     from .jobs import Job
     from .main_window import MainWindow
-
-
-def formats_for(generator) -> list[str]:
-    """The export formats that fit ``generator`` (family; a LoRA needs cross-attention to hold concept edits)."""
-    names = []
-    for name, spec in FORMATS.items():
-        if spec.families is not None and generator.family not in spec.families:
-            continue
-        if name == "lora" and not generator.cross_attention():
-            continue
-        names.append(name)
-    return names
 
 
 def report_text(report: ExportReport) -> str:
@@ -75,7 +63,8 @@ class ExportDialog(QDialog):
         self.window_ = window
         self.job: Job | None = None
         self.report: ExportReport | None = None
-        self.generator = generator = window.generator  # formats depend on its family: a new model, a new dialog
+        self.generator = generator = window.generator  # formats depend on the model: a new model, a new dialog
+        self.formats = export_formats(generator)
         self.format = QComboBox()
         for name in formats_for(generator):
             self.format.addItem(name, name)
@@ -122,13 +111,13 @@ class ExportDialog(QDialog):
         session = self.window_.sessions.path
         stem = (session.stem if session else self.window_.generator.name.replace(" ", "-")) + "-edited"
         folder = session.parent if session else Path.cwd()
-        return str(folder / (stem + FORMATS[name].suffix))
+        return str(folder / (stem + self.formats[name].suffix))
 
     def _on_format(self) -> None:
         name = self.format.currentData()
         if name is None:
             return
-        spec = FORMATS[name]
+        spec = self.formats[name]
         self.description.setText(spec.description + (" (a folder)" if not spec.suffix else ""))
         current = self.path.text()
         # the name follows the format (a folder for diffusers: no suffix)
@@ -136,7 +125,7 @@ class ExportDialog(QDialog):
 
     def _browse(self) -> None:
         name = self.format.currentData()
-        suffix = FORMATS[name].suffix
+        suffix = self.formats[name].suffix
         if suffix:
             chosen, _ = QFileDialog.getSaveFileName(self, "Export to", self.path.text(), f"{name} (*{suffix})")
         else:

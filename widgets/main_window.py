@@ -36,10 +36,13 @@ from . import gui_gc
 from .canvas import Canvas
 from .export_dialog import ExportDialog
 from .jobs import JobRunner
+from .knob_examples import KnobExamples
+from .knob_panel import KnobPanel
 from .mask_tools import MaskTools
 from .model_picker import ModelPicker
 from .qt_images import heatmap_image
 from .ranking_panel import RankingPanel
+from .sample_options import SampleOptionsBar
 from .recovery_actions import RecoveryActions
 from .seed_browser import SeedBrowser
 from .session_actions import SessionActions
@@ -47,6 +50,10 @@ from .slider_panel import SliderPanel
 from .worker import ModelWorker, WorkerThread
 
 SEED_MAX = 2**31 - 1
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 class ErrorBanner(QLabel):
@@ -153,6 +160,10 @@ class MainWindow(QMainWindow):
         top.addSeparator()
         top.addWidget(QLabel(" Prompt "))
         top.addWidget(self.prompt)
+        self.sample_options = SampleOptionsBar()  # class, psi, noise: whatever the model's family declares
+        self.sample_options.changed.connect(self.generate)
+        self.sample_options_action = top.addWidget(self.sample_options)
+        self.sample_options_action.setVisible(False)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, top)
 
         self.canvas = Canvas()
@@ -170,6 +181,7 @@ class MainWindow(QMainWindow):
         self.ranking = RankingPanel(self.jobs, self.state)
         self.ranking.message.connect(self.show_error)
         self.ranking.units_chosen.connect(self._add_sliders)
+        self.ranking.units_edited.connect(self._edit_units)
         self.ranking.unit_selected.connect(self._on_unit_selected)
         self.ranking.layers.layer_changed.connect(self._on_layer_changed)
         self.sliders = SliderPanel()
@@ -187,6 +199,7 @@ class MainWindow(QMainWindow):
         self.seeds.seed_picked.connect(self.seed.setValue)
         self.seeds.message.connect(self.show_error)
         self.tabs = QTabWidget()
+        self._add_knob_panel()
         self.tabs.addTab(units, "Units")
         self.concepts = None
         # The concept-edit panel (widgets/concept_panel.py, a colleague's): ConceptPanel(jobs), told about models
@@ -207,6 +220,23 @@ class MainWindow(QMainWindow):
         self.frame_label = QLabel("")
         self.statusBar().addPermanentWidget(self.frame_label)
         self.statusBar().addPermanentWidget(self.device_label)
+
+    def _add_knob_panel(self) -> None:
+        """The Knobs tab (first: the app's answer to "switch this off") and the examples beside the seed grid."""
+        self.knobs = KnobPanel(self.canvas.undo_stack, mask=lambda: self.state.mask)
+        self.knobs.knobs_changed.connect(self._on_knobs_changed)
+        self.knobs.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
+        self.knobs.learn_requested.connect(self._gather_examples)
+        self.tabs.addTab(self.knobs, "Switch off: Knobs")
+        self.examples = KnobExamples(self.jobs, self.state, self.seeds)
+        self.examples.knob_learned.connect(self.knobs.add_knob)
+        self.examples.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
+        self.seeds.set_side_widget(self.examples)
+
+    def _gather_examples(self) -> None:
+        """"Make a knob from examples": the Seeds tab, gathering."""
+        self.seeds.gather.setChecked(True)
+        self.tabs.setCurrentWidget(self.seeds)
 
     def _add_concept_panel(self) -> None:
         try:
@@ -299,13 +329,17 @@ class MainWindow(QMainWindow):
         self.picker.remember(generator.source)
         self.device_label.setText(f"device: {describe(generator.device, generator.dtype)}")
         self.prompt.setEnabled(generator.takes_prompt)
+        self.sample_options_action.setVisible(self.sample_options.set_options(generator.sample_options()))
         if generator.takes_prompt and not self.prompt.text():
             self.prompt.setText(generator.default_prompt)
         if changed:  # another model: old units and rankings mean nothing here
             self.state.update(edits=[], ranking=None)
+            self.knobs.clear_knobs()
+            self.state.examples.clear()
         self.ranking.layers.set_layers(generator.layers(), self.state.layer)
         if self.concepts is not None:
             self.concepts.set_generator(generator)
+        self.knobs.load_shipped(self.jobs)
         self.banner.hide()
         self.statusBar().showMessage(f"Loaded {generator.name} ({generator.family})", 4000)
         self.model_loaded.emit(generator)
@@ -325,7 +359,7 @@ class MainWindow(QMainWindow):
         if self.generator is None:
             return
         prompt = self.prompt.text().strip() or None
-        sample = self.generator.sample(self.seed.value(), prompt)
+        sample = self.generator.sample(self.seed.value(), prompt, **self.sample_options.values())
         if sample == self.state.sample:
             self._render_sample()  # the same sample on another model, or asked for again: render it anew
         else:
@@ -334,16 +368,27 @@ class MainWindow(QMainWindow):
     def _render_sample(self) -> None:
         self.canvas.set_heatmap(None)
         self._post(content=True)
-        if self.tabs.currentWidget() is self.seeds:
-            self.seeds.show_seeds(self.state.sample, self.seeds.first)
+        self._browse_seeds_if_visible()
+
+    def _on_sample_changed(self, event) -> None:
+        self._show_sample_fields(event.value)
+        if event.old is not None and event.value is not None and event.value.seed != event.old.seed:
+            self._say_what_carries_over(event.value.seed)
+
+    def _say_what_carries_over(self, seed: int) -> None:
+        """A new seed keeps the edits and the mask: say so, rather than carry them silently."""
+        kept = self.state.carried_over()
+        if kept:
+            self.statusBar().showMessage(f"Seed {seed}: kept {_join(kept)} from the previous seed "
+                                         "(remove them in the panels, or Clear the mask).", 10000)
 
     def _post(self, content: bool = False, preview: bool = False) -> int:
         """Put the newest state in the worker's mailbox and wake it (older unrendered states are dropped)."""
         if self.state.sample is None:
             return self._posted
-        edits = self.state.render_edits()
+        edits, knobs = self.state.render_edits(), tuple(self.state.knobs)
         request = LiveRequest(self.state.sample, edits, self.state.mask if self.state.has_mask() else None,
-                              original=bool(edits), preview=preview)
+                              original=bool(edits or knobs), preview=preview, knobs=knobs)
         self._posted = self.worker.mailbox.post(request)
         if content:
             self._content = self._posted
@@ -374,9 +419,10 @@ class MainWindow(QMainWindow):
         the change once, and one render follows each change. The ranking panel (widgets/ranking_panel.py) and
         the autosave (widgets/recovery_actions.py) follow it themselves."""
         events = self.state.events
-        events.sample.connect(lambda event: self._show_sample_fields(event.value))
+        events.sample.connect(self._on_sample_changed)
         events.mask.connect(lambda event: self.canvas.show_mask(event.value))
         events.edits.connect(lambda event: self.sliders.show_edits(event.value))
+        events.knobs.connect(lambda event: self.knobs.set_edits(event.value))
         events.local.connect(lambda event: self.sliders.local.setChecked(bool(event.value)))
         events.layer.connect(lambda event: self._forget_ranking_of_other_layers(event.value))
         events.changed.connect(self._on_state_changed)
@@ -386,6 +432,7 @@ class MainWindow(QMainWindow):
             return
         if self.prompt.text() != (sample.prompt or ""):
             self.prompt.setText(sample.prompt or "")
+        self.sample_options.set_values(sample.options)
         self.seed.setValue(sample.seed)  # the same seed as the state's: _on_seed_edited does nothing
 
     def _forget_ranking_of_other_layers(self, layer: str | None) -> None:
@@ -400,7 +447,11 @@ class MainWindow(QMainWindow):
                                          self.ranking.plot.current)
         if "sample" in names:
             self._render_sample()
+        elif "knobs" in names and "edits" not in names:
+            self._post()
+            self._browse_seeds_if_visible()
         elif "edits" in names:
+            self._browse_seeds_if_visible()
             if self.generator is not None and self.generator.preview_options():
                 # slow families: a quick preview while the slider moves, the full frame once it rests
                 self._post(preview=True)
@@ -422,6 +473,9 @@ class MainWindow(QMainWindow):
     def _on_edits_changed(self, edits: list) -> None:
         self.state.edits = list(edits)
 
+    def _on_knobs_changed(self, edits: list) -> None:
+        self.state.knobs = list(edits)  # the state's change renders and autosaves
+
     def _on_local_changed(self, local: bool) -> None:
         self.state.local = local
 
@@ -433,6 +487,11 @@ class MainWindow(QMainWindow):
         layer = self.ranking.layers.current_layer()
         if layer and units:
             self.sliders.add_units(layer, units)
+
+    def _edit_units(self, units: list, op: str, value: float) -> None:
+        layer = self.ranking.layers.current_layer()
+        if layer and units:
+            self.sliders.apply_to_units(layer, units, op, value)
 
     def _on_hold(self, pressed: bool) -> None:
         self._holding = pressed
@@ -488,8 +547,18 @@ class MainWindow(QMainWindow):
         self.jobs.submit(work, done, self.show_error)
 
     def _browse_seeds_if_visible(self) -> None:
+        self.seeds.set_carry_text(self._edits_text())
         if self.tabs.currentWidget() is self.seeds and self.state.sample is not None:
-            self.seeds.show_seeds(self.state.sample, self.seeds.first or self.seed.value())
+            seed, page = self.seed.value(), len(self.seeds.buttons)
+            first = self.seeds.first if self.seeds.sample is not None else seed - seed % page  # its page
+            self.seeds.show_seeds(self.state.sample, first, self.state.render_edits(),
+                                  self.state.mask if self.state.has_mask() else None, self.state.knobs)
+
+    def _edits_text(self) -> str:
+        kept = self.state.carried_over()
+        edits = [k for k in kept if k != "the mask"]
+        shown = f"Shown with {_join(edits)}" if edits else "No edits: the seeds as the model makes them"
+        return f"{shown}; picking a seed keeps {_join(kept)}." if kept else f"{shown}."
 
     # -- drag and drop ------------------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -109,6 +110,7 @@ class RankingPanel(QWidget):
 
     ranked = Signal(object)  # Ranking
     units_chosen = Signal(list)
+    units_edited = Signal(list, str, float)  # [unit, ...], "off" | "set", value: one action on every selected unit
     unit_selected = Signal(int)
     message = Signal(str)  # one sentence for the status bar (errors, cancel)
 
@@ -141,6 +143,15 @@ class RankingPanel(QWidget):
         self.add_button = QPushButton("Add sliders")
         self.add_button.setToolTip("Add a slider for each selected unit (or double-click a row)")
         self.add_button.clicked.connect(lambda: self.units_chosen.emit(self.table.selected_units()))
+        self.off_button = QPushButton("Switch selected off")
+        self.off_button.setToolTip("Switch every selected unit off at once (select rows with Shift or Ctrl)")
+        self.off_button.clicked.connect(lambda: self._edit_selected("off", 0.0))
+        self.set_button = QPushButton("Set selected to")
+        self.set_button.setToolTip("Set every selected unit to this value at once")
+        self.set_value = QDoubleSpinBox()
+        self.set_value.setRange(-100.0, 100.0)
+        self.set_value.setSingleStep(0.5)
+        self.set_button.clicked.connect(lambda: self._edit_selected("set", self.set_value.value()))
 
         self.model = RankingModel(self)
         self.table = RankingTable(self.model)
@@ -176,11 +187,23 @@ class RankingPanel(QWidget):
         below.addWidget(self.summary, 1)
         below.addWidget(self.add_button)
         layout.addLayout(below)
+        selected = QHBoxLayout()
+        selected.addStretch(1)
+        for widget in (self.off_button, self.set_button, self.set_value):
+            selected.addWidget(widget)
+        layout.addLayout(selected)
         # the panel follows the state: a restore, a script or a model change sets it, the panel shows it
         state.events.ranking.connect(lambda event: self.show_ranking(event.value) if event.value is not self.shown
                                      else None)
         state.events.layer.connect(lambda event: self.layers.show_layer(event.value))
         state.events.rank_options.connect(lambda event: self.set_options(**event.value.to_json()))
+
+    def _edit_selected(self, op: str, value: float) -> None:
+        units = self.table.selected_units()
+        if not units:
+            self.message.emit("Select units in the ranking table first (Shift or Ctrl for several).")
+            return
+        self.units_edited.emit(units, op, float(value))
 
     # -- options ----------------------------------------------------------------------------------------------
     def options(self) -> dict:

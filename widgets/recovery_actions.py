@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 #: The fields of the window's StudioState that are the user's work (the layer and rank options are choices).
-WORK = frozenset({"mask", "edits", "local", "ranking"})
+WORK = frozenset({"mask", "edits", "knobs", "local", "ranking"})
 
 
 class RecoveryOffer(QFrame):

@@ -127,7 +127,7 @@ class SessionActions(QObject):
             path = self._ask_path()
             if path is None:
                 return
-        snapshot = replace(window.state, edits=list(window.state.edits))  # the user may go on editing meanwhile
+        snapshot = replace(window.state, edits=list(window.state.edits), knobs=list(window.state.knobs))  # the user may go on editing meanwhile
         target = Path(path)
 
         def work(generator):
@@ -255,7 +255,7 @@ class SessionActions(QObject):
         current = self.window.state
         current.update(sample=state.sample if state.sample is not None else current.sample, mask=state.mask,
                        layer=state.layer or current.layer, ranking=state.ranking, rank_options=state.rank_options,
-                       edits=list(state.edits), local=state.local)
+                       edits=list(state.edits), knobs=list(state.knobs), local=state.local)
 
     # -- closing ------------------------------------------------------------------------------------------------
     def ask_to_save(self, then: Callable[[], None]) -> bool:

@@ -144,6 +144,9 @@ class SliderPanel(QWidget):
         self.reset_button = QPushButton("Reset all")
         self.reset_button.setToolTip("Every slider back to 1x")
         self.reset_button.clicked.connect(self.reset_all)
+        self.remove_all_button = QPushButton("Remove all sliders")
+        self.remove_all_button.setToolTip("Remove every slider (their edits go away)")
+        self.remove_all_button.clicked.connect(self.remove_all)
         self.hold = QPushButton("Hold: original")
         self.hold.setToolTip("Press and hold to see the image without edits")
         self.hold.pressed.connect(lambda: self.hold_original.emit(True))
@@ -171,6 +174,7 @@ class SliderPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.hold)
         buttons.addWidget(self.reset_button)
+        buttons.addWidget(self.remove_all_button)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(scroll, 1)
@@ -207,6 +211,24 @@ class SliderPanel(QWidget):
             row = UnitSlider(edit.layer, edit.unit)
             row.set_edit(edit)
             self._add_row(row)
+
+    def apply_to_units(self, layer: str, units: Sequence[int], op: str, value: float = 0.0) -> None:
+        """Give each of ``units`` the edit ``op`` (``off`` or ``set`` to ``value``), adding sliders where needed;
+        emits one change, so the image renders once."""
+        for unit in units:
+            row = self.row(layer, int(unit))
+            if row is None:
+                row = UnitSlider(layer, int(unit))
+                self._add_row(row)
+            row.set_edit(UnitEdit(layer, int(unit), op, float(value)))  # type: ignore[arg-type]
+        if units:
+            self.edits_changed.emit(self.edits())
+
+    def remove_all(self) -> None:
+        if self.rows:
+            for row in list(self.rows):
+                self._drop(row)
+            self.edits_changed.emit(self.edits())
 
     def reset_all(self) -> None:
         for row in self.rows:

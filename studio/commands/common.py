@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import torch
 
 from studio.core.device import CHOICES, describe
+from studio.core.errors import StudioError
 from studio.exported import open_model
 from studio.state import parse_seeds  # noqa: F401  (the CLI's seed lists read like the GUI's)
 
@@ -24,6 +26,44 @@ def add_model_args(parser: argparse.ArgumentParser, *, seed: bool = True, prompt
     if prompt:
         parser.add_argument("--prompt", "-p", default=None,
                             help="text prompt for text-to-image models (default: the model's default prompt)")
+    if seed:
+        add_sample_option_args(parser)
+
+
+def add_sample_option_args(parser: argparse.ArgumentParser) -> None:
+    """``--class``, ``--psi`` and ``--noise-mode``: the sample options of the families that declare them."""
+    group = parser.add_argument_group("sample options (families that take them, e.g. StyleGAN)")
+    group.add_argument("--class", dest="sample_class", type=int, default=None, metavar="N",
+                       help="the class of a conditional model (default: 0)")
+    group.add_argument("--psi", type=float, default=None,
+                       help="truncation psi: 1 is none, 0 the mean image (StyleGAN default: 0.7, like NVIDIA's "
+                            "--trunc=0.7)")
+    group.add_argument("--noise-mode", default=None, metavar="MODE",
+                       help="const (default) | random (seeded per sample) | none")
+
+
+def sample_options_from_args(generator, args: argparse.Namespace) -> dict[str, Any]:
+    """The sample options given on the command line, checked against what ``generator`` takes."""
+    given = {"class": getattr(args, "sample_class", None), "psi": getattr(args, "psi", None),
+             "noise": getattr(args, "noise_mode", None)}
+    declared = {option.name: option for option in generator.sample_options()}
+    options: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        option = declared.get(name)
+        if option is None:
+            flag = "--noise-mode" if name == "noise" else f"--{name}"
+            takes = ", ".join(o.option_flag for o in declared.values()) or "no sample options"
+            raise StudioError(f"{generator.name} ({generator.family}) does not take {flag}; it takes {takes}.")
+        options[name] = option.check(value)
+    return options
+
+
+def sample_from_args(generator, args: argparse.Namespace, seed: int | None = None):
+    """The :class:`Sample` for ``seed`` (default ``--seed``), ``--prompt`` and the sample-option flags."""
+    return generator.sample(args.seed if seed is None else seed, args.prompt,
+                            **sample_options_from_args(generator, args))
 
 
 def open_from_args(args: argparse.Namespace):

@@ -25,7 +25,7 @@ from studio.concept import (
 from studio.core.errors import StudioError
 from studio.core.images import check_finite, save_image
 
-from .common import add_model_args, no_grad, open_from_args
+from .common import add_model_args, no_grad, open_from_args, sample_from_args
 
 
 class _EditAction(argparse.Action):
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         if edits else None
     generator = open_from_args(args)
     editor = editor_for(generator)
-    sample = generator.sample(args.seed, args.prompt)
+    sample = sample_from_args(generator, args)
     with no_grad():
         before = generator.render([sample])[0] if args.side_by_side else None
         if loaded:

@@ -11,7 +11,7 @@ from studio.core.errors import StudioError
 from studio.core.hooks import UnitEdit
 from studio.core.images import check_finite, load_mask, save_image
 
-from .common import add_model_args, no_grad, open_from_args
+from .common import add_model_args, no_grad, open_from_args, sample_from_args
 
 _UNIT = re.compile(r"^(?P<layer>[^:=]+):(?P<unit>\d+)=(?P<value>.+)$")
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         mask, note = load_mask(args.mask, generator.resolution)
         if note:
             print(f"note: {note}", file=sys.stderr)
-    sample = generator.sample(args.seed, args.prompt)
+    sample = sample_from_args(generator, args)
     with no_grad(), generator.editor() as editor:
         editor.set(edits, mask=mask.to(generator.device) if mask is not None else None)
         image = generator.render([sample])[0]

@@ -6,7 +6,7 @@ import sys
 
 from studio.core.images import check_finite, save_image
 
-from .common import add_model_args, no_grad, open_from_args
+from .common import add_model_args, no_grad, open_from_args, sample_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
 
     generator = open_from_args(args)
-    sample = generator.sample(args.seed, args.prompt)
+    sample = sample_from_args(generator, args)
     with no_grad():
         image = generator.render([sample])[0]
     check_finite(image)

@@ -17,7 +17,7 @@ from studio.core.images import load_mask
 from studio.core.progress import TextProgressBar
 from studio.ranking import rank_layers, rank_units
 
-from .common import add_model_args, open_from_args, parse_seeds
+from .common import add_model_args, open_from_args, parse_seeds, sample_from_args
 from .edit import parse_steps
 
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
         masks.append(mask)
     mask = masks[0] if len(masks) == 1 else torch.stack(masks)
-    samples = [generator.sample(seed, args.prompt) for seed in seeds]
+    samples = [sample_from_args(generator, args, seed) for seed in seeds]
     options = dict(method=args.method, ablation=args.ablation, candidates=args.candidates, chunk=args.chunk,
                    steps=parse_steps(args.steps), progress=TextProgressBar("rank"))
     layers, start = None, time.perf_counter()
