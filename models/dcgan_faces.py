@@ -167,9 +167,7 @@ class DCGANFaces(Generator):
     @torch.no_grad()
     def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:
         """Exact for every gain: a block's output is read only by the next transposed conv, linear in each input."""
-        info = self.layer(layer)
-        if not 0 <= unit < info.units:
-            raise StudioError(f"Unit {unit} is out of range: {layer} has units 0..{info.units - 1}.")
+        info = self.unit_layer(layer, unit)
         names = self.net.block_names
         index = names.index(info.name)
         consumer = getattr(self.net, names[index + 1]).conv if index + 1 < len(names) else self.net.to_rgb

@@ -331,9 +331,7 @@ class MobileStyleGANModel(Generator):
     @torch.no_grad()
     def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:
         """Exact for every gain: each unit is read only by linear maps of it (see :func:`consumers`)."""
-        info = self.layer(layer)
-        if not 0 <= unit < info.units:
-            raise StudioError(f"Unit {unit} is out of range: {layer} has units 0..{info.units - 1}.")
+        info = self.unit_layer(layer, unit)
         for tensor, index in consumers(self.net, info.name, unit):
             tensor[index] *= gain
         return True

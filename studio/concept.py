@@ -512,6 +512,14 @@ def applied_labels(generator: "Generator") -> list[str]:
     return [a.spec.label() for a in editor.stack] if editor is not None else []
 
 
+def concept_editor_of(generator: "Generator") -> ConceptEditor | None:
+    """The model's :func:`editor_for` when it has cross-attention, else None (no concept edits there)::
+
+        editor = concept_editor_of(generator)    # sessions, autosave and export save its applied edits
+    """
+    return editor_for(generator) if generator.cross_attention() else None
+
+
 # -- files ----------------------------------------------------------------------------------------------------
 def edits_to_tensors(edits: Sequence[AppliedEdit], generator: "Generator | None" = None
                      ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -1,7 +1,8 @@
 """Live re-rendering for sliders: one editor, a cached activation, and only the later layers re-run.
 
 The worker thread that owns the model keeps one :class:`LiveRenderer`; the GUI posts the newest slider state
-into a :class:`Mailbox` and the worker renders whatever is newest (STYLE.md §3)::
+into a :class:`Mailbox` and the worker renders whatever is newest, so a fast drag never queues a render
+per value and the GUI thread never waits on the model::
 
     live = LiveRenderer(generator)
     frame = live.frame(LiveRequest(sample, (UnitEdit("blocks.1", 7, "scale", 2.5),), stamp=1))
@@ -24,9 +25,10 @@ import torch
 
 from models.base import Generator, LayerInfo, Sample
 
+from .ablation import BatchAblation
 from .concept import applied_labels, loaded_weights
 from .core.errors import StudioError, UnsupportedOperation
-from .core.hooks import Editor, UnitEdit
+from .core.hooks import Editor, UnitEdit, get_module
 from .knobs import KnobEdit
 
 
@@ -238,11 +240,11 @@ def unit_off_images(generator: Generator, sample: Sample, layer: str, units: Seq
                 acts[torch.arange(n), part] = 0
                 images = generator.forward_from(layer, acts, [sample] * n)
             else:
-                with generator.editor() as editor:
-                    edit = editor.layer(layer)
-                    gain = torch.ones(n, info.units, device=generator.device)
-                    gain[torch.arange(n), part] = 0
-                    edit.batch_gain = gain
+                hook = BatchAblation(get_module(generator.module, info.name), generator.clock, None)
+                hook.gain = torch.ones(n, info.units, device=generator.device)
+                hook.gain[torch.arange(n), part.to(hook.gain.device)] = 0
+                hook.offset = torch.zeros_like(hook.gain)
+                with hook:
                     images = generator.render([sample] * n)
             out.append(images.float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 3, *generator.resolution)
@@ -250,9 +252,7 @@ def unit_off_images(generator: Generator, sample: Sample, layer: str, units: Seq
 
 def unit_activation(generator: Generator, sample: Sample, layer: str, unit: int) -> torch.Tensor:
     """(H, W) CPU map in [0, 1] of where ``unit`` fires, upsampled to the image (positive part over its max)."""
-    info = generator.layer(layer)
-    if not 0 <= unit < info.units:
-        raise StudioError(f"Unit {unit} does not exist: {layer} has units 0..{info.units - 1}.")
+    info = generator.unit_layer(layer, unit)
     with torch.inference_mode():
         act = generator.trace([sample], [layer])[layer]
         if act.dim() != 4:

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from models.base import Sample
 
 from . import __version__
-from .concept import editor_for
+from .concept import concept_editor_of, editor_for
 from .core.atomic import atomic_path
 from .core.errors import StudioError
 from .core.hooks import Editor, UnitEdit
@@ -97,11 +97,8 @@ class Session:
         Use it as a context manager; leaving it removes the hooks and puts back the concept edits the model
         had before. The GUI, which keeps its own editor, uses :meth:`restore_concepts` and the fields instead.
         """
-        before = None
-        if generator.cross_attention():
-            from .concept import editor_for
-
-            before = list(editor_for(generator).stack)
+        editor = concept_editor_of(generator)
+        before = list(editor.stack) if editor is not None else None
         concepts = self.restore_concepts(generator)
         applied = AppliedSession(generator.editor(), concepts, before or [])
         try:

@@ -19,16 +19,10 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from studio.core.images import feather_mask
 
-from .qt_images import gray_array, mask_overlay, rgb_image
+from .qt_images import gray_array, gray_image, mask_overlay, rgb_image
 
 VIEWS = ("edited", "original", "side-by-side")
 _GAP = 8  # image pixels between the two halves of the side-by-side view
-
-
-def _gray(values: np.ndarray) -> QImage:
-    array = np.ascontiguousarray((np.clip(values, 0, 1) * 255 + 0.5).astype(np.uint8))
-    h, w = array.shape
-    return QImage(array.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
 
 
 class MaskCommand(QUndoCommand):
@@ -92,16 +86,12 @@ class Canvas(QWidget):
             self._mask.fill(0)
             pending, self._pending_mask = self._pending_mask, None
             if pending is not None and pending.shape == (size.height(), size.width()):
-                self._mask = _gray(pending)
+                self._mask = gray_image(pending)
             self._overlay = None
             self.undo_stack.clear()
             self._fitted = True
         if self._fitted:
             self.fit()
-        self.update()
-
-    def set_original(self, original) -> None:
-        self._original = rgb_image(original) if original is not None else None
         self.update()
 
     @property
@@ -143,7 +133,23 @@ class Canvas(QWidget):
         values = np.zeros((h, w), np.float32) if mask is None else np.asarray(mask, np.float32)
         if values.shape != (h, w):
             raise ValueError(f"mask is {values.shape}, image is {(h, w)}")
-        self._push(_gray(values), text)
+        self._push(gray_image(values), text)
+
+    def show_mask(self, mask) -> None:
+        """Follow the state's mask ((H, W) in [0, 1], or None): one undoable change, and only when it differs from
+        what is shown (so the canvas's own changes coming back from the state change nothing). Before the first
+        image, or at another size than the image, it waits for an image of its size."""
+        values = None if mask is None else np.asarray(mask, np.float32)
+        if self._image is None or (values is not None and values.shape != self.image_size()):
+            self._pending_mask = values
+            return
+        shown = gray_array(self._mask) if not self._mask.isNull() else None
+        wanted = None if values is None else (np.clip(values, 0, 1) * 255 + 0.5).astype(np.uint8)
+        if (shown is None or not shown.any()) and (wanted is None or not wanted.any()):
+            return
+        if shown is not None and wanted is not None and np.array_equal(shown, wanted):
+            return
+        self.set_mask(values, "Set mask")
 
     def clear_mask(self) -> None:
         self._change(lambda a: np.zeros_like(a), "Clear mask")
@@ -168,7 +174,7 @@ class Canvas(QWidget):
     def _change(self, fn, text: str) -> None:
         if self._mask.isNull():
             return
-        self._push(_gray(np.asarray(fn(gray_array(self._mask).astype(np.float32)), np.float32) / 255.0), text)
+        self._push(gray_image(np.asarray(fn(gray_array(self._mask).astype(np.float32)), np.float32) / 255.0), text)
 
     def _push(self, after: QImage, text: str) -> None:
         self.undo_stack.push(MaskCommand(self, self._mask.copy(), after, text))

@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         self.history.chosen.connect(self.sessions.restore)
         self.recovery = RecoveryActions(self, Path(config_dir) / "recovery" if config_dir else None)
         self.centre_column.insertWidget(self.centre_column.indexOf(self.canvas), self.recovery.offer)
+        self._follow_state()
         self._build_menus()
         self._restore_settings()
         self.open_model(model or "")
@@ -115,7 +116,7 @@ class MainWindow(QMainWindow):
         self.picker.unavailable.connect(self.show_error)  # stays until closed: the install command can be read
         self.seed = SeedBox()  # -1 picks a random seed and shows it
         self.seed.setMinimumWidth(110)  # room for ten digits
-        self.seed.valueChanged.connect(lambda _: self.generate())
+        self.seed.valueChanged.connect(self._on_seed_edited)
         self.seed.invalid.connect(lambda sentence: self.show_error(sentence))
         self.rest_timer = QTimer(self)  # a slider at rest for this long gets its full-quality frame
         self.rest_timer.setSingleShot(True)
@@ -178,7 +179,6 @@ class MainWindow(QMainWindow):
         self.ranking.message.connect(  # a cancel the user asked for is news, not an error
             lambda sentence: (self.show_info if self.ranking.progress.format() == "cancelled" else self.show_error)(
                 sentence))
-        self.ranking.ranked.connect(lambda _: self.recovery.edited())
         self.ranking.units_chosen.connect(self._add_sliders)
         self.ranking.units_edited.connect(self._edit_units)
         self.ranking.unit_selected.connect(self._on_unit_selected)
@@ -346,11 +346,9 @@ class MainWindow(QMainWindow):
         if generator.takes_prompt and not self.prompt.text():
             self.prompt.setText(generator.default_prompt)
         if changed:  # another model: old units and rankings mean nothing here
-            self.sliders.set_edits([])
+            self.state.update(edits=[], ranking=None)
             self.knobs.clear_knobs()
             self.state.examples.clear()
-            self.ranking.show_ranking(None)
-            self.state.ranking = None
             self.dissection.set_layer(None)
         self.ranking.layers.set_layers(generator.layers(), self.state.layer)
         if self.concepts is not None:
@@ -376,16 +374,20 @@ class MainWindow(QMainWindow):
             return
         prompt = self.prompt.text().strip() or None
         sample = self.generator.sample(self.seed.value(), prompt, **self.sample_options.values())
-        previous = self.state.sample
-        if sample != previous and previous is not None:
-            self.recovery.edited()
-        self.state.sample = sample
-        self.ranking.refresh()
+        if sample == self.state.sample:
+            self._render_sample()  # the same sample on another model, or asked for again: render it anew
+        else:
+            self.state.sample = sample  # the state's change renders it
+
+    def _render_sample(self) -> None:
         self.canvas.set_heatmap(None)
         self._post(content=True)
-        if previous is not None and sample.seed != previous.seed:
-            self._say_what_carries_over(sample.seed)
         self._browse_seeds_if_visible()
+
+    def _on_sample_changed(self, event) -> None:
+        self._show_sample_fields(event.value)
+        if event.old is not None and event.value is not None and event.value.seed != event.old.seed:
+            self._say_what_carries_over(event.value.seed)
 
     def _say_what_carries_over(self, seed: int) -> None:
         """A new seed keeps the edits and the mask: say so, rather than carry them silently."""
@@ -434,47 +436,77 @@ class MainWindow(QMainWindow):
         self.banner.show_message(sentence, error=False)
         self.statusBar().showMessage(sentence, 10000)
 
-    # -- reactions ----------------------------------------------------------------------------------------------
+    # -- the state and its views ----------------------------------------------------------------------------------
+    def _follow_state(self) -> None:
+        """The views follow ``self.state``: whoever changes it (the user, a restore, a script), every view shows
+        the change once, and one render follows each change. The ranking panel (widgets/ranking_panel.py) and
+        the autosave (widgets/recovery_actions.py) follow it themselves."""
+        events = self.state.events
+        events.sample.connect(self._on_sample_changed)
+        events.mask.connect(lambda event: self.canvas.show_mask(event.value))
+        events.mask.connect(lambda event: self.ranking.show_mask_state(self.state.has_mask()))
+        events.changed.connect(lambda event: self.ranking.refresh())  # the plan, and whether the ranking is stale
+        events.edits.connect(lambda event: self.sliders.show_edits(event.value))
+        events.knobs.connect(lambda event: self.knobs.set_edits(event.value))
+        events.local.connect(lambda event: self.sliders.local.setChecked(bool(event.value)))
+        events.layer.connect(lambda event: self._forget_ranking_of_other_layers(event.value))
+        events.changed.connect(self._on_state_changed)
+
+    def _show_sample_fields(self, sample) -> None:
+        if sample is None:
+            return
+        if self.prompt.text() != (sample.prompt or ""):
+            self.prompt.setText(sample.prompt or "")
+        self.sample_options.set_values(sample.options)
+        self.seed.setValue(sample.seed)  # the same seed as the state's: _on_seed_edited does nothing
+
+    def _forget_ranking_of_other_layers(self, layer: str | None) -> None:
+        ranking = self.state.ranking
+        if ranking is not None and getattr(ranking, "layer", layer) != layer:
+            self.state.ranking = None
+
+    def _on_state_changed(self, event) -> None:
+        names = event.value
+        if names & {"edits", "layer"}:
+            self.ranking.plot.set_marked([e.unit for e in self.state.edits if e.layer == self.state.layer],
+                                         self.ranking.plot.current)
+        if "sample" in names:
+            self._render_sample()
+        elif "knobs" in names and "edits" not in names:
+            self._post()
+            self._browse_seeds_if_visible()
+        elif "edits" in names:
+            self._browse_seeds_if_visible()
+            if self.generator is not None and self.generator.preview_options():
+                # slow families: a quick preview while the slider moves, the full frame once it rests
+                self._post(preview=True)
+                self.rest_timer.start()
+            else:
+                self._post()
+        elif self.state.edits and ("local" in names or ("mask" in names and self.state.local)):
+            self._post()
+
+    # -- reactions: what the user does goes into the state ---------------------------------------------------------
+    def _on_seed_edited(self, seed: int) -> None:
+        if self.state.sample is None or self.state.sample.seed != seed:
+            self.generate()
+
     def _on_mask_changed(self) -> None:
         mask = self.canvas.mask()
         self.state.mask = torch.from_numpy(mask) if mask is not None else None
-        self.ranking.refresh()  # what Rank will use, and whether the shown ranking is out of date
-        self.ranking.show_mask_state(self.state.has_mask())
-        self.recovery.edited()
-        if self.state.edits and self.state.local:
-            self._post()
 
     def _on_edits_changed(self, edits: list) -> None:
         self.state.edits = list(edits)
-        self.recovery.edited()
-        self._browse_seeds_if_visible()
-        self.ranking.plot.set_marked([e.unit for e in edits if e.layer == self.state.layer],
-                                     self.ranking.plot.current)
-        if self.generator is not None and self.generator.preview_options():
-            # slow families: a quick preview while the slider moves, the full frame once it rests
-            self._post(preview=True)
-            self.rest_timer.start()
-        else:
-            self._post()
 
     def _on_knobs_changed(self, edits: list) -> None:
-        self.state.knobs = list(edits)
-        self.recovery.edited()
-        self._post()
-        self._browse_seeds_if_visible()
+        self.state.knobs = list(edits)  # the state's change renders and autosaves
 
     def _on_local_changed(self, local: bool) -> None:
         self.state.local = local
-        self.recovery.edited()
-        if self.state.edits:
-            self._post()
 
     def _on_layer_changed(self, layer: str) -> None:
-        if layer and layer != self.state.layer:
+        if layer:
             self.state.layer = layer
-            if self.state.ranking is not None and getattr(self.state.ranking, "layer", layer) != layer:
-                self.ranking.show_ranking(None)
-                self.state.ranking = None
 
     def _add_sliders(self, units: list) -> None:
         ranking = self.state.ranking  # the table's rows are this ranking's units (its layer, even with "All layers")

@@ -35,7 +35,7 @@ from studio.core.progress import ProgressUpdate
 from studio.live import default_layer, unit_off_images
 from studio.ranking import rank_layers, rank_units
 from studio.seeds import parse_seeds
-from studio.state import StudioState
+from studio.state import RankOptions, StudioState
 
 from .jobs import Job, JobRunner
 from .qt_images import pixmap_from
@@ -96,6 +96,12 @@ class LayerPicker(QComboBox):
         if index >= 0:
             self.setCurrentIndex(index)
 
+    def show_layer(self, layer: str | None) -> None:
+        """Follow the state's layer (a layer this model lacks leaves the choice as it is)."""
+        index = self.findData(layer) if layer else -1
+        if index >= 0 and index != self.currentIndex():
+            self.setCurrentIndex(index)
+
 
 def default_layer_index(layers) -> int:
     """A middle spatial layer: where units tend to be objects and parts rather than textures or layout."""
@@ -128,6 +134,7 @@ class RankingPanel(QWidget):
         super().__init__(parent)
         self.jobs, self.state = jobs, state
         self.job: Job | None = None
+        self.shown = None  # the Ranking the table and plot show
         self.layers = LayerPicker()
         self.method = QComboBox()
         self.method.addItem("fast", "fast")
@@ -232,6 +239,11 @@ class RankingPanel(QWidget):
         for widget in (self.off_button, self.set_button, self.set_value):
             selected.addWidget(widget)
         layout.addLayout(selected)
+        # the panel follows the state: a restore, a script or a model change sets it, the panel shows it
+        state.events.ranking.connect(lambda event: self.show_ranking(event.value) if event.value is not self.shown
+                                     else None)
+        state.events.layer.connect(lambda event: self.layers.show_layer(event.value))
+        state.events.rank_options.connect(lambda event: self.set_options(**event.value.to_json()))
 
     def _edit_selected(self, op: str, value: float) -> None:
         units = self.table.selected_units()
@@ -336,8 +348,7 @@ class RankingPanel(QWidget):
             raise StudioError("The mask is empty: paint over the region you want to explain before ranking.")
         mask, _ = mask_from_array(mask_array, tuple(mask_array.shape))
         options = self.options()
-        state.rank_options.method, state.rank_options.ablation = options["method"], options["ablation"]
-        state.rank_options.seeds = options["seeds"]
+        state.rank_options = RankOptions(options["method"], options["ablation"], options["seeds"])
         seeds = parse_seeds(options["seeds"], state.sample.seed)
         base = state.sample
         self._ranking_with = (base, mask_array.copy())
@@ -378,10 +389,10 @@ class RankingPanel(QWidget):
         if thumbs is not None:
             for unit, image in zip(best, thumbs):
                 pixmaps[unit] = pixmap_from(image)
-        self.state.ranking, self.state.layer = ranking, layer
         if layers is not None:
             self.layers.show_layer(layer)  # start on the layer that ranks best for this mask
-        self.show_ranking(ranking, pixmaps, ranked_with=self._ranking_with)
+        self.show_ranking(ranking, pixmaps, ranked_with=self._ranking_with)  # with the thumbnails, before the state
+        self.state.update(ranking=ranking, layer=layer)                     # says so without them
         if layers is not None:
             order = ", ".join(f"{s.layer} {s.mean_top_score:.3g}" for s in layers)
             self.summary.setText(f"Best layer: {layer}. {self.summary.text()} Layers by their top units' mean "
@@ -390,6 +401,7 @@ class RankingPanel(QWidget):
 
     def show_ranking(self, ranking, thumbnails: dict | None = None, ranked_with: tuple | None = None) -> None:
         """Show ``ranking`` from its first row; ``ranked_with`` (sample, mask) lets the panel say when it is stale."""
+        self.shown = ranking
         self.model.set_ranking(ranking, thumbnails)
         self.ranked_with = ranked_with if ranking is not None else None
         self.table.scrollToTop()  # the best rows, which the summary names, are in view

@@ -1,7 +1,8 @@
 """Sliders on chosen units: scale from -1x to 3x, switch off, or set a value; local to the mask or everywhere.
 
-The panel only writes plain edits (``edits_changed``); the window posts them to the live renderer, which
-renders the newest state (STYLE.md §3)::
+The panel only writes plain edits (``edits_changed``) into the window's state; the live renderer renders the
+newest state, so a burst of drags never queues one render per value. It also follows the state
+(``show_edits``), so a restore or a script that sets the edits rebuilds the sliders without a change coming back::
 
     panel = SliderPanel()
     panel.add_units("blocks.1", [17, 4])
@@ -255,7 +256,14 @@ class SliderPanel(QWidget):
             self.edits_changed.emit(self.edits())
 
     def set_edits(self, edits: Sequence[UnitEdit]) -> None:
-        """Rebuild the sliders from saved edits (a session); emits one change."""
+        """Replace the sliders with ``edits``, as the user would; emits one change."""
+        self.show_edits(edits)
+        self.edits_changed.emit(self.edits())
+
+    def show_edits(self, edits: Sequence[UnitEdit]) -> None:
+        """Follow the state's edits: rebuild the sliders only when they show something else; emits nothing."""
+        if self.edits() == list(edits):
+            return
         self.holder.setUpdatesEnabled(False)
         for row in list(self.rows):
             self._drop(row)
@@ -264,7 +272,6 @@ class SliderPanel(QWidget):
             row.set_edit(edit)
             self._add_row(row)
         self.holder.setUpdatesEnabled(True)
-        self.edits_changed.emit(self.edits())
 
     def apply_to_units(self, layer: str, units: Sequence[int], op: str, value: float = 0.0) -> None:
         """Give each of ``units`` the edit ``op`` (``off`` or ``set`` to ``value``), adding sliders where needed;

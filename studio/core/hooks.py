@@ -83,6 +83,15 @@ def count_hooks(root: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in root.modules())
 
 
+
+def check_unit(layer: str, unit: int, units: int) -> None:
+    """Raise :class:`StudioError` (one sentence) unless ``unit`` is one of a layer's ``units``.
+
+        check_unit("blocks.1", 70, 64)   # StudioError: Unit 70 is out of range: blocks.1 has units 0..63.
+    """
+    if not 0 <= unit < units:
+        raise StudioError(f"Unit {unit} is out of range: {layer} has units 0..{units - 1}.")
+
 class StopForward(Exception):
     """Raised by a stopping Trace once every traced layer has run; swallowed by the Trace."""
 
@@ -297,8 +306,8 @@ class UnitTargets:
 class LayerEdit:
     """The single hook on one layer; its per-unit tensors are changed in place by sliders.
 
-    ``batch_gain``/``batch_offset`` (B, C), when set, replace the per-unit map with one per batch
-    element: how ranking switches off a different unit in every image of a batch.
+    (Switching off a different unit in every image of a batch is the ranking's own hook,
+    ``studio.ablation.BatchAblation``.)
     """
 
     def __init__(self, module: nn.Module, units: int, clock: StepClock | None = None) -> None:
@@ -309,16 +318,13 @@ class LayerEdit:
         self.step_start = torch.zeros(units, dtype=torch.long)
         self.step_stop = torch.full((units,), _NO_STOP, dtype=torch.long)
         self.mask: torch.Tensor | None = None
-        self.batch_gain: torch.Tensor | None = None
-        self.batch_offset: torch.Tensor | None = None
         self.targets: list[UnitTargets] = []
         self._edited = False
         self._windowed = False
         self.handle = module.register_forward_hook(self._hook)
 
     def _check(self, unit: int) -> None:
-        if not 0 <= unit < self.units:
-            raise StudioError(f"Unit {unit} is out of range: this layer has units 0..{self.units - 1}.")
+        check_unit("this layer", unit, self.units)
 
     @torch.no_grad()
     def reset(self) -> None:
@@ -328,7 +334,6 @@ class LayerEdit:
         self.local.zero_()
         self.step_start.zero_()
         self.step_stop.fill_(_NO_STOP)
-        self.batch_gain = self.batch_offset = None
         self._edited = self._windowed = False
 
     @torch.no_grad()
@@ -347,7 +352,7 @@ class LayerEdit:
 
     @property
     def edited(self) -> bool:
-        return self._edited or self.batch_gain is not None or bool(self.targets)
+        return self._edited or bool(self.targets)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """This layer's edit applied to an activation (used by the hook and by partial re-renders): unit edits
@@ -358,9 +363,6 @@ class LayerEdit:
         return x
 
     def _apply_units(self, x: torch.Tensor) -> torch.Tensor:
-        if self.batch_gain is not None:
-            offset = self.batch_offset if self.batch_offset is not None else torch.zeros_like(self.batch_gain)
-            return edit_activation(x, self.batch_gain, offset)
         if not self._edited:
             return x
         gain, offset = self.gain, self.offset
