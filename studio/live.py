@@ -27,7 +27,7 @@ from models.base import Generator, LayerInfo, Sample
 
 from .ablation import BatchAblation
 from .concept import applied_labels, loaded_weights
-from .core.errors import StudioError, UnsupportedOperation
+from .core.errors import UnsupportedOperation
 from .core.hooks import Editor, UnitEdit, get_module
 from .knobs import KnobEdit
 

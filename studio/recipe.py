@@ -31,7 +31,7 @@ from .session import (AppliedSession, Session, concept_state, json_default, knob
                       knob_edits_from_document)
 
 if TYPE_CHECKING:
-    from models.base import Generator, Sample
+    from models.base import Generator
 
 FORMAT = "neuron-studio-recipe"
 VERSION = 1

@@ -34,7 +34,7 @@ from .knobs import Knob, KnobEdit
 from .reference import ModelReference
 
 if TYPE_CHECKING:
-    from models.base import Generator, Sample
+    from models.base import Generator
 
 FORMAT = "neuron-studio-session"
 #: The session format this version writes; it reads every version up to this one.

@@ -28,8 +28,6 @@ from .session import Session
 if TYPE_CHECKING:
     from models.base import Generator, Sample
 
-    from .session import Session
-
 MASK_NAME = "mask"
 
 

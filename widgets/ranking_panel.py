@@ -90,14 +90,8 @@ class LayerPicker(QComboBox):
     def all_layers(self) -> bool:
         return self.currentData() == ALL_LAYERS
 
-    def show_layer(self, name: str) -> None:
-        """Select ``name`` (after an all-layers ranking lands on its best layer)."""
-        index = self.findData(name)
-        if index >= 0:
-            self.setCurrentIndex(index)
-
     def show_layer(self, layer: str | None) -> None:
-        """Follow the state's layer (a layer this model lacks leaves the choice as it is)."""
+        """Follow the state's layer, or the best layer of an all-layers ranking (one this model lacks changes nothing)."""
         index = self.findData(layer) if layer else -1
         if index >= 0 and index != self.currentIndex():
             self.setCurrentIndex(index)
