@@ -2,9 +2,72 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import re
 import sys
 import tempfile
+from pathlib import Path
+from typing import Callable
+
+#: What Qt's xcb (X11) platform plugin links against, and the Debian/Ubuntu package of each (PySide6 6.x).
+XCB_LIBRARIES = {
+    "libxcb-cursor.so.0": "libxcb-cursor0", "libxcb-icccm.so.4": "libxcb-icccm4", "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1", "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-render-util.so.0": "libxcb-render-util0", "libxcb-render.so.0": "libxcb-render0",
+    "libxcb-shape.so.0": "libxcb-shape0", "libxcb-shm.so.0": "libxcb-shm0", "libxcb-sync.so.1": "libxcb-sync1",
+    "libxcb-util.so.1": "libxcb-util1", "libxcb-xfixes.so.0": "libxcb-xfixes0", "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxcb.so.1": "libxcb1", "libX11-xcb.so.1": "libx11-xcb1", "libX11.so.6": "libx11-6",
+    "libxkbcommon.so.0": "libxkbcommon0", "libxkbcommon-x11.so.0": "libxkbcommon-x11-0", "libEGL.so.1": "libegl1",
+    "libGL.so.1": "libgl1", "libfontconfig.so.1": "libfontconfig1", "libfreetype.so.6": "libfreetype6",
+    "libglib-2.0.so.0": "libglib2.0-0", "libdbus-1.so.3": "libdbus-1-3",
+}
+_MISSING = re.compile(r"([\w.+-]+\.so[.\d]*): cannot open shared object file")
+
+
+def uses_xcb(environ: dict | None = None, platform: str | None = None) -> bool:
+    """True when Qt will pick its xcb plugin: Linux, and QT_QPA_PLATFORM unset (not Wayland) or naming xcb."""
+    environ = os.environ if environ is None else environ
+    if not (platform or sys.platform).startswith("linux"):
+        return False
+    chosen = environ.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0].strip()
+    if not chosen and environ.get("XDG_SESSION_TYPE") == "wayland":
+        return False  # Qt 6 tries its Wayland plugin first there
+    return chosen in ("", "xcb")
+
+
+def missing_xcb_libraries(plugin: Path | None = None,
+                          load: Callable[[str], object] = ctypes.CDLL) -> list[str]:
+    """The shared libraries the xcb platform plugin needs that cannot be loaded (empty: Qt can start).
+
+    Each known library is loaded by name; then the plugin itself, whose loader error names anything else.
+    """
+    missing = []
+    for name in XCB_LIBRARIES:
+        try:
+            load(name)
+        except OSError:
+            missing.append(name)
+    if plugin is None:
+        import PySide6  # the package only (no Qt library loads): where its plugins live
+
+        plugin = Path(PySide6.__file__).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    if not missing and plugin.exists():
+        try:
+            load(str(plugin))
+        except OSError as error:
+            found = _MISSING.search(str(error))
+            missing.append(found.group(1) if found else str(error))
+    return missing
+
+
+def xcb_sentence(missing: list[str]) -> str:
+    """One sentence naming what to install."""
+    packages = " ".join(dict.fromkeys(XCB_LIBRARIES.get(name, name) for name in missing))
+    names = ", ".join(missing[:-1]) + (" and " if len(missing) > 1 else "") + missing[-1]
+    return (f"Qt cannot start its X11 (xcb) window plugin because {names} "
+            f"{'is' if len(missing) == 1 else 'are'} missing: install with `sudo apt-get install {packages}` "
+            "(Debian/Ubuntu), or run under Wayland with QT_QPA_PLATFORM=wayland.")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -15,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="open on a scripted state: a mask, a fast ranking and two sliders")
     parser.add_argument("--screenshot", metavar="PATH",
                         help="build the window offscreen, run the demo state, save the window as PNG, exit")
+    parser.add_argument("--size", default="1440x900", metavar="WxH", help="the window size of --screenshot")
     return parser.parse_args(argv)
 
 
@@ -33,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.screenshot:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if uses_xcb():  # Qt's own message ("could not load the Qt platform plugin") names no library
+        missing = missing_xcb_libraries()
+        if missing:
+            print(f"error: {xcb_sentence(missing)}", file=sys.stderr)
+            return 1
     from PySide6.QtCore import QEventLoop, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -48,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = QSettings(os.path.join(folder, "settings.ini"), QSettings.Format.IniFormat)
     window = MainWindow(args.model, args.device, settings=settings, config_dir=folder)
     if args.screenshot:
-        window.resize(1440, 900)
+        width, _, height = args.size.partition("x")
+        window.resize(int(width), int(height))
         window.confirm_close = False  # a scripted run closes itself: no "save changes?" dialog
     elif settings is None and window.settings.value("window/geometry") is None:
         window.resize(1440, 900)
@@ -78,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     QTimer.singleShot(180_000, capture)  # never hang: give up after three minutes
     loop.exec()
     if status["code"]:
-        print(f"error: {window.statusBar().currentMessage() or 'the model did not load'}", file=sys.stderr)
+        said = window.banner.text() if not window.banner.isHidden() else window.statusBar().currentMessage()
+        print(f"error: {said or 'the model did not load'}", file=sys.stderr)
     return status["code"]
 
 

@@ -1,6 +1,7 @@
 """The one contract every model family implements; everything else is written once in ``studio/``.
 
-A family adapter overrides names and accessors, never algorithms (STYLE.md §4)::
+A family adapter overrides names and accessors, never algorithms: ranking, sliders and concept edits
+are written once for every family, so a fix in one lands in all::
 
     gen = open_model("rooms")                      # models.registry
     sample = gen.sample(seed=3, prompt="a bedroom with blue walls, a bed and two lamps")
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from studio.core.errors import LayerNotFound, StudioError, UnsupportedOperation
-from studio.core.hooks import Editor, StepClock, Trace
+from studio.core.hooks import Editor, StepClock, Trace, check_unit
 
 
 def seed_z(seed: int, dim: int) -> np.ndarray:
@@ -191,6 +192,12 @@ class Generator(ABC):
         near = difflib.get_close_matches(name, list(layers), n=5, cutoff=0.3)
         hint = f" Nearest: {', '.join(near)}." if near else f" Layers: {', '.join(list(layers)[:8])}..."
         raise LayerNotFound(f"{self.name} has no layer '{name}'.{hint}")
+
+    def unit_layer(self, name: str, unit: int) -> LayerInfo:
+        """The layer ``name``, after checking that ``unit`` is one of its units (StudioError otherwise)."""
+        info = self.layer(name)
+        check_unit(name, unit, info.units)
+        return info
 
     # -- rendering ------------------------------------------------------------------------------
     def sample(self, seed: int, prompt: str | None = None, **options: Any) -> Sample:

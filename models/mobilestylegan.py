@@ -331,9 +331,7 @@ class MobileStyleGANModel(Generator):
     @torch.no_grad()
     def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:
         """Exact for every gain: each unit is read only by linear maps of it (see :func:`consumers`)."""
-        info = self.layer(layer)
-        if not 0 <= unit < info.units:
-            raise StudioError(f"Unit {unit} is out of range: {layer} has units 0..{info.units - 1}.")
+        info = self.unit_layer(layer, unit)
         for tensor, index in consumers(self.net, info.name, unit):
             tensor[index] *= gain
         return True
@@ -402,15 +400,16 @@ class MobileStyleGANFamily:
 
     def builtins(self) -> list[ModelEntry]:
         found = package_folder() is not None
-        reason = "" if found else (f"install it: pip install {PIP_NAME}  (or pip install \"neuron-studio[faces-hd]\"; "
-                                   "OpenVINO is not needed)")
+        # --no-deps: the IR files are read here without OpenVINO, so none of the package's requirements are needed
+        reason = "" if found else (f"get it with: pip install --no-deps {PIP_NAME}  (a 38 MB download: its model "
+                                   "files are read without OpenVINO or its other requirements)")
         return [ModelEntry("faces-hd", self.name, f"MobileStyleGAN faces, FFHQ 1024 px (package {PIP_NAME}; "
                            "weights for non-commercial research only)", found, reason)]
 
     def open_builtin(self, name: str, device: torch.device, precision: str) -> Generator:
         folder = package_folder()
         if folder is None:
-            raise ModelOpenError(f"Model 'faces-hd' needs the package {PIP_NAME}: pip install {PIP_NAME}.")
+            raise ModelOpenError(f"Model 'faces-hd' needs the package {PIP_NAME}: pip install --no-deps {PIP_NAME}.")
         return open_ir(folder, device, precision, name="faces-hd", source="faces-hd")
 
     def sniff(self, probe: FileProbe) -> bool:

@@ -306,9 +306,7 @@ def bake_unit_scale(generator: StyleGANModel, layer: str, unit: int, gain: float
     returns False and changes nothing. For samples with an explicit w+ the mapping bake also changes images
     that the live edit (which acts on the mapping output) leaves alone.
     """
-    info = generator.layer(layer)
-    if not 0 <= unit < info.units:
-        raise StudioError(f"Unit {unit} is out of range: {layer} has units 0..{info.units - 1}.")
+    info = generator.unit_layer(layer, unit)
     if info.name == "mapping":
         for name, module in generator.net.synthesis.named_modules():
             if name.endswith("affine"):

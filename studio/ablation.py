@@ -50,11 +50,17 @@ def _unit_mean(x: Tensor) -> Tensor:
     return x.float().mean(dim=dims)
 
 
-class _BatchAblation:
+class BatchAblation:
     """One forward hook on the layer: batch element i gets ``gain[i] * x + offset[i]`` within the step window.
 
     While ``recording`` it stores each call's per-unit mean instead, keyed by (denoising step, call within the
     step), so the mean ablation of a diffusion model sets a unit to its mean at that step. Removed on exit.
+    It is the one per-batch editing hook: ranking renders and the ranking's thumbnails both use it::
+
+        hook = BatchAblation(get_module(generator.module, "blocks.1"), generator.clock, None)
+        hook.gain, hook.offset = gain, torch.zeros_like(gain)   # (n, C): image i has its own unit switched off
+        with hook:
+            images = generator.render([sample] * n)
     """
 
     def __init__(self, module: nn.Module, clock, window: tuple[int, int] | None) -> None:
@@ -66,7 +72,7 @@ class _BatchAblation:
         self.means: dict[tuple, Tensor] = {}
         self._seen: dict[object, int] = {}
 
-    def __enter__(self) -> "_BatchAblation":
+    def __enter__(self) -> "BatchAblation":
         self._seen.clear()
         self.handle = self.module.register_forward_hook(self._hook)
         return self
@@ -125,7 +131,7 @@ class Ablator:
                 self._base = generator.forward_from(info.name, self.acts, self.samples) if eager else None
             else:
                 self.prefix = self._shared_prefix()
-                self.hook = _BatchAblation(get_module(generator.module, info.name), generator.clock, steps)
+                self.hook = BatchAblation(get_module(generator.module, info.name), generator.clock, steps)
                 self.hook.recording = True
                 with self.hook:
                     self._base = self.render_full(self.samples)

@@ -20,6 +20,7 @@ COMMANDS: list[str] = [
     "apply",
     "concept",
     "rank",
+    "knob",
     "dissect",
 ]
 

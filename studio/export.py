@@ -158,6 +158,7 @@ class _Job:
     samples: list["Sample"]
     reference: ModelReference
     report: ExportReport
+    knob_edits: list = field(default_factory=list)  # studio.knobs.KnobEdit: always recipe hooks
 
     @property
     def precision(self) -> str:
@@ -167,7 +168,8 @@ class _Job:
         """The recipe of the edits that are not in the weights (and of the concept edits if asked)."""
         recipe = Recipe(self.reference, [e for e, _ in self.report.kept],
                         self.mask if any(e.local for e, _ in self.report.kept) else None,
-                        None, list(self.samples), {describe_edit(e): why for e, why in self.report.kept})
+                        None, list(self.samples), {describe_edit(e): why for e, why in self.report.kept},
+                        list(self.knob_edits))
         if concept:
             recipe.concept = concept_state(self.concept_editor)
         return recipe
@@ -292,7 +294,7 @@ def _reopen_lora(job: _Job) -> torch.Tensor:
 
 def _recipe_files(job: _Job) -> list[Path]:
     """The kept edits beside a file in another tool's format (nothing when every edit was baked)."""
-    return [save_recipe(job.kept_recipe(), _recipe_beside(job.path))] if job.report.kept else []
+    return [save_recipe(job.kept_recipe(), _recipe_beside(job.path))] if job.report.kept or job.knob_edits else []
 
 
 def _write_native(job: _Job) -> list[Path]:
@@ -345,11 +347,12 @@ def export(generator: "Generator", edits: Sequence[UnitEdit] = (), concept_edito
            format: str = "studio", path: str | os.PathLike = "edited.safetensors", *,
            mask: torch.Tensor | None = None, samples: Sequence["Sample"] | None = None,
            reference: ModelReference | None = None, verify: bool = True,
-           progress: ProgressCallback | None = None) -> ExportReport:
+           progress: ProgressCallback | None = None, knob_edits: Sequence[Any] = ()) -> ExportReport:
     """Write ``generator`` with ``edits`` (and its concept edits) as ``format`` at ``path``; check it; report.
 
     ``concept_editor``: the model's ConceptEditor (default: its stack, if it has cross-attention).
     ``samples``: what the check renders (default: seed 0 with the default prompt).
+    ``knob_edits``: :class:`studio.knobs.KnobEdit` s; they stay hooks, kept in the export's recipe.
     """
     spec = export_formats(generator).get(format)
     if spec is None:
@@ -369,6 +372,9 @@ def export(generator: "Generator", edits: Sequence[UnitEdit] = (), concept_edito
     if mask is not None and tuple(mask.shape[-2:]) != tuple(generator.resolution):
         raise ExportError(f"The mask is {mask.shape[-1]}x{mask.shape[-2]} but the model renders "
                           f"{generator.resolution[1]}x{generator.resolution[0]}; paint it on this model's image.")
+    knob_edits = list(knob_edits)
+    for k in knob_edits:
+        k.knob.check(generator)
     concept_editor = concept_editor if concept_editor is not None else _concept_editor(generator)
     ticker = Ticker(4, progress, unit="steps", message="rendering the edited model")
     report = ExportReport(format, path)
@@ -383,11 +389,14 @@ def export(generator: "Generator", edits: Sequence[UnitEdit] = (), concept_edito
         "recipe": f"{stack}, in the recipe", "lora": f"{stack}, as the LoRA"}.get(format, f"{stack}, merged into "
                                                                                          "the weights")
     job = _Job(generator, path, list(edits), concept_editor, mask, samples,
-               reference or ModelReference.of(generator), report)
+               reference or ModelReference.of(generator), report, knob_edits)
+    if knob_edits:
+        report.notes.append(f"{len(knob_edits)} knob edit(s) kept as recipe hooks: a knob's targets are no weight")
     expected = None
     if verify:
         with torch.inference_mode(), generator.editor() as editor:
             editor.set(job.edits, mask=mask.to(generator.device) if mask is not None else None)
+            editor.set_knobs(knob_edits)
             expected = generator.render(samples).detach().float().cpu()
     ticker.advance(1, "baking exact edits")
     write, reopen = _WRITERS.get(format, _NATIVE)
@@ -425,7 +434,8 @@ def export_session(session: Any, format: str, path: str | os.PathLike, *, device
     mismatch = session.model.mismatch(generator)
     concepts = session.restore_concepts(generator)
     report = export(generator, session.unit_edits, concepts, format, path, mask=session.mask,
-                    samples=session.samples or None, reference=session.model, progress=progress)
+                    samples=session.samples or None, reference=session.model, progress=progress,
+                    knob_edits=session.knob_edits)
     if mismatch:
         report.notes.insert(0, mismatch)
     return report

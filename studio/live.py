@@ -1,11 +1,13 @@
 """Live re-rendering for sliders: one editor, a cached activation, and only the later layers re-run.
 
 The worker thread that owns the model keeps one :class:`LiveRenderer`; the GUI posts the newest slider state
-into a :class:`Mailbox` and the worker renders whatever is newest (STYLE.md §3)::
+into a :class:`Mailbox` and the worker renders whatever is newest, so a fast drag never queues a render
+per value and the GUI thread never waits on the model::
 
     live = LiveRenderer(generator)
     frame = live.frame(LiveRequest(sample, (UnitEdit("blocks.1", 7, "scale", 2.5),), stamp=1))
     frame.partial        # True: blocks.1's unedited activation came from the cache, only later blocks ran
+    frame = live.frame(LiveRequest(sample, knobs=(KnobEdit(knob, mask, 0.7),)))   # knob edits, live the same way
     live.close()         # removes the hooks
 
     box = Mailbox()
@@ -23,8 +25,11 @@ import torch
 
 from models.base import Generator, LayerInfo, Sample
 
+from .ablation import BatchAblation
+from .concept import applied_labels, loaded_weights
 from .core.errors import StudioError, UnsupportedOperation
-from .core.hooks import Editor, UnitEdit
+from .core.hooks import Editor, UnitEdit, get_module
+from .knobs import KnobEdit
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,6 +39,7 @@ class LiveRequest:
     sample: Sample
     edits: tuple[UnitEdit, ...] = ()
     mask: torch.Tensor | None = None  # (H, W) in [0, 1]; local edits stay inside it
+    knobs: tuple[KnobEdit, ...] = ()  # each with its own mask and strength
     stamp: int = 0
     original: bool = False  # also return the unedited image (side-by-side, press-and-hold)
     preview: bool = False  # a quick frame while a slider moves (the model's preview_options), shown at full size
@@ -143,26 +149,27 @@ class LiveRenderer:
             self._cache.mask = mask.to(self.generator.device, torch.float32)
         return self._cache.mask
 
-    def earliest_layer(self, edits: Sequence[UnitEdit]) -> str | None:
-        """The edited layer that runs first; the cached activation is taken there."""
-        layers = {e.layer for e in edits}
+    def earliest_layer(self, edits: Sequence[UnitEdit], knobs: Sequence[KnobEdit] = ()) -> str | None:
+        """The edited layer that runs first (unit edits and knob edits); the cached activation is taken there."""
+        layers = {e.layer for e in edits} | {layer for k in knobs if k.strength != 0 for layer in k.layers}
         return min(layers, key=lambda name: self._order.get(name, len(self._order))) if layers else None
 
     # -- rendering --------------------------------------------------------------------------------------------
-    def render(self, sample: Sample, edits: Sequence[UnitEdit] = (), mask: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, str | None]:
+    def render(self, sample: Sample, edits: Sequence[UnitEdit] = (), mask: torch.Tensor | None = None,
+               knobs: Sequence[KnobEdit] = ()) -> tuple[torch.Tensor, str | None]:
         """The edited image (1, 3, H, W) on the model's device, and the layer re-rendered from (None: full)."""
         with torch.inference_mode():  # grad mode is thread-local: enter it in the thread that renders
             editor = self._editor()
             editor.set(edits, mask=self._device_mask(mask))  # per-unit tensors written in place
             try:
-                return self._render_edited(editor, sample, edits)
+                editor.set_knobs(knobs)
+                return self._render_edited(editor, sample, edits, knobs)
             finally:
                 editor.clear()  # hooks stay registered but idle: other renders of the model see no edits
 
-    def _render_edited(self, editor: Editor, sample: Sample, edits: Sequence[UnitEdit]
-                       ) -> tuple[torch.Tensor, str | None]:
-        layer = self.earliest_layer(edits)
+    def _render_edited(self, editor: Editor, sample: Sample, edits: Sequence[UnitEdit],
+                       knobs: Sequence[KnobEdit] = ()) -> tuple[torch.Tensor, str | None]:
+        layer = self.earliest_layer(edits, knobs)
         if layer is None or not self.generator.layer(layer).partial:
             return self.generator.render([sample]), None
         cache = self._cache
@@ -175,10 +182,10 @@ class LiveRenderer:
         return self.generator.forward_from(layer, edited, [sample]), layer
 
     def original(self, sample: Sample) -> torch.Tensor:
-        """The unedited image (3, H, W) on the CPU, cached per sample."""
+        """The model as loaded (no unit edit, no concept edit): (3, H, W) on the CPU, cached per sample."""
         cache = self._cache
         if cache.original is None or cache.original_sample != sample:
-            with torch.inference_mode():
+            with loaded_weights(self.generator), torch.inference_mode():  # weights written outside inference mode
                 image = self.generator.render([sample])[0].float().cpu()
             cache.original, cache.original_sample = image, sample
         return cache.original
@@ -188,10 +195,15 @@ class LiveRenderer:
         start = time.perf_counter()
         options = self.generator.preview_options() if request.preview else {}
         sample = replace(request.sample, options={**request.sample.options, **options}) if options else request.sample
-        original = self.original(sample) if request.original or not request.edits else None
-        if request.edits:
-            image, layer = self.render(sample, request.edits, request.mask)
+        edited = bool(request.edits or request.knobs)
+        concept_edited = bool(applied_labels(self.generator))  # then the loaded model is not today's weights
+        original = self.original(sample) if request.original or not (edited or concept_edited) else None
+        if edited:
+            image, layer = self.render(sample, request.edits, request.mask, request.knobs)
             image = image[0].float().cpu()
+        elif concept_edited:
+            with torch.inference_mode():
+                image, layer = self.generator.render([sample])[0].float().cpu(), None
         else:
             image, layer = original, None
         size = tuple(self.generator.resolution)
@@ -228,11 +240,11 @@ def unit_off_images(generator: Generator, sample: Sample, layer: str, units: Seq
                 acts[torch.arange(n), part] = 0
                 images = generator.forward_from(layer, acts, [sample] * n)
             else:
-                with generator.editor() as editor:
-                    edit = editor.layer(layer)
-                    gain = torch.ones(n, info.units, device=generator.device)
-                    gain[torch.arange(n), part] = 0
-                    edit.batch_gain = gain
+                hook = BatchAblation(get_module(generator.module, info.name), generator.clock, None)
+                hook.gain = torch.ones(n, info.units, device=generator.device)
+                hook.gain[torch.arange(n), part.to(hook.gain.device)] = 0
+                hook.offset = torch.zeros_like(hook.gain)
+                with hook:
                     images = generator.render([sample] * n)
             out.append(images.float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 3, *generator.resolution)
@@ -240,9 +252,7 @@ def unit_off_images(generator: Generator, sample: Sample, layer: str, units: Seq
 
 def unit_activation(generator: Generator, sample: Sample, layer: str, unit: int) -> torch.Tensor:
     """(H, W) CPU map in [0, 1] of where ``unit`` fires, upsampled to the image (positive part over its max)."""
-    info = generator.layer(layer)
-    if not 0 <= unit < info.units:
-        raise StudioError(f"Unit {unit} does not exist: {layer} has units 0..{info.units - 1}.")
+    info = generator.unit_layer(layer, unit)
     with torch.inference_mode():
         act = generator.trace([sample], [layer])[layer]
         if act.dim() != 4:

@@ -26,7 +26,9 @@ from .core.atomic import atomic_write_text
 from .core.errors import StudioError
 from .core.hooks import UnitEdit
 from .reference import ModelReference
-from .session import AppliedSession, Session, concept_state, json_default
+from .knobs import KnobEdit
+from .session import (AppliedSession, Session, concept_state, json_default, knob_edits_document,
+                      knob_edits_from_document)
 
 if TYPE_CHECKING:
     from models.base import Generator, Sample
@@ -71,32 +73,38 @@ class Recipe:
     concept: dict | None = None  # {"metadata", "tensors"}: ConceptEditor.to_tensors()
     samples: list["Sample"] = field(default_factory=list)  # what the export was checked on
     notes: dict[str, str] = field(default_factory=dict)  # per edit key: why it is a recipe edit, not a weight
+    knob_edits: list[KnobEdit] = field(default_factory=list)  # stay hooks: a knob's targets are not a weight
 
     @classmethod
     def of(cls, generator: "Generator", *, unit_edits: Sequence[UnitEdit] = (), mask: torch.Tensor | None = None,
            concept_editor: Any = None, samples: Sequence["Sample"] = (),
-           reference: ModelReference | None = None) -> "Recipe":
+           reference: ModelReference | None = None, knob_edits: Sequence[KnobEdit] = ()) -> "Recipe":
         mask = mask.detach().to("cpu", torch.float32).clone() if mask is not None else None
         return cls(reference or ModelReference.of(generator), list(unit_edits), mask,
-                   concept_state(concept_editor), list(samples))
+                   concept_state(concept_editor), list(samples), knob_edits=list(knob_edits))
 
     @classmethod
     def from_session(cls, session: Session) -> "Recipe":
-        return cls(session.model, list(session.unit_edits), session.mask, session.concept, list(session.samples))
+        return cls(session.model, list(session.unit_edits), session.mask, session.concept, list(session.samples),
+                   knob_edits=list(session.knob_edits))
 
     @property
     def empty(self) -> bool:
-        return not self.unit_edits and self.concept is None
+        return not self.unit_edits and self.concept is None and not self.knob_edits
 
     def to_json(self) -> dict:
         concept = None
         if self.concept is not None:
             concept = {"metadata": self.concept["metadata"],
                        "tensors": {k: encode_tensor(v) for k, v in sorted(self.concept["tensors"].items())}}
-        return {"format": FORMAT, "version": VERSION, "model": self.model.to_json(),
+        data = {"format": FORMAT, "version": VERSION, "model": self.model.to_json(),
                 "unit_edits": [e.to_json() for e in self.unit_edits],
                 "mask": encode_tensor(self.mask) if self.mask is not None else None,
                 "concept_edits": concept, "samples": [s.to_json() for s in self.samples], "notes": self.notes}
+        if self.knob_edits:
+            docs, tensors = knob_edits_document(self.knob_edits)
+            data["knob_edits"] = {"edits": docs, "tensors": {k: encode_tensor(v) for k, v in sorted(tensors.items())}}
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping) -> "Recipe":
@@ -115,9 +123,12 @@ class Recipe:
                 concept = {"metadata": {str(k): str(v) for k, v in concept["metadata"].items()},
                            "tensors": {k: decode_tensor(v) for k, v in concept["tensors"].items()}}
             mask = decode_tensor(data["mask"]) if data.get("mask") is not None else None
+            knobs = data.get("knob_edits")
+            knob_edits = knob_edits_from_document(knobs["edits"], {k: decode_tensor(v) for k, v in
+                                                                   knobs["tensors"].items()}) if knobs else []
             return cls(ModelReference.from_json(data["model"]), [UnitEdit.from_json(e) for e in data["unit_edits"]],
                        mask, concept, [Sample.from_json(s) for s in data.get("samples", [])],
-                       {str(k): str(v) for k, v in (data.get("notes") or {}).items()})
+                       {str(k): str(v) for k, v in (data.get("notes") or {}).items()}, knob_edits)
         except StudioError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
@@ -127,7 +138,7 @@ class Recipe:
     def as_session(self) -> Session:
         masks = {"recipe": self.mask} if self.mask is not None else {}
         return Session(self.model, list(self.samples), masks, "recipe" if masks else None, [],
-                       list(self.unit_edits), self.concept)
+                       list(self.unit_edits), self.concept, knob_edits=list(self.knob_edits))
 
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
@@ -168,6 +179,8 @@ def check_recipe(generator: "Generator", recipe: Recipe, *, check_family: bool =
         if not 0 <= e.unit < units:
             raise RecipeError(f"The recipe edits unit {e.unit} of {e.layer}, which has units 0..{units - 1}: "
                               "it was made for another model.")
+    for k in recipe.knob_edits:
+        k.knob.check(generator)
     if recipe.mask is not None and tuple(recipe.mask.shape[-2:]) != tuple(generator.resolution):
         raise RecipeError(f"The recipe's mask is {recipe.mask.shape[-1]}x{recipe.mask.shape[-2]} but the model renders "
                           f"{generator.resolution[1]}x{generator.resolution[0]}: it was made for another model.")

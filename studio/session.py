@@ -26,10 +26,11 @@ from safetensors.torch import load_file, save_file
 from models.base import Sample
 
 from . import __version__
-from .concept import editor_for
+from .concept import concept_editor_of, editor_for
 from .core.atomic import atomic_path
 from .core.errors import StudioError
 from .core.hooks import Editor, UnitEdit
+from .knobs import Knob, KnobEdit
 from .reference import ModelReference
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ VERSION = 1
 SUFFIX = ".nstudio"
 _MASK = "mask/"
 _CONCEPT = "concept/"
+_KNOB = "knob/"
 
 
 class SessionError(StudioError):
@@ -61,6 +63,7 @@ class Session:
     ui: dict[str, Any] = field(default_factory=dict)  # layer, local flag, ...: what the window shows
     device: str = "cpu"  # where the images were rendered: bit-exact reproduction holds on the same one
     version: int = VERSION
+    knob_edits: list[KnobEdit] = field(default_factory=list)  # each: the knob's data, its mask and strength
 
     # -- making one -----------------------------------------------------------------------------
     @classmethod
@@ -68,7 +71,7 @@ class Session:
                 masks: Mapping[str, torch.Tensor] | None = None, active_mask: str | None = None,
                 unit_edits: Sequence[UnitEdit] = (), concept_editor: Any = None,
                 rankings: Sequence[Any] = (), ui: Mapping[str, Any] | None = None,
-                reference: ModelReference | None = None) -> "Session":
+                reference: ModelReference | None = None, knob_edits: Sequence[KnobEdit] = ()) -> "Session":
         """A session of ``generator``'s current work (pass ``reference`` to skip re-hashing the weights).
 
         ``concept_editor``: the model's :class:`studio.concept.ConceptEditor` (its applied stack is saved).
@@ -78,7 +81,9 @@ class Session:
             raise SessionError(f"The active mask '{active_mask}' is not one of the session's masks.")
         ranked = [r if isinstance(r, dict) else r.to_json() for r in rankings]
         return cls(reference or ModelReference.of(generator), list(samples), masks, active_mask, ranked,
-                   list(unit_edits), concept_state(concept_editor), dict(ui or {}), str(generator.device))
+                   list(unit_edits), concept_state(concept_editor), dict(ui or {}), str(generator.device),
+                   knob_edits=[KnobEdit(k.knob, k.mask.detach().to("cpu", torch.float32).clone(), float(k.strength))
+                               for k in knob_edits])
 
     @property
     def mask(self) -> torch.Tensor | None:
@@ -92,15 +97,15 @@ class Session:
         Use it as a context manager; leaving it removes the hooks and puts back the concept edits the model
         had before. The GUI, which keeps its own editor, uses :meth:`restore_concepts` and the fields instead.
         """
-        before = None
-        if generator.cross_attention():
-            from .concept import editor_for
-
-            before = list(editor_for(generator).stack)
+        editor = concept_editor_of(generator)
+        before = list(editor.stack) if editor is not None else None
         concepts = self.restore_concepts(generator)
         applied = AppliedSession(generator.editor(), concepts, before or [])
         try:
             applied.editor.set(self.unit_edits, mask=self.mask.to(generator.device) if self.mask is not None else None)
+            for k in self.knob_edits:
+                k.knob.check(generator)
+            applied.editor.set_knobs(self.knob_edits)
         except BaseException:
             applied.close()
             raise
@@ -136,6 +141,10 @@ class Session:
                "device": self.device, "samples": [s.to_json() for s in self.samples],
                "masks": sorted(self.masks), "active_mask": self.active_mask, "rankings": self.rankings,
                "unit_edits": [e.to_json() for e in self.unit_edits], "concept_edits": concept, "ui": self.ui}
+        if self.knob_edits:
+            docs, knob_tensors = knob_edits_document(self.knob_edits)
+            doc["knob_edits"] = docs
+            tensors.update({_KNOB + k: v for k, v in knob_tensors.items()})
         return doc, tensors
 
     @classmethod
@@ -149,7 +158,9 @@ class Session:
         return cls(ModelReference.from_json(doc["model"]), [Sample.from_json(s) for s in doc.get("samples", [])],
                    masks, doc.get("active_mask"), list(doc.get("rankings", [])),
                    [UnitEdit.from_json(e) for e in doc.get("unit_edits", [])], concept, dict(doc.get("ui") or {}),
-                   str(doc.get("device", "cpu")), int(doc["version"]))
+                   str(doc.get("device", "cpu")), int(doc["version"]),
+                   knob_edits_from_document(doc.get("knob_edits") or [],
+                                            {k[len(_KNOB):]: v for k, v in tensors.items() if k.startswith(_KNOB)}))
 
 
 class AppliedSession:
@@ -171,6 +182,28 @@ class AppliedSession:
             self.concepts.revert()
             if self.before:
                 self.concepts.push(*self.before)  # original + the same factors in order: the same weights
+
+
+def knob_edits_document(edits: Sequence[KnobEdit]) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Knob edits as JSON (the knob's document, strength) and tensors (the knob's, the mask) keyed ``<i>/...``."""
+    docs, tensors = [], {}
+    for i, edit in enumerate(edits):
+        knob_tensors, knob_doc = edit.knob.to_tensors()
+        # the same knob may sit in several edits: safetensors refuses entries that share memory
+        tensors.update({f"{i}/{k}": v.clone() for k, v in knob_tensors.items()})
+        tensors[f"{i}/mask"] = edit.mask.detach().to("cpu", torch.float32).contiguous().clone()  # never shared
+        docs.append({"strength": float(edit.strength), "knob": knob_doc})
+    return docs, tensors
+
+
+def knob_edits_from_document(docs: Sequence[Mapping], tensors: Mapping[str, torch.Tensor]) -> list[KnobEdit]:
+    """The inverse of :func:`knob_edits_document`."""
+    edits = []
+    for i, d in enumerate(docs):
+        prefix = f"{i}/"
+        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        edits.append(KnobEdit(Knob.from_tensors(own, d["knob"]), own["mask"], float(d["strength"])))
+    return edits
 
 
 def concept_state(concept_editor: Any) -> dict | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import gc
 import os
 
-# Qt must never need a display in tests (STYLE.md §5); set before any Qt import.
+# Qt must never need a display in tests (they run headless, in CI too); set before any Qt import.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402

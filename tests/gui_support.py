@@ -43,8 +43,10 @@ def drag(widget: QWidget, points: list[QPoint], button: Qt.MouseButton = Qt.Mous
     mouse(widget, QEvent.Type.MouseButtonRelease, points[-1], Qt.MouseButton.NoButton, button)
 
 
-def open_window(qtbot, tmp_path, model: str = "toy"):
-    """A MainWindow on ``model`` with its settings in ``tmp_path``, shown, after its first frame."""
+def open_window(qtbot, tmp_path, model: str = "toy", resize: bool = True):
+    """A MainWindow on ``model`` with its settings in ``tmp_path``, shown, after its first frame.
+
+    ``resize=False`` keeps the size the settings remember (a second run of the app)."""
     from PySide6.QtCore import QSettings
 
     from widgets.main_window import MainWindow
@@ -53,7 +55,8 @@ def open_window(qtbot, tmp_path, model: str = "toy"):
     window = MainWindow(model, "cpu", settings=settings, config_dir=str(tmp_path / "config"))
     qtbot.addWidget(window)
     window.confirm_close = False  # a real "save changes?" modal would block; tests of the prompt turn it on
-    window.resize(1200, 800)
+    if resize:
+        window.resize(1200, 800)
     with qtbot.waitSignal(window.frame_shown, timeout=60_000):
         window.show()
     return window

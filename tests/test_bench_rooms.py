@@ -70,7 +70,8 @@ def test_cli_prints_one_json_object_and_refuses_no_scenes(capsys):
     assert main(["bench", "rooms", "--seeds", "1", "--layer", "blocks.4", "--top", "2", "--threads", "1",
                  "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["scenes"] == 1 and data["layer"] == "blocks.4" and data["units_used"] <= 2
+    ranked = data["methods"]["ranked_off"]
+    assert data["scenes"] == 1 and ranked["layers"] == "blocks.4" and ranked["masks"]["rough"]["units_used"] <= 2
     assert main(["bench", "rooms", "--seeds", "0"]) == 2
     assert "at least one scene" in capsys.readouterr().err
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel
 
 from tests.gui_support import WorkerHarness
 from tests.toy_text import ToyTextGenerator
@@ -100,8 +101,24 @@ def test_unknown_words_and_empty_rows_are_one_sentence(panel, gen, qtbot):
 
 def test_a_model_without_cross_attention_disables_the_panel(panel, toy):
     panel.set_generator(toy)
-    assert "no cross-attention" in panel.status.text()
+    assert "no cross-attention" in panel.reason.text() and "\n" not in panel.reason.text()
     assert not panel.apply_button.isEnabled() and panel.apply() is None
+
+
+def test_on_a_model_without_cross_attention_the_fields_take_no_input(panel, toy, qtbot, gen):
+    panel.show()
+    panel.set_generator(toy)
+    qtbot.waitExposed(panel)
+    qtbot.mouseClick(panel.rows[0].concept, Qt.MouseButton.LeftButton)
+    qtbot.keyClicks(panel.rows[0].concept, "red")
+    assert panel.rows[0].concept.text() == ""
+    for field in (panel.rows[0].target, panel.preserve, panel.lambda_, panel.tokens):
+        assert not field.isEnabled()
+    assert panel.reason.isVisible()
+    panel.set_generator(gen)  # a text model: everything editable again, no reason shown
+    assert panel.rows[0].concept.isEnabled() and not panel.reason.isVisible()
+    qtbot.keyClicks(panel.rows[0].concept, "red")
+    assert panel.rows[0].concept.text() == "red"
 
 
 def test_strengths_explain_their_effect(panel):
@@ -127,3 +144,17 @@ def test_the_stack_follows_edits_made_elsewhere(panel, gen, qtbot):
     with qtbot.waitSignal(panel.finished, timeout=10_000):
         panel.jobs.submit(lambda g: editor_for(g).revert(), done=lambda _: panel.refresh(), failed=pytest.fail)
     assert panel.stack_list.count() == 0 and not panel.undo_button.isEnabled()
+
+
+def test_the_token_choice_and_strengths_explain_themselves_without_hovering(panel, qtbot):
+    from widgets.concept_panel import TOKENS_TIP
+
+    panel.show()
+    qtbot.waitExposed(panel)
+    assert panel.tokens_explained.isVisible() and panel.tokens_explained.text() == TOKENS_TIP[panel.tokens.currentData()]
+    first = panel.tokens.currentData()
+    panel.tokens.setFocus()
+    qtbot.keyClick(panel.tokens, Qt.Key.Key_Down)
+    assert panel.tokens.currentData() != first and panel.tokens_explained.text() == TOKENS_TIP[panel.tokens.currentData()]
+    labels = [w.text() for w in panel.findChildren(QLabel) if w.isVisible()]
+    assert {"Gentleness λ", "Edit strength", "Preserve strength", "Words read"} <= set(labels)

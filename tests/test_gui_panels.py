@@ -43,7 +43,21 @@ def test_the_picker_lists_models_and_marks_the_missing_ones(window):
     names = [picker.itemData(i) for i in range(picker.count())]
     assert "toy" in names and picker.currentData() == "toy"
     missing = names.index("toy-missing")
-    assert "not installed" in picker.itemText(missing) and not picker.model().item(missing).isEnabled()
+    assert "not installed" in picker.itemText(missing)
+
+
+def test_picking_a_model_that_is_not_installed_says_how_to_get_it(window, qtbot):
+    picker = window.picker
+    missing = picker.findData("toy-missing")
+    picker.setFocus()
+    picker.showPopup()
+    view = picker.view()
+    qtbot.waitUntil(view.isVisible, timeout=3000)
+    rect = view.visualRect(picker.model().index(missing, 0))
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(window.banner.isVisible, timeout=3000)
+    assert "toy-missing" in window.banner.text() and "pip install toy-extra" in window.banner.text()
+    assert picker.currentData() == "toy" and window.generator.source == "toy"
 
 
 def test_dropping_a_model_file_opens_it_and_remembers_it(window, qtbot, tmp_path):

@@ -59,7 +59,7 @@ def rewrite_version(path, version: int) -> None:
 def test_file_menu_has_the_session_shortcuts_and_recent_sessions(window, qtbot, tmp_path, toy_registry):
     s = window.sessions
     assert [a.shortcut().toString() for a in (s.open_action, s.save_action, s.save_as_action)] == \
-        ["Ctrl+O", "Ctrl+S", "Ctrl+Shift+S"]
+        ["Ctrl+O", "Ctrl+S", "Ctrl+Alt+S"]
     file_menu = window.menuBar().actions()[0].menu()
     assert s.recent_menu in [a.menu() for a in file_menu.actions()]
     assert window.export_action.shortcut().toString() == "Ctrl+E"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from studio.ablation import BatchAblation
 from studio.core.errors import LayerNotFound, StudioError
 from studio.core.hooks import Editor, StepClock, Trace, UnitEdit, count_hooks, edit_activation, get_module, resize_mask
 
@@ -114,17 +115,23 @@ def test_partial_rerender_equals_full_render_with_the_same_edit(toy, samples):
         torch.testing.assert_close(toy.forward_from("blocks.1", act, samples), plain, rtol=0, atol=0)
 
 
-def test_batch_gains_edit_each_image_differently(toy):
-    samples = [toy.sample(3)] * 3
-    with toy.editor() as editor:
-        layer = editor.layer("blocks.1")
-        gains = torch.ones(3, 16)
-        gains[1, 0] = 0
-        gains[2, 5] = 0
-        layer.batch_gain = gains
-        acts = toy.trace(samples, ["blocks.1"])["blocks.1"]
-    assert torch.all(acts[1, 0] == 0) and torch.all(acts[2, 5] == 0)
-    torch.testing.assert_close(acts[0], acts[1].index_copy(0, torch.tensor([0]), acts[0, :1]))
+def test_the_batch_ablation_switches_off_a_different_unit_in_each_image(toy):
+    sample = toy.sample(3)
+    hook = BatchAblation(get_module(toy.module, "blocks.1"), None, None)
+    hook.gain = torch.ones(3, 16)
+    hook.gain[1, 0] = 0
+    hook.gain[2, 5] = 0
+    hook.offset = torch.zeros_like(hook.gain)
+    with torch.inference_mode():
+        with hook:
+            batch = toy.render([sample] * 3)
+        expected = [toy.render([sample])[0]]
+        for unit in (0, 5):
+            with toy.editor() as editor:
+                editor.set([UnitEdit("blocks.1", unit, "off")])
+                expected.append(toy.render([sample])[0])
+    torch.testing.assert_close(batch, torch.stack(expected), rtol=0, atol=1e-6)
+    assert not torch.allclose(batch[1], batch[2])
 
 
 def test_step_window_applies_only_inside_it(toy, samples):

@@ -121,7 +121,7 @@ def test_activation_maps_are_image_sized_in_unit_range(toy):
     assert values.shape == (32, 32) and float(values.min()) >= 0 and float(values.max()) <= 1
     with pytest.raises(UnsupportedOperation):
         unit_activation(toy, toy.sample(1), "fc", 3)
-    with pytest.raises(StudioError, match="does not exist"):
+    with pytest.raises(StudioError, match="out of range"):
         unit_activation(toy, toy.sample(1), "blocks.0", 32)
 
 

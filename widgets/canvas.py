@@ -17,16 +17,12 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from .qt_images import gray_array, mask_overlay, rgb_image
+from studio.core.images import feather_mask
+
+from .qt_images import gray_array, gray_image, mask_overlay, rgb_image
 
 VIEWS = ("edited", "original", "side-by-side")
 _GAP = 8  # image pixels between the two halves of the side-by-side view
-
-
-def _gray(values: np.ndarray) -> QImage:
-    array = np.ascontiguousarray((np.clip(values, 0, 1) * 255 + 0.5).astype(np.uint8))
-    h, w = array.shape
-    return QImage(array.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
 
 
 class MaskCommand(QUndoCommand):
@@ -48,6 +44,7 @@ class Canvas(QWidget):
 
     mask_changed = Signal()
     hover = Signal(int, int)  # image pixel under the cursor
+    mask_shown = Signal(bool)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -89,16 +86,12 @@ class Canvas(QWidget):
             self._mask.fill(0)
             pending, self._pending_mask = self._pending_mask, None
             if pending is not None and pending.shape == (size.height(), size.width()):
-                self._mask = _gray(pending)
+                self._mask = gray_image(pending)
             self._overlay = None
             self.undo_stack.clear()
             self._fitted = True
         if self._fitted:
             self.fit()
-        self.update()
-
-    def set_original(self, original) -> None:
-        self._original = rgb_image(original) if original is not None else None
         self.update()
 
     @property
@@ -140,7 +133,23 @@ class Canvas(QWidget):
         values = np.zeros((h, w), np.float32) if mask is None else np.asarray(mask, np.float32)
         if values.shape != (h, w):
             raise ValueError(f"mask is {values.shape}, image is {(h, w)}")
-        self._push(_gray(values), text)
+        self._push(gray_image(values), text)
+
+    def show_mask(self, mask) -> None:
+        """Follow the state's mask ((H, W) in [0, 1], or None): one undoable change, and only when it differs from
+        what is shown (so the canvas's own changes coming back from the state change nothing). Before the first
+        image, or at another size than the image, it waits for an image of its size."""
+        values = None if mask is None else np.asarray(mask, np.float32)
+        if self._image is None or (values is not None and values.shape != self.image_size()):
+            self._pending_mask = values
+            return
+        shown = gray_array(self._mask) if not self._mask.isNull() else None
+        wanted = None if values is None else (np.clip(values, 0, 1) * 255 + 0.5).astype(np.uint8)
+        if (shown is None or not shown.any()) and (wanted is None or not wanted.any()):
+            return
+        if shown is not None and wanted is not None and np.array_equal(shown, wanted):
+            return
+        self.set_mask(values, "Set mask")
 
     def clear_mask(self) -> None:
         self._change(lambda a: np.zeros_like(a), "Clear mask")
@@ -151,10 +160,21 @@ class Canvas(QWidget):
     def fill_mask(self) -> None:
         self._change(lambda a: np.full_like(a, 255), "Fill mask")
 
+    def feather(self, radius: float) -> None:
+        """Soften the mask's edges by ``radius`` image pixels (one undoable step)."""
+        self._change(lambda a: feather_mask(a / 255.0, radius) * 255.0, f"Feather mask {radius:g} px")
+
+    def set_mask_visible(self, visible: bool) -> None:
+        """Show or hide the mask overlay (the mask itself stays and still applies)."""
+        if visible != self.mask_visible:
+            self.mask_visible = visible
+            self.update()
+            self.mask_shown.emit(visible)
+
     def _change(self, fn, text: str) -> None:
         if self._mask.isNull():
             return
-        self._push(_gray(fn(gray_array(self._mask)).astype(np.float32) / 255.0), text)
+        self._push(gray_image(np.asarray(fn(gray_array(self._mask).astype(np.float32)), np.float32) / 255.0), text)
 
     def _push(self, after: QImage, text: str) -> None:
         self.undo_stack.push(MaskCommand(self, self._mask.copy(), after, text))
@@ -280,13 +300,7 @@ class Canvas(QWidget):
     def keyPressEvent(self, event) -> None:
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self._space = True
-        elif event.key() == Qt.Key.Key_BracketLeft:
-            self.brush_size = max(1, int(self.brush_size / 1.25))
-            self.update()
-        elif event.key() == Qt.Key.Key_BracketRight:
-            self.brush_size = min(512, int(self.brush_size * 1.25) + 1)
-            self.update()
-        else:
+        else:  # [ and ] are the mask toolbar's shortcuts, so they work wherever the focus is
             super().keyPressEvent(event)
 
     def keyReleaseEvent(self, event) -> None:

@@ -33,7 +33,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.commands.common import parse_seeds
 from studio.concept import (
     DEFAULT_LAMBDA,
     DEFAULT_TOKENS,
@@ -44,6 +43,7 @@ from studio.concept import (
     editor_for,
 )
 from studio.core.errors import StudioError
+from studio.seeds import parse_seeds
 
 from .jobs import Job, JobRunner
 from .qt_images import pixmap_from
@@ -63,8 +63,8 @@ PRESERVE_SCALE_TIP = ("Weight of the preserved concepts. Larger keeps them close
 TOKENS_TIP = {"concept": "The concept's own word embeddings (default: best on the Rooms benchmark)",
               "last": "Only the concept's last word (fails on phrases whose last word does not change)",
               "all": "Every row of its encoding, start/end/padding included (as UCE does on CLIP)"}
-STRENGTHS = ("λ larger: gentler edit, less spill onto unlisted words. Edit scale larger: concepts pushed harder onto "
-             "their targets. Preserve scale larger: preserved concepts held closer. Hover for details.")
+STRENGTHS = ("Gentleness λ larger: less spill onto unlisted words. Edit strength larger: concepts pushed harder onto "
+             "their targets. Preserve strength larger: preserved concepts held closer. The defaults suit most edits.")
 HELP = ("Replace makes a concept mean its target; erase sends it to a guide (empty: the empty prompt). Preserved "
         "concepts keep their outputs. All edits are solved together, in closed form, on every cross-attention "
         "key and value projection.")
@@ -140,7 +140,6 @@ def _operate(operation: str, spec: ConceptEditSpec | None, prompts: list[str], s
 
     def work(generator, progress=None) -> ConceptResult:
         editor = editor_for(generator)
-        before = _render_grid(generator, prompts, seeds)
         if operation == "apply":
             note = EditSummary.of(editor.apply(spec, progress)).sentence()
         elif operation == "undo":
@@ -153,6 +152,8 @@ def _operate(operation: str, spec: ConceptEditSpec | None, prompts: list[str], s
             editor.revert()
             note = "Back to the original weights."
         after = _render_grid(generator, prompts, seeds)
+        with editor.as_loaded():  # "before" is the model as loaded, whichever way the stack moved
+            before = _render_grid(generator, prompts, seeds)
         return ConceptResult(note, prompts, seeds, before, after, [a.spec.label() for a in editor.stack],
                              editor.can_redo)
 
@@ -232,12 +233,22 @@ class ConceptPanel(QWidget):
         edits_layout.addWidget(add, 0, Qt.AlignmentFlag.AlignLeft)
         strengths = QFormLayout()
         strengths.addRow("Preserve", self.preserve)
-        for label, spin, tip in (("λ", self.lambda_, LAMBDA_TIP), ("Edit scale", self.edit_scale, EDIT_SCALE_TIP),
-                                 ("Preserve scale", self.preserve_scale, PRESERVE_SCALE_TIP)):
+        for label, spin, tip in (("Gentleness λ", self.lambda_, LAMBDA_TIP),
+                                 ("Edit strength", self.edit_scale, EDIT_SCALE_TIP),
+                                 ("Preserve strength", self.preserve_scale, PRESERVE_SCALE_TIP)):
             name = QLabel(label)
             name.setToolTip(tip)
             strengths.addRow(name, spin)
-        strengths.addRow("Tokens", self.tokens)
+        self.tokens_explained = QLabel()  # what the token choice means, visible without hovering
+        self.tokens_explained.setWordWrap(True)
+        self.tokens_explained.setStyleSheet("color: gray")
+        self.tokens.currentIndexChanged.connect(
+            lambda _: self.tokens_explained.setText(TOKENS_TIP.get(self.tokens.currentData(), "")))
+        self.tokens_explained.setText(TOKENS_TIP.get(self.tokens.currentData(), ""))
+        words = QHBoxLayout()
+        words.addWidget(self.tokens)
+        words.addWidget(self.tokens_explained, 1)
+        strengths.addRow("Words read", words)
         explained = QLabel(STRENGTHS)
         explained.setWordWrap(True)
         explained.setStyleSheet("color: gray")
@@ -247,9 +258,18 @@ class ConceptPanel(QWidget):
         buttons = QHBoxLayout()
         for b in (self.apply_button, self.undo_button, self.redo_button, self.revert_button):
             buttons.addWidget(b)
+        self.fields = QWidget()  # what a model without cross-attention disables (the reason stays readable)
+        fields = QVBoxLayout(self.fields)
+        fields.setContentsMargins(0, 0, 0, 0)
+        fields.addWidget(edits)
+        fields.addLayout(strengths)
+        self.reason = QLabel()
+        self.reason.setWordWrap(True)  # one sentence, which must not widen the window
+        self.reason.setStyleSheet("color: #8a4b00")
+        self.reason.hide()
         layout = QVBoxLayout(self)
-        layout.addWidget(edits)
-        layout.addLayout(strengths)
+        layout.addWidget(self.reason)
+        layout.addWidget(self.fields)
         layout.addLayout(buttons)
         layout.addWidget(self.stack_list)
         layout.addWidget(self.status)
@@ -293,13 +313,17 @@ class ConceptPanel(QWidget):
         self._clear_grid()
         self.stack_list.clear()
         if generator is None:
-            self.status.setText("No model is loaded.")
+            reason = "No model is loaded."
         elif not self._supported:
-            self.status.setText(f"{generator.name} has no cross-attention, so it has no words to rewrite; "
-                                "concept edits need a text-conditioned model such as rooms or Stable Diffusion.")
+            reason = (f"{generator.name} has no cross-attention (it reads no words), so there is nothing to rewrite "
+                      "here: open a text-conditioned model.")
         else:
-            self.status.setText(HELP)
+            reason = ""
             self.refresh()
+        self.reason.setText(reason)
+        self.reason.setVisible(bool(reason))
+        self.fields.setEnabled(not reason)
+        self.status.setText(HELP if not reason else "")
         self._update_buttons()
 
     def refresh(self) -> None:
@@ -331,10 +355,7 @@ class ConceptPanel(QWidget):
             prompts = [e.concept for e in spec.edits] + list(spec.preserve)
         if not prompts:
             prompts = [self.generator.default_prompt] if self.generator is not None else [""]
-        try:
-            seeds = parse_seeds(self.test_seeds.text().strip(), 0)
-        except ValueError as error:
-            raise StudioError(f"Cannot read the test seeds '{self.test_seeds.text()}': write e.g. 0-3,7.") from error
+        seeds = parse_seeds(self.test_seeds.text().strip(), 0)  # a SeedError says what is wrong with the text
         while len(prompts) * len(seeds) > MAX_GRID and len(prompts) > 1:
             prompts.pop()
         return prompts, seeds[: max(1, MAX_GRID // len(prompts))]
@@ -417,8 +438,11 @@ class ConceptPanel(QWidget):
 
     def _show_grid(self, result: ConceptResult) -> None:
         self._clear_grid()
-        for col, title in enumerate(("prompt", "before", "after"), start=0):
-            self.grid.addWidget(QLabel(f"<b>{title}</b>"), 0, col)
+        after = f"after: {', '.join(result.stack)}" if result.stack else "after: no concept edits"
+        for col, title in enumerate(("prompt", "before: as loaded", after), start=0):
+            header = QLabel(f"<b>{title}</b>")
+            header.setWordWrap(True)
+            self.grid.addWidget(header, 0, col)
         row = 1
         for p, prompt in enumerate(result.prompts):
             for s, seed in enumerate(result.seeds):

@@ -8,7 +8,6 @@ concept edits and a seed grid; device and frame time in the status bar. Every co
 """
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QTabWidget,
     QToolBar,
@@ -28,45 +26,38 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.concept import applied_labels
 from studio.core.device import describe
 from studio.live import Frame, LiveRequest, unit_activation
+from studio.seeds import SEED_MAX
 from studio.state import StudioState
 
 from . import gui_gc
+from .banner import MessageBanner
 from .canvas import Canvas
 from .export_dialog import ExportDialog
+from .history_strip import HistoryStrip
+from .image_actions import ImageActions
 from .jobs import JobRunner
+from .knob_examples import KnobExamples
+from .knob_panel import KnobPanel
 from .mask_tools import MaskTools
 from .model_picker import ModelPicker
-from .qt_images import heatmap_image
+from .qt_images import dice_icon, heatmap_image
 from .ranking_panel import RankingPanel
 from .sample_options import SampleOptionsBar
 from .recovery_actions import RecoveryActions
+from .seed_box import SeedBox
 from .seed_browser import SeedBrowser
 from .session_actions import SessionActions
 from .slider_panel import SliderPanel
 from .units_browser import UnitsBrowser
 from .worker import ModelWorker, WorkerThread
 
-SEED_MAX = 2**31 - 1
 
 
-class ErrorBanner(QLabel):
-    """One clear sentence above the canvas; click to dismiss. Nothing the user made is touched."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setWordWrap(True)
-        self.setStyleSheet("background:#6b2b2b;color:white;padding:6px;border-radius:3px;")
-        self.setToolTip("Click to dismiss")
-        self.hide()
-
-    def show_message(self, sentence: str) -> None:
-        self.setText(sentence)
-        self.show()
-
-    def mousePressEvent(self, event) -> None:
-        self.hide()
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 class MainWindow(QMainWindow):
@@ -109,8 +100,11 @@ class MainWindow(QMainWindow):
 
         self._build_widgets()
         self.sessions = SessionActions(self)
+        self.images = ImageActions(self)
+        self.history.chosen.connect(self.sessions.restore)
         self.recovery = RecoveryActions(self, Path(config_dir) / "recovery" if config_dir else None)
         self.centre_column.insertWidget(self.centre_column.indexOf(self.canvas), self.recovery.offer)
+        self._follow_state()
         self._build_menus()
         self._restore_settings()
         self.open_model(model or "")
@@ -119,26 +113,29 @@ class MainWindow(QMainWindow):
     def _build_widgets(self) -> None:
         self.picker = ModelPicker(self.settings)
         self.picker.open_requested.connect(self.open_model)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, SEED_MAX)
-        self.seed.setToolTip("The seed of the sample")
-        self.seed.valueChanged.connect(lambda _: self.generate())
+        self.picker.unavailable.connect(self.show_error)  # stays until closed: the install command can be read
+        self.seed = SeedBox()  # -1 picks a random seed and shows it
+        self.seed.setMinimumWidth(110)  # room for ten digits
+        self.seed.valueChanged.connect(self._on_seed_edited)
+        self.seed.invalid.connect(lambda sentence: self.show_error(sentence))
         self.rest_timer = QTimer(self)  # a slider at rest for this long gets its full-quality frame
         self.rest_timer.setSingleShot(True)
         self.rest_timer.setInterval(300)
         self.rest_timer.timeout.connect(lambda: self._post())
-        previous, following, lucky = QPushButton("◀"), QPushButton("▶"), QPushButton("Random")
+        previous, following, lucky = QPushButton("◀"), QPushButton("▶"), QPushButton(dice_icon(), "")
         previous.setToolTip("Previous seed (Alt+Left)")
         previous.setShortcut(QKeySequence("Alt+Left"))
         following.setToolTip("Next seed (Alt+Right)")
         following.setShortcut(QKeySequence("Alt+Right"))
         lucky.setToolTip("A random seed (Alt+R)")
         lucky.setShortcut(QKeySequence("Alt+R"))
-        for button in (previous, following):
+        lucky.setAccessibleName("Random seed")
+        self.dice = lucky
+        for button in (previous, following, lucky):
             button.setFixedWidth(32)
         previous.clicked.connect(lambda: self.seed.setValue(max(self.seed.value() - 1, 0)))
         following.clicked.connect(lambda: self.seed.setValue(min(self.seed.value() + 1, SEED_MAX)))
-        lucky.clicked.connect(lambda: self.seed.setValue(random.randrange(0, 100_000)))
+        lucky.clicked.connect(lambda: self.seed.setValue(-1))
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("prompt (text models)")
         self.prompt.returnPressed.connect(self.generate)
@@ -163,19 +160,27 @@ class MainWindow(QMainWindow):
         self.canvas = Canvas()
         self.canvas.mask_changed.connect(self._on_mask_changed)
         self.tools = MaskTools(self.canvas)
-        self.banner = ErrorBanner()
+        self.banner = MessageBanner(self.canvas)  # over the canvas: a message never pushes the image down
         centre = QWidget()
         column = QVBoxLayout(centre)
         column.setContentsMargins(4, 4, 4, 4)
-        column.addWidget(self.tools)
-        column.addWidget(self.banner)
+        self.addToolBarBreak()  # the mask tools get a row of their own: all of them fit at 1280 px wide
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.tools)
         column.addWidget(self.canvas, 1)
+        self.history = HistoryStrip()
+        column.addWidget(self.history)
+        self.history_timer = QTimer(self)  # a result joins the history once it has rested on screen
+        self.history_timer.setSingleShot(True)
+        self.history_timer.setInterval(700)
+        self.history_timer.timeout.connect(lambda: self.last_frame and self.history.record(self.last_frame, self.state))
         self.centre_column = column
 
         self.ranking = RankingPanel(self.jobs, self.state)
-        self.ranking.message.connect(self.show_error)
-        self.ranking.ranked.connect(lambda _: self.recovery.edited())
+        self.ranking.message.connect(  # a cancel the user asked for is news, not an error
+            lambda sentence: (self.show_info if self.ranking.progress.format() == "cancelled" else self.show_error)(
+                sentence))
         self.ranking.units_chosen.connect(self._add_sliders)
+        self.ranking.units_edited.connect(self._edit_units)
         self.ranking.unit_selected.connect(self._on_unit_selected)
         self.ranking.layers.layer_changed.connect(self._on_layer_changed)
         self.sliders = SliderPanel()
@@ -185,6 +190,7 @@ class MainWindow(QMainWindow):
         self.sliders.side_by_side.connect(self._on_side_by_side)
         self.sliders.unit_focused.connect(self._show_activation_of)
         units = QSplitter(Qt.Orientation.Vertical)
+        units.setObjectName("UnitsSplitter")
         units.addWidget(self.ranking)
         units.addWidget(self.sliders)
         units.setStretchFactor(0, 3)
@@ -193,6 +199,7 @@ class MainWindow(QMainWindow):
         self.seeds.seed_picked.connect(self.seed.setValue)
         self.seeds.message.connect(self.show_error)
         self.tabs = QTabWidget()
+        self._add_knob_panel()
         self.tabs.addTab(units, "Units")
         self.concepts = None
         # The concept-edit panel (widgets/concept_panel.py, a colleague's): ConceptPanel(jobs), told about models
@@ -206,6 +213,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.dissection, "Dissection")
         self.tabs.currentChanged.connect(lambda _: self._browse_seeds_if_visible())
         split = QSplitter(Qt.Orientation.Horizontal)
+        split.setObjectName("MainSplitter")
         split.addWidget(centre)
         split.addWidget(self.tabs)
         split.setStretchFactor(0, 3)
@@ -218,6 +226,23 @@ class MainWindow(QMainWindow):
         self.frame_label = QLabel("")
         self.statusBar().addPermanentWidget(self.frame_label)
         self.statusBar().addPermanentWidget(self.device_label)
+
+    def _add_knob_panel(self) -> None:
+        """The Knobs tab (first: the app's answer to "switch this off") and the examples beside the seed grid."""
+        self.knobs = KnobPanel(self.canvas.undo_stack, mask=lambda: self.state.mask)
+        self.knobs.knobs_changed.connect(self._on_knobs_changed)
+        self.knobs.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
+        self.knobs.learn_requested.connect(self._gather_examples)
+        self.tabs.addTab(self.knobs, "Switch off: Knobs")
+        self.examples = KnobExamples(self.jobs, self.state, self.seeds)
+        self.examples.knob_learned.connect(self.knobs.add_knob)
+        self.examples.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
+        self.seeds.set_side_widget(self.examples)
+
+    def _gather_examples(self) -> None:
+        """"Make a knob from examples": the Seeds tab, gathering."""
+        self.seeds.gather.setChecked(True)
+        self.tabs.setCurrentWidget(self.seeds)
 
     def _add_concept_panel(self) -> None:
         try:
@@ -246,13 +271,14 @@ class MainWindow(QMainWindow):
         self.export_action = file.addAction("Export…", self.show_export)
         self.export_action.setShortcut(QKeySequence("Ctrl+E"))
         self.export_action.setToolTip("Write the edited model as a checkpoint, then reopen and check it")
-        file.addAction("Save image…", self.sessions.save_image)
+        file.addAction(self.images.export_action)
         file.addSeparator()
         quit_action = file.addAction("Quit", self.close)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         edit = self.menuBar().addMenu("&Edit")
-        for action in (self.tools.undo, self.tools.redo, self.tools.clear, self.tools.invert, self.tools.fill):
-            edit.addAction(action)
+        for action in (self.tools.undo, self.tools.redo, None, self.tools.clear, self.tools.invert, self.tools.fill,
+                       self.tools.feather, None, self.tools.smaller, self.tools.larger, self.tools.show_mask):
+            edit.addAction(action) if action is not None else edit.addSeparator()
         view = self.menuBar().addMenu("&View")
         fit = view.addAction("Fit image", self.canvas.fit)
         fit.setShortcut(QKeySequence("Ctrl+0"))
@@ -276,6 +302,9 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state is not None:
             self.restoreState(state)
+        for splitter in self.findChildren(QSplitter):  # the image | panel split and the ranking | sliders split
+            if splitter.objectName() and s.value(f"window/{splitter.objectName()}") is not None:
+                splitter.restoreState(s.value(f"window/{splitter.objectName()}"))
         self.tools.size.setValue(int(s.value("mask/brush", self.canvas.brush_size)))
         self.tools.opacity.setValue(int(s.value("mask/opacity", int(self.canvas.overlay_opacity * 100))))
         self.ranking.set_options(str(s.value("rank/method", "fast")), str(s.value("rank/ablation", "zero")),
@@ -286,6 +315,9 @@ class MainWindow(QMainWindow):
         s = self.settings
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
+        for splitter in self.findChildren(QSplitter):
+            if splitter.objectName():
+                s.setValue(f"window/{splitter.objectName()}", splitter.saveState())
         s.setValue("mask/brush", self.tools.size.value())
         s.setValue("mask/opacity", self.tools.opacity.value())
         options = self.ranking.options()
@@ -314,21 +346,22 @@ class MainWindow(QMainWindow):
         if generator.takes_prompt and not self.prompt.text():
             self.prompt.setText(generator.default_prompt)
         if changed:  # another model: old units and rankings mean nothing here
-            self.sliders.set_edits([])
-            self.ranking.show_ranking(None)
-            self.state.ranking = None
+            self.state.update(edits=[], ranking=None)
+            self.knobs.clear_knobs()
+            self.state.examples.clear()
             self.dissection.set_layer(None)
         self.ranking.layers.set_layers(generator.layers(), self.state.layer)
         if self.concepts is not None:
             self.concepts.set_generator(generator)
+        self.knobs.load_shipped(self.jobs)
         self.banner.hide()
         self.statusBar().showMessage(f"Loaded {generator.name} ({generator.family})", 4000)
         self.model_loaded.emit(generator)
         self.generate()
 
     def _on_load_failed(self, sentence: str) -> None:
-        if self.generator is None:
-            self.canvas.placeholder = sentence
+        if self.generator is None:  # the banner says why; the canvas says what to do (not the same sentence twice)
+            self.canvas.placeholder = "No model is loaded: choose one in the Model box, or open a model file."
             self.canvas.update()
         self.show_error(sentence)
         self.load_failed.emit(sentence)
@@ -341,21 +374,37 @@ class MainWindow(QMainWindow):
             return
         prompt = self.prompt.text().strip() or None
         sample = self.generator.sample(self.seed.value(), prompt, **self.sample_options.values())
-        if sample != self.state.sample and self.state.sample is not None:
-            self.recovery.edited()
-        self.state.sample = sample
+        if sample == self.state.sample:
+            self._render_sample()  # the same sample on another model, or asked for again: render it anew
+        else:
+            self.state.sample = sample  # the state's change renders it
+
+    def _render_sample(self) -> None:
         self.canvas.set_heatmap(None)
         self._post(content=True)
-        if self.tabs.currentWidget() is self.seeds:
-            self.seeds.show_seeds(self.state.sample, self.seeds.first)
+        self._browse_seeds_if_visible()
+
+    def _on_sample_changed(self, event) -> None:
+        self._show_sample_fields(event.value)
+        if event.old is not None and event.value is not None and event.value.seed != event.old.seed:
+            self._say_what_carries_over(event.value.seed)
+
+    def _say_what_carries_over(self, seed: int) -> None:
+        """A new seed keeps the edits and the mask: say so, rather than carry them silently."""
+        kept = self.state.carried_over()
+        if kept:
+            self.statusBar().showMessage(f"Seed {seed}: kept {_join(kept)} from the previous seed "
+                                         "(remove them in the panels, or Clear the mask).", 10000)
 
     def _post(self, content: bool = False, preview: bool = False) -> int:
         """Put the newest state in the worker's mailbox and wake it (older unrendered states are dropped)."""
         if self.state.sample is None:
             return self._posted
-        edits = self.state.render_edits()
+        edits, knobs = self.state.render_edits(), tuple(self.state.knobs)
+        concept_edits = applied_labels(self.generator) if self.generator is not None else []
         request = LiveRequest(self.state.sample, edits, self.state.mask if self.state.has_mask() else None,
-                              original=bool(edits), preview=preview)
+                              original=bool(edits or knobs or concept_edits), preview=preview, knobs=knobs)
+        self.sliders.show_sides(len(edits), concept_edits)
         self._posted = self.worker.mailbox.post(request)
         if content:
             self._content = self._posted
@@ -373,50 +422,102 @@ class MainWindow(QMainWindow):
         how = f"partial from {frame.layer}" if frame.partial else "full"
         how += ", preview" if frame.preview else ""
         self.frame_label.setText(f"frame {frame.ms:.0f} ms ({how})")
+        if not frame.preview and frame.stamp == self._posted:
+            self.history_timer.start()
         self.frame_shown.emit(frame)
         self.image_shown.emit()
 
     def show_error(self, sentence: str) -> None:
         self.banner.show_message(sentence)
+        self.statusBar().clearMessage()  # the banner says it; the same sentence twice reads as two errors
+
+    def show_info(self, sentence: str) -> None:
+        """A finished job's message: shown over the canvas for a few seconds, then gone by itself."""
+        self.banner.show_message(sentence, error=False)
         self.statusBar().showMessage(sentence, 10000)
 
-    # -- reactions ----------------------------------------------------------------------------------------------
+    # -- the state and its views ----------------------------------------------------------------------------------
+    def _follow_state(self) -> None:
+        """The views follow ``self.state``: whoever changes it (the user, a restore, a script), every view shows
+        the change once, and one render follows each change. The ranking panel (widgets/ranking_panel.py) and
+        the autosave (widgets/recovery_actions.py) follow it themselves."""
+        events = self.state.events
+        events.sample.connect(self._on_sample_changed)
+        events.mask.connect(lambda event: self.canvas.show_mask(event.value))
+        events.mask.connect(lambda event: self.ranking.show_mask_state(self.state.has_mask()))
+        events.changed.connect(lambda event: self.ranking.refresh())  # the plan, and whether the ranking is stale
+        events.edits.connect(lambda event: self.sliders.show_edits(event.value))
+        events.knobs.connect(lambda event: self.knobs.set_edits(event.value))
+        events.local.connect(lambda event: self.sliders.local.setChecked(bool(event.value)))
+        events.layer.connect(lambda event: self._forget_ranking_of_other_layers(event.value))
+        events.changed.connect(self._on_state_changed)
+
+    def _show_sample_fields(self, sample) -> None:
+        if sample is None:
+            return
+        if self.prompt.text() != (sample.prompt or ""):
+            self.prompt.setText(sample.prompt or "")
+        self.sample_options.set_values(sample.options)
+        self.seed.setValue(sample.seed)  # the same seed as the state's: _on_seed_edited does nothing
+
+    def _forget_ranking_of_other_layers(self, layer: str | None) -> None:
+        ranking = self.state.ranking
+        if ranking is not None and getattr(ranking, "layer", layer) != layer:
+            self.state.ranking = None
+
+    def _on_state_changed(self, event) -> None:
+        names = event.value
+        if names & {"edits", "layer"}:
+            self.ranking.plot.set_marked([e.unit for e in self.state.edits if e.layer == self.state.layer],
+                                         self.ranking.plot.current)
+        if "sample" in names:
+            self._render_sample()
+        elif "knobs" in names and "edits" not in names:
+            self._post()
+            self._browse_seeds_if_visible()
+        elif "edits" in names:
+            self._browse_seeds_if_visible()
+            if self.generator is not None and self.generator.preview_options():
+                # slow families: a quick preview while the slider moves, the full frame once it rests
+                self._post(preview=True)
+                self.rest_timer.start()
+            else:
+                self._post()
+        elif self.state.edits and ("local" in names or ("mask" in names and self.state.local)):
+            self._post()
+
+    # -- reactions: what the user does goes into the state ---------------------------------------------------------
+    def _on_seed_edited(self, seed: int) -> None:
+        if self.state.sample is None or self.state.sample.seed != seed:
+            self.generate()
+
     def _on_mask_changed(self) -> None:
         mask = self.canvas.mask()
         self.state.mask = torch.from_numpy(mask) if mask is not None else None
-        self.recovery.edited()
-        if self.state.edits and self.state.local:
-            self._post()
 
     def _on_edits_changed(self, edits: list) -> None:
         self.state.edits = list(edits)
-        self.recovery.edited()
-        self.ranking.plot.set_marked([e.unit for e in edits if e.layer == self.state.layer],
-                                     self.ranking.plot.current)
-        if self.generator is not None and self.generator.preview_options():
-            # slow families: a quick preview while the slider moves, the full frame once it rests
-            self._post(preview=True)
-            self.rest_timer.start()
-        else:
-            self._post()
+
+    def _on_knobs_changed(self, edits: list) -> None:
+        self.state.knobs = list(edits)  # the state's change renders and autosaves
 
     def _on_local_changed(self, local: bool) -> None:
         self.state.local = local
-        self.recovery.edited()
-        if self.state.edits:
-            self._post()
 
     def _on_layer_changed(self, layer: str) -> None:
-        if layer and layer != self.state.layer:
+        if layer:
             self.state.layer = layer
-            if self.state.ranking is not None and getattr(self.state.ranking, "layer", layer) != layer:
-                self.ranking.show_ranking(None)
-                self.state.ranking = None
 
     def _add_sliders(self, units: list) -> None:
-        layer = self.ranking.layers.current_layer()
+        ranking = self.state.ranking  # the table's rows are this ranking's units (its layer, even with "All layers")
+        layer = getattr(ranking, "layer", None) or self.ranking.layers.current_layer()
         if layer and units:
             self.sliders.add_units(layer, units)
+
+    def _edit_units(self, units: list, op: str, value: float) -> None:
+        layer = self.ranking.layers.current_layer()
+        if layer and units:
+            self.sliders.apply_to_units(layer, units, op, value)
 
     def _on_hold(self, pressed: bool) -> None:
         self._holding = pressed
@@ -472,8 +573,18 @@ class MainWindow(QMainWindow):
         self.jobs.submit(work, done, self.show_error)
 
     def _browse_seeds_if_visible(self) -> None:
+        self.seeds.set_carry_text(self._edits_text())
         if self.tabs.currentWidget() is self.seeds and self.state.sample is not None:
-            self.seeds.show_seeds(self.state.sample, self.seeds.first or self.seed.value())
+            seed, page = self.seed.value(), len(self.seeds.buttons)
+            first = self.seeds.first if self.seeds.sample is not None else seed - seed % page  # its page
+            self.seeds.show_seeds(self.state.sample, first, self.state.render_edits(),
+                                  self.state.mask if self.state.has_mask() else None, self.state.knobs)
+
+    def _edits_text(self) -> str:
+        kept = self.state.carried_over()
+        edits = [k for k in kept if k != "the mask"]
+        shown = f"Shown with {_join(edits)}" if edits else "No edits: the seeds as the model makes them"
+        return f"{shown}; picking a seed keeps {_join(kept)}." if kept else f"{shown}."
 
     # -- drag and drop ------------------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
@@ -487,6 +598,8 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
         if Path(paths[0]).suffix.lower() == ".nstudio":
             self.sessions.open(paths[0])
+        elif Path(paths[0]).suffix.lower() == ".png":  # an exported image: its seed, prompt, model and edits
+            self.images.restore(paths[0])
         else:
             self.open_model(paths[0])
 

@@ -21,12 +21,14 @@ MODEL_FILTER = "Models (*.safetensors *.pkl *.pt *.pth *.ckpt *.bin *.tar *.xml)
 
 class ModelPicker(QComboBox):
     open_requested = Signal(str)
+    unavailable = Signal(str)  # how to get a model that is not installed, when the user picks it
 
     def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.settings = settings
         self.current = ""
         self.setMinimumContentsLength(18)
+        self.setPlaceholderText("no model loaded")
         self.setToolTip("Choose a model: built-in, recent, or open a file or folder (or drop one on the window)")
         self.activated.connect(self._on_activated)
         self.refresh()
@@ -53,13 +55,15 @@ class ModelPicker(QComboBox):
         except Exception as error:  # a broken family module must not take the picker down
             entries = []
             self.setToolTip(f"Some model families failed to load: {error}")
+        self.missing: dict[str, str] = {}  # name -> the sentence saying how to get it
         for entry in entries:
             label = entry.name if entry.available else f"{entry.name} (not installed)"
             self.addItem(label, entry.name)
             index = self.count() - 1
-            self.setItemData(index, entry.description if entry.available else entry.reason, Qt.ItemDataRole.ToolTipRole)
-            if not entry.available:
-                self.model().item(index).setEnabled(False)
+            if not entry.available:  # still pickable: picking it says how to get it
+                self.missing[entry.name] = f"{entry.name} ({entry.description}) is not installed; {entry.reason}."
+            self.setItemData(index, entry.description if entry.available else self.missing[entry.name],
+                             Qt.ItemDataRole.ToolTipRole)
         recent = self.recent()
         if self.current and self.findData(self.current) < 0:
             recent = [self.current] + [p for p in recent if p != self.current]
@@ -71,8 +75,8 @@ class ModelPicker(QComboBox):
         self.insertSeparator(self.count())
         self.addItem("Open file…", _OPEN_FILE)
         self.addItem("Open folder…", _OPEN_FOLDER)
-        index = self.findData(self.current)
-        self.setCurrentIndex(max(index, 0))
+        index = self.findData(self.current) if self.current else -1
+        self.setCurrentIndex(index)  # -1 while nothing is loaded: the box says so instead of naming a model
         self.blockSignals(False)
 
     def open_file(self) -> None:
@@ -84,11 +88,13 @@ class ModelPicker(QComboBox):
 
     def _on_activated(self, index: int) -> None:
         data = self.itemData(index)
-        self.setCurrentIndex(max(self.findData(self.current), 0))  # stays on the loaded model until it changes
+        self.setCurrentIndex(self.findData(self.current) if self.current else -1)  # stays on the loaded model
         if data == _OPEN_FILE:
             self.open_file()
         elif data == _OPEN_FOLDER:
             self.open_folder()
+        elif data in self.missing:
+            self.unavailable.emit(self.missing[data])
         else:
             self._request(data)
 

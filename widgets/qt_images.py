@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPen, QPixmap
 
 from studio.core.images import to_uint8
 
@@ -78,3 +79,21 @@ def heatmap_image(values: np.ndarray, alpha: float = 0.75) -> QImage:
     rgba[..., :3] = colormap(values)
     rgba[..., 3] = (np.clip(values, 0, 1) ** 0.5 * 255 * alpha).astype(np.uint8)
     return rgba_image(rgba)
+
+
+def dice_icon(size: int = 16) -> QIcon:
+    """A die showing five: the random-seed button's icon (drawn, so no emoji font is needed)."""
+    pixmap = QPixmap(size, size)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(QPen(QColor(60, 60, 60), 1.2))
+    painter.setBrush(QColor(250, 250, 250))
+    painter.drawRoundedRect(QRectF(1, 1, size - 2, size - 2), 3, 3)
+    painter.setBrush(QColor(40, 40, 40))
+    painter.setPen(Qt.PenStyle.NoPen)
+    r = size / 10
+    for fx, fy in ((0.3, 0.3), (0.7, 0.3), (0.5, 0.5), (0.3, 0.7), (0.7, 0.7)):
+        painter.drawEllipse(QPointF(fx * size, fy * size), r, r)
+    painter.end()
+    return QIcon(pixmap)

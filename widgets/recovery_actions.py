@@ -2,6 +2,7 @@
 
     recovery = RecoveryActions(window, directory)   # <config>/recovery by default
     recovery.edited()                               # after every edit: a write soon after, then every minute
+                                                    # (each change of the window's state is one edit)
     recovery.offer                                  # a bar above the canvas: Restore / Discard (no modal dialog)
     recovery.recover_action                         # File menu: enabled when the last run did not close normally
 
@@ -17,13 +18,17 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton
 
+from studio.concept import concept_editor_of
 from studio.recovery import Autosaver, RecoveryStore
 from studio.reference import ModelReference
 
-from .session_actions import concept_editor_of
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
+
+
+#: The fields of the window's StudioState that are the user's work (the layer and rank options are choices).
+WORK = frozenset({"mask", "edits", "knobs", "local", "ranking"})
 
 
 class RecoveryOffer(QFrame):
@@ -73,6 +78,15 @@ class RecoveryActions(QObject):
         self.timer.timeout.connect(self.tick)
         self.timer.start()
         window.model_loaded.connect(self._on_model_loaded)
+        self._had_sample = False  # the window's first sample is not an edit of the user's
+        window.state.events.changed.connect(self._on_state_changed)
+
+    def _on_state_changed(self, event) -> None:
+        """One change of the work (one stroke, one slider move, one whole restore) is one edit."""
+        names = event.value
+        if names & WORK or ("sample" in names and self._had_sample):
+            self.edited()
+        self._had_sample = self._had_sample or self.window.state.sample is not None
 
     @property
     def ready(self) -> bool:

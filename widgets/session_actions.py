@@ -1,10 +1,11 @@
-"""File menu actions: save and open ``.nstudio`` sessions (studio.session), recent sessions, save the shown image.
+"""File menu actions: save and open ``.nstudio`` sessions (studio.session), recent sessions.
 
 Saving captures the window's :class:`studio.state.StudioState` on the model's thread (the session hashes the
 weights and reads concept edits there); opening reloads the session's model when it differs, puts its concept
-edits back into the weights, then restores seed, prompt, mask, layer, ranking and sliders.
+edits back into the weights, then puts its seed, prompt, mask, layer, ranking and edits into the window's
+state in one change (``restore``); the seed field, canvas, ranking panel and sliders follow the state.
 
-    sessions = SessionActions(window)       # Open (Ctrl+O), Save (Ctrl+S), Save As (Ctrl+Shift+S), Open Recent
+    sessions = SessionActions(window)       # Open (Ctrl+O), Save (Ctrl+S), Save As (Ctrl+Alt+S), Open Recent
     sessions.modified                       # True after an edit until the work is saved (the close prompt asks)
     sessions.save(path, then=window.close)  # ``then`` runs once the file is written
 
@@ -21,7 +22,7 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
 
-from studio.concept import editor_for
+from studio.concept import concept_editor_of
 from studio.recovery import RecentSessions
 from studio.session import SessionError, load_session, save_session
 from studio.state import StudioState
@@ -30,14 +31,6 @@ if TYPE_CHECKING:
     from .main_window import MainWindow
 
 SESSION_FILTER = "Neuron Studio sessions (*.nstudio)"
-
-
-def concept_editor_of(generator):
-    """The model's concept-edit stack when it has cross-attention (sessions save its applied edits)."""
-    if not generator.cross_attention():
-        return None
-
-    return editor_for(generator)
 
 
 def unreadable_reason(path: Path) -> str | None:
@@ -69,7 +62,7 @@ class SessionActions(QObject):
         self.save_action.setShortcut(QKeySequence("Ctrl+S"))
         self.save_action.triggered.connect(lambda: self.save(self.path))
         self.save_as_action = QAction("Save session as…", self)
-        self.save_as_action.setShortcut(QKeySequence("Ctrl+Shift+S"))
+        self.save_as_action.setShortcut(QKeySequence("Ctrl+Alt+S"))  # Ctrl+Shift+S exports the image
         self.save_as_action.triggered.connect(lambda: self.save(None))
         self.recent_menu = QMenu("Open recent session", window)
         self.recent_menu.aboutToShow.connect(self.refresh_recent)  # files may have gone since the last look
@@ -134,7 +127,7 @@ class SessionActions(QObject):
             path = self._ask_path()
             if path is None:
                 return
-        snapshot = replace(window.state, edits=list(window.state.edits))  # the user may go on editing meanwhile
+        snapshot = replace(window.state, edits=list(window.state.edits), knobs=list(window.state.knobs))  # the user may go on editing meanwhile
         target = Path(path)
 
         def work(generator):
@@ -174,21 +167,6 @@ class SessionActions(QObject):
             return
         self.save(other, then)
 
-    def save_image(self) -> None:
-        frame = getattr(self.window, "last_frame", None)
-        if frame is None:
-            self.window.show_error("No image yet: wait for the model to render.")
-            return
-        path, _ = QFileDialog.getSaveFileName(self.window, "Save image", "image.png", "PNG images (*.png)")
-        if path:
-            from studio.core.errors import StudioError
-            from studio.core.images import save_image
-
-            try:
-                save_image(frame.image, path)
-            except (OSError, StudioError) as error:
-                self.window.show_error(f"Could not save the image: {error}")
-
     # -- opening ------------------------------------------------------------------------------------------------
     def open(self, path: str | Path | None, *, origin: str | None = None, recovered: bool = False,
              then: Callable[[], None] | None = None) -> None:
@@ -205,12 +183,7 @@ class SessionActions(QObject):
         source = Path(path)
 
         def done(session) -> None:
-            target = (Path(origin) if origin else None) if recovered else source
-            if window.generator is not None and session.model.source == window.generator.source:
-                self._apply(session, target, recovered, then)
-            else:
-                self.pending = (session, target, recovered, then)
-                window.open_model(session.model.source)
+            self.show_session(session, (Path(origin) if origin else None) if recovered else source, recovered, then)
 
         def failed(sentence: str) -> None:
             window.show_error(sentence)
@@ -220,6 +193,16 @@ class SessionActions(QObject):
 
 
         window.jobs.submit(lambda generator: load_session(source), done, failed)
+
+    def show_session(self, session, target: Path | None, recovered: bool = False,
+                     then: Callable[[], None] | None = None) -> None:
+        """Show a read session (``recovered``: as unsaved work), reloading its model first when another is open."""
+        window = self.window
+        if window.generator is not None and session.model.source == window.generator.source:
+            self._apply(session, target, recovered, then)
+        else:
+            self.pending = (session, target, recovered, then)
+            window.open_model(session.model.source)
 
     def _apply_pending(self, generator) -> None:
         pending, self.pending = self.pending, None
@@ -234,8 +217,10 @@ class SessionActions(QObject):
             return session.model.mismatch(generator)
 
         def done(mismatch) -> None:
-            state = StudioState.from_session(session)
-            self.restore(state)
+            shown = window.state.sample
+            self.restore(StudioState.from_session(session))
+            if window.state.sample == shown:
+                window.generate()  # the weights may now hold the session's concept edits: render them
             if window.concepts is not None:
                 window.concepts.set_generator(window.generator)
             if recovered:
@@ -256,27 +241,11 @@ class SessionActions(QObject):
         window.jobs.submit(work, done, window.show_error)
 
     def restore(self, state: StudioState) -> None:
-        """Show ``state`` in the window: sample, mask, layer, ranking, sliders, local switch."""
-        window = self.window
-        if state.sample is not None:
-            window.prompt.setText(state.sample.prompt or "")
-            window.sample_options.set_values(state.sample.options)
-            window.seed.blockSignals(True)
-            window.seed.setValue(state.sample.seed)
-            window.seed.blockSignals(False)
-        window.generate()
-        window.state.rank_options = state.rank_options
-        window.ranking.set_options(**state.rank_options.to_json())
-        if state.layer:
-            window.ranking.layers.set_layers(window.generator.layers(), state.layer)
-        window.state.ranking = state.ranking
-        window.ranking.show_ranking(state.ranking)
-        if state.mask is not None:
-            window.state.mask = state.mask
-            if not window.canvas.has_image or tuple(state.mask.shape) == window.canvas.image_size():
-                window.canvas.set_mask(state.mask.numpy(), "Open session mask")  # kept until the image arrives
-        window.sliders.local.setChecked(state.local)
-        window.sliders.set_edits(state.edits)
+        """Put ``state``'s work into the window's state as one change; the views and the renderer follow it."""
+        current = self.window.state
+        current.update(sample=state.sample if state.sample is not None else current.sample, mask=state.mask,
+                       layer=state.layer or current.layer, ranking=state.ranking, rank_options=state.rank_options,
+                       edits=list(state.edits), knobs=list(state.knobs), local=state.local)
 
     # -- closing ------------------------------------------------------------------------------------------------
     def ask_to_save(self, then: Callable[[], None]) -> bool:

@@ -1,4 +1,4 @@
-"""The long-lived worker thread that owns the model (STYLE.md §3).
+"""The long-lived worker thread that owns the model, so the GUI thread never waits on it.
 
 The GUI thread never touches the model: it posts requests; the worker answers with signals.
 Errors come back as one sentence, never as a crash. Three kinds of request reach the worker:

@@ -1,14 +1,28 @@
-"""``python -m studio bench rooms``: does switching off the units the ranking finds turn a lamp off, as the truth says?
+"""``python -m studio bench rooms``: does a lamp really go dark, as a user sees it, and as the truth says?
 
-For held-out Rooms scenes with a lit lamp (seeds from ``HELD_OUT_FIRST``, disjoint from training's < 10**9), the light
-region of that lamp (its ``glow<i>`` and ``lamp<i>`` truth masks) is the mask; the project's ranking ranks the units
-of the model's layers for that one image (:func:`studio.ranking.rank_layers`, every spatial layer), the best units
-over all layers are pooled by score (:func:`studio.ranking.best_units`, at most ``--top``), switched off by a real
-:class:`~studio.core.hooks.Editor` edit, and the model renders the room again. The result is compared with the exact render
-of the same room with that lamp off (``world.with_lamp(scene, i, lit=False)``)::
+For held-out Rooms scenes with a lit lamp (seeds from ``HELD_OUT_FIRST``, disjoint from training's < 10**9), the lamp
+is switched off two ways, each with the truth mask (its ``glow<i>`` | ``lamp<i>`` region) and a rough one (that
+region's bounding box dilated by 3 px, what a hand paints): ``ranked_off``, the best units of the fast ranking over
+every layer switched off inside the mask; and ``knob``, a lamp-off knob learned by :func:`studio.knobs.learn_knob`
+from 8 examples on tuning seeds (4 lit, 4 unlit lamps, rough masks) and applied at strength 1 through the app's
+:class:`studio.live.LiveRenderer`::
 
     python -m studio bench rooms --seeds 20 --json
-    {"scenes": 20, "lamp_off_rate": 0.85, "relight_psnr": 15.8, "outside_change": 0.0019, "units_used": 20, ...}
+    {"ceiling_psnr": 23.7, "lit_psnr": 24.0, "methods": {"ranked_off": {"masks": {"truth": {...}, "rough": {...}}},
+     "knob": {"masks": {"truth": {"really_off": ..., "lamp_off_rate": ..., "relight_psnr": ..., "outside_change": ...,
+     "other_lamp_kept": ..., "units_used": ...}, "rough": {...}}}}, ...}
+
+Figures of each method and mask (:func:`user_figures`): ``really_off`` (the world's detectors on the edited image:
+lamp still counted, its shade unlit, the region nearer the unlit truth than the lit truth and the unedited image are,
+wall/bed/window/other lamps read as before: a dark hole or an erased lamp fails), ``lamp_off_rate`` (region nearer
+the unlit truth than the lit one), ``relight_psnr`` (region against the unlit truth), ``outside_change`` (mean
+absolute change outside the truth region), ``other_lamp_kept`` (on scenes with another lit lamp: it still reads lit
+and its region changed by at most 0.01), ``units_used``. At the top, ``ceiling_psnr``: the model's render with the
+lamp's lit flag flipped in the latent, against the unlit truth (the best an edit of this model can do), and
+``lit_psnr``: the unedited image against the lit truth. The knob's layers, units and pattern size were chosen with
+``--tuning-scenes`` (seeds from ``TUNING_FIRST + 2*10**6``), never on the reported seeds.
+
+The older ranking-only figures (``evaluate``, ``--tune``) follow.
 
 Figures (region = the lamp's light region; images in [0, 1]):
 
@@ -61,6 +75,8 @@ from studio.core.errors import StudioError
 from studio.core.hooks import UnitEdit
 from studio.core.images import save_image
 from studio.core.rooms import world
+from studio.knobs import Example, KnobEdit, learn_knob
+from studio.live import LiveRenderer
 from studio.ranking import best_units, rank_layers, rank_units
 
 #: Reported scenes start here (training seeds lie below 10**9, the model card's held-out set at 10**9).
@@ -293,10 +309,171 @@ def tune(generator, count: int, layers: Sequence[str], tops: Sequence[int], shar
     return out
 
 
+# -- the truth benchmark of what a user sees: ranked units switched off against a knob learned from examples ----------
+
+#: The knob's examples come from here (lit lamps) and ``+ UNLIT_OFFSET`` (unlit lamps): tuning seeds, never reported.
+KNOB_FIRST = TUNING_FIRST
+UNLIT_OFFSET = 1_000_000
+KNOB_EXAMPLES = 4  # per side: 4 lit + 4 unlit
+#: Chosen on tuning scenes (TUNING_FIRST + 2*10**6, 12 scenes, rough masks); see the model card.
+KNOB_LAYERS = ("blocks.0", "blocks.1", "blocks.2")
+KNOB_UNITS = 48
+KNOB_PATTERN = 6
+ROUGH_PX = 3
+OTHER_LAMP_TOLERANCE = 0.01
+KNOB_TARGETS = {"really_off": 0.9, "relight_gap_db": 2.5, "outside_change": 0.005, "other_lamp_kept": 0.95}
+
+
+def rough_mask(region: np.ndarray, px: int = ROUGH_PX) -> np.ndarray:
+    """What a hand paints: the region's bounding box dilated by ``px`` pixels (clipped to the image)."""
+    ys, xs = np.nonzero(region)
+    out = np.zeros_like(region, dtype=bool)
+    if len(ys):
+        out[max(ys.min() - px, 0):ys.max() + px + 1, max(xs.min() - px, 0):xs.max() + px + 1] = True
+    return out
+
+
+def lamp_region(scene, index: int, size: int) -> np.ndarray:
+    """Where lamp ``index`` and its light are when it is lit (glow and lamp truth masks), whatever its state now."""
+    t = world.truth(world.with_lamp(scene, index, lit=True), size)
+    return t.masks[f"glow{index}"] | t.masks[f"lamp{index}"]
+
+
+def knob_examples(generator, count: int = KNOB_EXAMPLES, first: int = KNOB_FIRST, masks: str = "rough"):
+    """``count`` lit and ``count`` unlit lamps on tuning seeds: the knob's present and wanted examples, with rough
+    masks (a quick box) or the truth regions (``masks="truth"``: carefully painted, or a proposed region accepted)."""
+    size = int(generator.resolution[0])
+
+    def pick(start: int, lit: bool) -> list:
+        out, seed = [], start
+        while len(out) < count:
+            caption = world.caption(world.sample_scene(np.random.default_rng(seed)))
+            scene = world.scene_from(world.sample_latent(seed), caption)
+            lamps = [i for i, lamp in enumerate(scene.lamps) if lamp.lit == lit]
+            if lamps:
+                region = lamp_region(scene, lamps[0], size)
+                mask = (region if masks == "truth" else rough_mask(region)).astype(np.float32)
+                out.append(Example(generator.sample(seed, caption), torch.from_numpy(mask)))
+            seed += 1
+        return out
+
+    return pick(first, True), pick(first + UNLIT_OFFSET, False)
+
+
+def bench_knob(generator, *, layers: Sequence[str] = KNOB_LAYERS, units: int = KNOB_UNITS,
+               pattern: int = KNOB_PATTERN, first: int = KNOB_FIRST, name: str = "lamp-off",
+               example_masks: str = "rough"):
+    """The lamp-off knob learned from 8 tuning examples (4 lit, 4 unlit) through the app's :func:`learn_knob`."""
+    present, wanted = knob_examples(generator, first=first, masks=example_masks)
+    return learn_knob(generator, name, present=present, wanted=wanted, layers=list(layers), units=units,
+                      pattern=pattern)
+
+
+def user_figures(model: np.ndarray, edited: np.ndarray, scene: TruthScene, room) -> dict:
+    """What a user sees in one edited image (H, W, 3), judged by the world's own detectors.
+
+    ``really_off``: the lamp is still there (lamp count unchanged), its shade reads unlit, the region is nearer the
+    unlit truth than both the lit truth and the unedited image are, and wall, bed, window and the other lamps' states
+    read as in the unedited image. A dark hole fails the third test, an erased lamp the first.
+    """
+    r, i = scene.region, scene.lamp
+    inside = edited[r]
+    to_unlit = float(np.abs(inside - scene.unlit[r]).mean())
+    nearer = to_unlit < float(np.abs(inside - scene.lit[r]).mean()) and \
+        to_unlit < float(np.abs(model[r] - scene.unlit[r]).mean())
+    before, after = world.detect_fields(model, room), world.detect_fields(edited, room)
+    others = [j for j in range(len(room.lamps)) if j != i]
+    same_others = all(world.detect_lit(edited, room, j) == world.detect_lit(model, room, j) for j in others)
+    really = bool(nearer and before == after and not world.detect_lit(edited, room, i) and same_others)
+    size = edited.shape[0]
+    kept = []
+    for j in others:
+        if room.lamps[j].lit:
+            other = lamp_region(room, j, size) & ~r
+            change = float(np.abs(edited[other] - model[other]).mean()) if other.any() else 0.0
+            kept.append(bool(world.detect_lit(edited, room, j) and change <= OTHER_LAMP_TOLERANCE))
+    return {"really_off": really, "off": nearer or to_unlit < float(np.abs(inside - scene.lit[r]).mean()),
+            "psnr": _psnr(inside, scene.unlit[r]),
+            "outside": float(np.abs(edited[~r] - model[~r]).mean()) if (~r).any() else 0.0, "kept": kept}
+
+
+def _method_summary(rows: list[dict], units: list[int]) -> dict:
+    kept = [k for row in rows for k in row["kept"]]
+    return {"really_off": round(sum(r["really_off"] for r in rows) / len(rows), 3),
+            "lamp_off_rate": round(sum(r["off"] for r in rows) / len(rows), 3),
+            "relight_psnr": round(statistics.mean(r["psnr"] for r in rows), 2),
+            "outside_change": round(statistics.mean(r["outside"] for r in rows), 4),
+            "other_lamp_kept": round(sum(kept) / len(kept), 3) if kept else None,
+            "other_lamp_scenes": len(kept),
+            "units_used": round(statistics.mean(units), 2) if units else 0.0}
+
+
+def user_benchmark(generator, scenes: Sequence[TruthScene], knob, *, top: int = DEFAULT_TOP,
+                   method: str = DEFAULT_METHOD, layer: str = ALL_LAYERS, keep_images: bool = False,
+                   progress=None) -> dict:
+    """Both methods, both masks, on every scene: the figures of the issue's JSON layout (see :func:`run`).
+
+    ``knob`` is applied with strength 1 through :class:`studio.live.LiveRenderer`, as the app's slider does.
+    """
+
+    start = time.perf_counter()
+    layers = resolve_layers(generator, layer)
+    rows = {(m, k): [] for m in ("ranked_off", "knob") for k in ("truth", "rough")}
+    units = {key: [] for key in rows}
+    ceiling, lit, images, ceiling_rows = [], [], [], []
+    live = LiveRenderer(generator)
+    try:
+        for n, scene in enumerate(scenes):
+            room = world.scene_from(world.sample_latent(scene.seed), scene.caption)
+            with torch.inference_mode():
+                model = _image(generator.render([scene.sample]))
+                off_latent = world.encode_latent(world.with_lamp(room, scene.lamp, lit=False))
+                flipped = generator.sample(scene.seed, scene.caption, latent=[float(v) for v in off_latent])
+                ceil = _image(generator.render([flipped]))
+            r = scene.region
+            ceiling.append(_psnr(ceil[r], scene.unlit[r]))
+            ceiling_rows.append(user_figures(model, ceil, scene, room))
+            lit.append(_psnr(model[r], scene.lit[r]))
+            shown = {}
+            for kind, region in (("truth", r), ("rough", rough_mask(r))):
+                mask = torch.from_numpy(region.astype(np.float32))
+                pairs = choose_pairs(generator, scene, mask, layers, top, DEFAULT_MIN_SHARE, method,
+                                     DEFAULT_ABLATION, DEFAULT_ROUNDS)
+                edits = [UnitEdit(name, u, "off", local=True) for name, u in pairs]
+                ranked = _image(live.render(scene.sample, edits, mask)[0])
+                knobbed = _image(live.render(scene.sample, (), None, [KnobEdit(knob, mask, 1.0)])[0])
+                for m, image, used in (("ranked_off", ranked, len(pairs)), ("knob", knobbed, knob.unit_count)):
+                    rows[(m, kind)].append(user_figures(model, image, scene, room))
+                    units[(m, kind)].append(used)
+                shown[kind] = (ranked, knobbed)
+            if keep_images:
+                images.append((model, *shown["rough"], ceil, scene.unlit))
+            if progress is not None:
+                progress(n + 1, len(scenes), scene.seed, knob.unit_count)
+    finally:
+        live.close()
+    methods = {m: {"masks": {k: _method_summary(rows[(m, k)], units[(m, k)]) for k in ("truth", "rough")}}
+               for m in ("ranked_off", "knob")}
+    methods["ranked_off"].update({"layers": layer, "top": top, "ranking": method, "local": True})
+    methods["knob"].update({"name": knob.name, "layers": {layer: len(u) for layer, u in knob.units.items()},
+                            "examples": {side: [e.sample.seed for e in items] for side, items in knob.examples.items()},
+                            "strength": 1.0})
+    result = {"ceiling_psnr": round(statistics.mean(ceiling), 2), "lit_psnr": round(statistics.mean(lit), 2),
+              # the lit flag flipped in the latent, judged like the edits: what this model allows at best
+              "ceiling": {k: v for k, v in _method_summary(ceiling_rows, []).items() if k != "units_used"},
+              "scenes": len(scenes), "seeds": [s.seed for s in scenes], "methods": methods,
+              "targets": dict(KNOB_TARGETS), "seconds": round(time.perf_counter() - start, 2)}
+    if keep_images:
+        result["images"] = images
+    return result
+
+
 def register(benches: argparse._SubParsersAction) -> None:
-    p = benches.add_parser("rooms", help="truth benchmark: switched-off units against the lamp-off render",
-                           description="Rank units for a lamp's light on held-out Rooms scenes, switch the top units "
-                                       "off and compare with the exact render of the room with that lamp off.")
+    p = benches.add_parser("rooms", help="truth benchmark: ranked units switched off and a lamp-off knob against "
+                                         "the lamp-off render",
+                           description="On held-out Rooms scenes, switch a lit lamp off two ways (ranked units off; "
+                                       "a knob learned from 4 lit and 4 unlit example lamps), with truth and rough "
+                                       "masks, and judge the result with the world's own detectors and renders.")
     add_model_args(p, seed=False, prompt=False)
     p.add_argument("--seeds", type=int, default=20, help="held-out scenes with a lit lamp (default: 20)")
     p.add_argument("--layer", default=DEFAULT_LAYER,
@@ -317,8 +494,20 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                    help="rank again with the chosen units off, top/rounds units per round (default: "
                         f"{DEFAULT_ROUNDS}; zero ablation only)")
-    p.add_argument("--picture", default=None, help="save lit | model | edited | unlit rows of 4 scenes to this PNG")
-    p.add_argument("--tune", action="store_true", help="sweep layers/top/min-share on the tuning seeds instead")
+    p.add_argument("--picture", default=None,
+                   help="save model | ranked-off | knob | ceiling | unlit truth rows of the first 4 scenes (rough "
+                        "masks) to this PNG")
+    p.add_argument("--knob-layers", default=",".join(KNOB_LAYERS),
+                   help=f"layers the knob is learned on, comma-separated (default: {','.join(KNOB_LAYERS)})")
+    p.add_argument("--knob-units", type=int, default=KNOB_UNITS, help=f"units the knob keeps (default: {KNOB_UNITS})")
+    p.add_argument("--knob-pattern", type=int, default=KNOB_PATTERN,
+                   help=f"knob target grid, 1 = constant (default: {KNOB_PATTERN})")
+    p.add_argument("--example-masks", default="rough", choices=("rough", "truth"),
+                   help="masks on the knob's 8 examples: quick boxes or the truth regions (default: rough)")
+    p.add_argument("--tuning-scenes", action="store_true",
+                   help="report on the tuning scenes (choosing knob settings) instead of the held-out ones")
+    p.add_argument("--tune", action="store_true",
+                   help="sweep the ranked-off method's layers/top/min-share on the tuning seeds instead")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1; 0: torch's choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
@@ -342,25 +531,32 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     def report(done: int, total: int, seed: int, units: int) -> None:
-        print(f"\rrooms truth: {done}/{total} scenes (seed {seed}: {units} units)", end="\n" if done == total else "",
+        print(f"\rrooms truth: {done}/{total} scenes (seed {seed})", end="\n" if done == total else "",
               file=sys.stderr, flush=True)
 
-    scenes = truth_scenes(generator, args.seeds)
-    result = evaluate(generator, scenes, layer=args.layer, top=args.top, min_share=args.min_share, local=args.local,
-                      method=args.method, ablation=args.ablation, rounds=args.rounds, keep_images=bool(args.picture), progress=report)
+    knob_layers = [n.strip() for n in args.knob_layers.split(",") if n.strip()]
+    knob = bench_knob(generator, layers=knob_layers, units=args.knob_units, pattern=args.knob_pattern,
+                      example_masks=args.example_masks)
+    first = TUNING_FIRST + 2 * UNLIT_OFFSET if args.tuning_scenes else HELD_OUT_FIRST
+    scenes = truth_scenes(generator, args.seeds, first)
+    result = user_benchmark(generator, scenes, knob, top=args.top, method=args.method, layer=args.layer,
+                            keep_images=bool(args.picture), progress=report)
+    result["first_seed"] = first
+    result["methods"]["knob"]["example_masks"] = args.example_masks
     if args.picture:
         result["picture"] = str(save_strip(result.pop("images")[:4], args.picture))
     result["threads"] = torch.get_num_threads()
     if args.json:
         print(json.dumps(result))
         return 0
-    alt, base = result["alternative"], result["baseline"]
-    print(f"{result['scenes']} held-out rooms, {result['layer']}, {result['method']} ranking, "
-          f"{'local' if result['local'] else 'global'} switch-off of {result['units_used']} units on average")
-    for name, figures in (("edited", result), (f"{'global' if result['local'] else 'local'} (alt)", alt),
-                          ("unedited model", base)):
-        print(f"  {name:>16}: lamp off {figures['lamp_off_rate']:.2f}, PSNR vs unlit {figures['relight_psnr']:.1f} dB, "
-              f"outside change {figures['outside_change']:.4f}, darkening {figures['darkening']:.2f}")
-    print(f"targets: lamp_off_rate >= {TARGETS['lamp_off_rate']}, outside_change <= {TARGETS['outside_change']}; "
-          f"{result['seconds']:.0f} s")
+    print(f"{result['scenes']} {'tuning' if args.tuning_scenes else 'held-out'} rooms; ceiling (lit flag flipped in "
+          f"the latent) {result['ceiling_psnr']:.1f} dB, unedited vs lit truth {result['lit_psnr']:.1f} dB")
+    for m, figures in result["methods"].items():
+        for kind, f in figures["masks"].items():
+            kept = "n/a" if f["other_lamp_kept"] is None else f"{f['other_lamp_kept']:.2f}"
+            print(f"  {m:>10} {kind:>5} masks: really off {f['really_off']:.2f}, lamp off {f['lamp_off_rate']:.2f}, "
+                  f"relight {f['relight_psnr']:.1f} dB, outside {f['outside_change']:.4f}, other lamp kept {kept}, "
+                  f"{f['units_used']:g} units")
+    print(f"targets (knob, rough masks): really_off >= 0.9, relight_psnr >= ceiling - 2.5 dB, outside_change <= 0.005, "
+          f"other_lamp_kept >= 0.95; {result['seconds']:.0f} s")
     return 0

@@ -67,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
     edits = [parse_unit(text, local=args.local, steps=steps) for text in args.unit]
     generator = open_from_args(args)
     for e in edits:
-        info = generator.layer(e.layer)
-        if not 0 <= e.unit < info.units:
-            raise StudioError(f"Unit {e.unit} does not exist: {e.layer} has units 0..{info.units - 1}.")
+        generator.unit_layer(e.layer, e.unit)
     mask = None
     if args.mask:
         mask, note = load_mask(args.mask, generator.resolution)

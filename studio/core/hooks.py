@@ -14,6 +14,11 @@ Editing (one hook per edited layer, holding per-unit tensors that sliders change
         image = generator.render(samples)
         editor.layer("blocks.3").set_unit(4, "scale", 2.5)   # a slider frame: in place, nothing re-registered
 
+Unit targets (what a knob applies: chosen units pulled towards a per-unit spatial pattern placed on a region, by
+``strength * mask``) go through the same hook::
+
+    editor.set_targets([UnitTargets("blocks.1", units, pattern, mask, strength=1.0)])
+
 Every hook is removed when the ``with`` block ends, also when it ends with an exception.
 """
 from __future__ import annotations
@@ -77,6 +82,15 @@ def count_hooks(root: nn.Module) -> int:
     """Number of forward hooks registered anywhere under ``root`` (tests assert it returns to zero)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in root.modules())
 
+
+
+def check_unit(layer: str, unit: int, units: int) -> None:
+    """Raise :class:`StudioError` (one sentence) unless ``unit`` is one of a layer's ``units``.
+
+        check_unit("blocks.1", 70, 64)   # StudioError: Unit 70 is out of range: blocks.1 has units 0..63.
+    """
+    if not 0 <= unit < units:
+        raise StudioError(f"Unit {unit} is out of range: {layer} has units 0..{units - 1}.")
 
 class StopForward(Exception):
     """Raised by a stopping Trace once every traced layer has run; swallowed by the Trace."""
@@ -213,11 +227,87 @@ def edit_activation(x: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
     return torch.where(local.to(x.device).view(1, -1, 1, 1), blended, edited)
 
 
+def mask_box(mask: torch.Tensor, threshold: float = 0.5) -> tuple[float, float, float, float] | None:
+    """The bounding box (y0, x0, y1, x1) of ``mask > threshold`` as fractions of the image (pixel edges); None if empty."""
+    m = mask.reshape(mask.shape[-2], mask.shape[-1]) > threshold
+    rows, cols = torch.nonzero(m.any(1)).flatten(), torch.nonzero(m.any(0)).flatten()
+    if not len(rows):
+        return None
+    h, w = m.shape
+    return (float(rows[0]) / h, float(cols[0]) / w, float(rows[-1] + 1) / h, float(cols[-1] + 1) / w)
+
+
+def box_grid(box: tuple[float, float, float, float], size: Sequence[int]) -> torch.Tensor:
+    """A (1, P, Q, 2) ``grid_sample`` grid of P x Q cell centres spread over ``box`` (fractions of the image)."""
+    y0, x0, y1, x1 = box
+    p, q = int(size[0]), int(size[1])
+    ys = y0 + (torch.arange(p, dtype=torch.float32) + 0.5) / p * (y1 - y0)
+    xs = x0 + (torch.arange(q, dtype=torch.float32) + 0.5) / q * (x1 - x0)
+    gy, gx = torch.meshgrid(2 * ys - 1, 2 * xs - 1, indexing="ij")
+    return torch.stack([gx, gy], dim=-1)[None]
+
+
+def place_pattern(pattern: torch.Tensor, box: tuple[float, float, float, float], size: Sequence[int]) -> torch.Tensor:
+    """(K, P, Q) pattern stretched over ``box`` of an (h, w) grid: (K, h, w), the border value repeated outside it."""
+    h, w = int(size[0]), int(size[1])
+    y0, x0, y1, x1 = box
+    us = ((torch.arange(h, dtype=torch.float32) + 0.5) / h - y0) / max(y1 - y0, 1e-6)
+    vs = ((torch.arange(w, dtype=torch.float32) + 0.5) / w - x0) / max(x1 - x0, 1e-6)
+    gy, gx = torch.meshgrid(2 * us - 1, 2 * vs - 1, indexing="ij")
+    grid = torch.stack([gx, gy], dim=-1)[None].to(pattern.device, torch.float32)
+    placed = F.grid_sample(pattern[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return placed[0]
+
+
+@dataclass(eq=False)
+class UnitTargets:
+    """Some units of one layer pulled towards a target: ``x + strength * m * (target - x)`` on those units.
+
+    ``pattern`` (K, P, Q) is placed on the box of ``mask`` (centred and scaled to it; P = Q = 1 is a constant);
+    ``m`` is ``mask`` at the layer's resolution. Strength 0 is the identity, 1 the target, beyond 1 past it.
+    """
+
+    layer: str
+    units: torch.Tensor  # (K,) long
+    pattern: torch.Tensor  # (K, P, Q)
+    mask: torch.Tensor  # (H, W) in [0, 1] at image resolution
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.units = torch.as_tensor(self.units, dtype=torch.long).reshape(-1)
+        if self.pattern.dim() != 3 or self.pattern.shape[0] != len(self.units):
+            raise StudioError(f"A target pattern for {len(self.units)} units must be (K, P, Q), "
+                              f"not {tuple(self.pattern.shape)}.")
+        self._box = mask_box(self.mask)
+        self._placed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _at(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, h, w) target and (1, 1, h, w) weight ``strength * m`` for an activation like ``x`` (cached)."""
+        key = (tuple(x.shape[-2:]), x.device, x.dtype)
+        if key not in self._placed:
+            size = x.shape[-2:]
+            target = place_pattern(self.pattern.to(x.device), self._box, size).to(x.dtype)
+            weight = resize_mask(self.mask.to(x.device, torch.float32), size).to(x.dtype) * float(self.strength)
+            self._placed[key] = (target, weight)
+        return self._placed[key]
+
+    def blend(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, C, h, w) with the units pulled towards the placed target inside the mask."""
+        if self._box is None or self.strength == 0 or x.dim() != 4:
+            return x
+        target, weight = self._at(x)
+        units = self.units.to(x.device)
+        chosen = x[:, units]
+        out = x.clone()
+        out[:, units] = chosen + weight * (target[None] - chosen)
+        return out
+
+
 class LayerEdit:
     """The single hook on one layer; its per-unit tensors are changed in place by sliders.
 
-    ``batch_gain``/``batch_offset`` (B, C), when set, replace the per-unit map with one per batch
-    element: how ranking switches off a different unit in every image of a batch.
+    (Switching off a different unit in every image of a batch is the ranking's own hook,
+    ``studio.ablation.BatchAblation``.)
     """
 
     def __init__(self, module: nn.Module, units: int, clock: StepClock | None = None) -> None:
@@ -228,15 +318,13 @@ class LayerEdit:
         self.step_start = torch.zeros(units, dtype=torch.long)
         self.step_stop = torch.full((units,), _NO_STOP, dtype=torch.long)
         self.mask: torch.Tensor | None = None
-        self.batch_gain: torch.Tensor | None = None
-        self.batch_offset: torch.Tensor | None = None
+        self.targets: list[UnitTargets] = []
         self._edited = False
         self._windowed = False
         self.handle = module.register_forward_hook(self._hook)
 
     def _check(self, unit: int) -> None:
-        if not 0 <= unit < self.units:
-            raise StudioError(f"Unit {unit} is out of range: this layer has units 0..{self.units - 1}.")
+        check_unit("this layer", unit, self.units)
 
     @torch.no_grad()
     def reset(self) -> None:
@@ -246,7 +334,6 @@ class LayerEdit:
         self.local.zero_()
         self.step_start.zero_()
         self.step_stop.fill_(_NO_STOP)
-        self.batch_gain = self.batch_offset = None
         self._edited = self._windowed = False
 
     @torch.no_grad()
@@ -265,13 +352,17 @@ class LayerEdit:
 
     @property
     def edited(self) -> bool:
-        return self._edited or self.batch_gain is not None
+        return self._edited or bool(self.targets)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """This layer's edit applied to an activation (used by the hook and by partial re-renders)."""
-        if self.batch_gain is not None:
-            offset = self.batch_offset if self.batch_offset is not None else torch.zeros_like(self.batch_gain)
-            return edit_activation(x, self.batch_gain, offset)
+        """This layer's edit applied to an activation (used by the hook and by partial re-renders): unit edits
+        first, then unit targets in order."""
+        x = self._apply_units(x)
+        for targets in self.targets:
+            x = targets.blend(x)
+        return x
+
+    def _apply_units(self, x: torch.Tensor) -> torch.Tensor:
         if not self._edited:
             return x
         gain, offset = self.gain, self.offset
@@ -330,10 +421,27 @@ class Editor:
         for layer in self.layers.values():
             layer.mask = mask
 
+    def set_targets(self, targets: Iterable[UnitTargets]) -> None:
+        """Replace every layer's unit targets by ``targets`` (unit edits stay as they are)."""
+        targets = list(targets)
+        for t in targets:
+            units = self.units.get(t.layer)
+            if units is not None and len(t.units) and not (0 <= int(t.units.min()) and int(t.units.max()) < units):
+                raise StudioError(f"A target names units outside {t.layer}'s 0..{units - 1}.")
+        for layer in self.layers.values():
+            layer.targets = []
+        for t in targets:
+            self.layer(t.layer).targets.append(t)
+
+    def set_knobs(self, knob_edits: Iterable) -> None:
+        """Replace every knob edit (each has ``targets() -> list[UnitTargets]``, e.g. ``studio.knobs.KnobEdit``)."""
+        self.set_targets([t for edit in knob_edits for t in edit.targets()])
+
     def clear(self) -> None:
         """No edits, hooks kept (cheap: an unedited hook returns at once)."""
         for layer in self.layers.values():
             layer.reset()
+            layer.targets = []
 
     @property
     def edited_layers(self) -> list[str]:
