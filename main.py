@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     QTimer.singleShot(180_000, capture)  # never hang: give up after three minutes
     loop.exec()
     if status["code"]:
-        print(f"error: {window.statusBar().currentMessage() or 'the model did not load'}", file=sys.stderr)
+        said = window.banner.text() if not window.banner.isHidden() else window.statusBar().currentMessage()
+        print(f"error: {said or 'the model did not load'}", file=sys.stderr)
     return status["code"]
 
 

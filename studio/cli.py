@@ -21,6 +21,7 @@ COMMANDS: list[str] = [
     "concept",
     "rank",
     "knob",
+    "dissect",
 ]
 
 

@@ -393,6 +393,24 @@ class ConceptEditor:
         self.undone.clear()
         self._write()
 
+    @contextlib.contextmanager
+    def as_loaded(self):
+        """The loaded weights inside the block ("before" renders), the stack's weights again after it.
+
+        >>> with editor.as_loaded():
+        ...     before = generator.render([sample])
+        """
+        if not self.stack:
+            yield
+            return
+        stack, self.stack = self.stack, []
+        self._write()
+        try:
+            yield
+        finally:
+            self.stack = stack
+            self._write()
+
     def lora(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """The whole stack's change per projection, ``{layer}.to_k`` -> (up (out, r), down (r, in)), fp32 on CPU."""
         out: dict[str, list[LowRank]] = {}
@@ -480,6 +498,18 @@ def editor_for(generator: "Generator") -> ConceptEditor:
     if editor is None:
         editor = _EDITORS[generator] = ConceptEditor(generator)
     return editor
+
+
+def loaded_weights(generator: "Generator"):
+    """A context with ``generator``'s concept edits lifted (a no-op when it has none): the model as loaded."""
+    editor = _EDITORS.get(generator)
+    return editor.as_loaded() if editor is not None else contextlib.nullcontext()
+
+
+def applied_labels(generator: "Generator") -> list[str]:
+    """The labels of the concept edits on ``generator``'s weights, oldest first (none: an empty list)."""
+    editor = _EDITORS.get(generator)
+    return [a.spec.label() for a in editor.stack] if editor is not None else []
 
 
 # -- files ----------------------------------------------------------------------------------------------------

@@ -5,9 +5,10 @@
     applied = apply_recipe(generator, recipe)           # or export(generator, recipe.unit_edits, ...)
 
 Kinds (:data:`KINDS`, asked in order): a concept edit (``concept --save-edit``, safetensors with metadata format
-``neuron-studio/concept-edit``) and an edit recipe (``export --format recipe``, JSON ``neuron-studio-recipe``:
-unit edits, their mask and samples, concept edits). Knob files add their kind here: one :class:`EditFileKind`
-whose ``read`` returns the file's unit edits (and optionally mask, samples, concept edits) as a :class:`Recipe`.
+``neuron-studio/concept-edit``), a knob (safetensors, ``neuron-studio-knob``: applied at strength 1 over the
+whole image) and an edit recipe (``export --format recipe``, JSON ``neuron-studio-recipe``: unit and knob edits,
+their mask and samples, concept edits). Another kind is one more :class:`EditFileKind` whose ``read`` returns the
+file's edits as a :class:`Recipe`.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from models.registry import read_safetensors_header
 
 from .concept import EDIT_FORMAT, edits_from_tensors, edits_to_tensors, load_edits
 from .core.errors import StudioError
+from .knobs import FORMAT as KNOB_FORMAT
+from .knobs import KnobEdit, load_knob
 from .recipe import FORMAT as RECIPE_FORMAT
 from .recipe import Recipe, check_recipe, load_recipe
 from .reference import ModelReference
@@ -66,16 +69,25 @@ def _read_concept(path: Path, generator: "Generator") -> Recipe:
                                                                                 "tensors": tensors})
 
 
+def _read_knob(path: Path, generator: "Generator") -> Recipe:
+    knob = load_knob(path)
+    knob.check(generator)
+    everywhere = torch.ones(tuple(generator.resolution))  # a file alone names no region: the whole image
+    return Recipe(ModelReference.of(generator, hash_contents=False), knob_edits=[KnobEdit(knob, everywhere, 1.0)])
+
+
 def _read_recipe(path: Path, generator: "Generator") -> Recipe:
     recipe = load_recipe(path)
     check_recipe(generator, recipe)
     return recipe
 
 
-#: The kinds of edit file, asked in order (knob files: add their EditFileKind here).
+#: The kinds of edit file, asked in order (a new kind of edit file adds its EditFileKind here).
 KINDS: list[EditFileKind] = [
     EditFileKind("concept edit", lambda p: p.suffix.lower() == ".safetensors" and _safetensors_format(p) == EDIT_FORMAT,
                  _read_concept),
+    EditFileKind("knob", lambda p: p.suffix.lower() == ".safetensors" and _safetensors_format(p) == KNOB_FORMAT,
+                 _read_knob),
     EditFileKind("edit recipe", lambda p: p.suffix.lower() == ".json" and _json_format(p) == RECIPE_FORMAT,
                  _read_recipe),
 ]
@@ -93,10 +105,11 @@ def read_edit_files(paths: Sequence[str | os.PathLike], generator: "Generator") 
         kind = next((k for k in KINDS if k.claims(path)), None)
         if kind is None:
             raise EditFileError(f"{path.name} is not an edit file Neuron Studio reads: expected "
-                                f"{' or '.join(k.name for k in KINDS)} (from concept --save-edit or "
-                                "export --format recipe).")
+                                f"{' or '.join(k.name for k in KINDS)} (from concept --save-edit, a knob "
+                                "file, or export --format recipe).")
         part = kind.read(path, generator)
         combined.unit_edits += part.unit_edits
+        combined.knob_edits += part.knob_edits
         if part.mask is not None:
             if combined.mask is not None and not torch.equal(combined.mask, part.mask):
                 raise EditFileError(f"{path.name} has another mask than an earlier edit file: local edits of one "

@@ -24,6 +24,7 @@ import torch
 
 from models.base import Generator, LayerInfo, Sample
 
+from .concept import applied_labels, loaded_weights
 from .core.errors import StudioError, UnsupportedOperation
 from .core.hooks import Editor, UnitEdit
 from .knobs import KnobEdit
@@ -179,10 +180,10 @@ class LiveRenderer:
         return self.generator.forward_from(layer, edited, [sample]), layer
 
     def original(self, sample: Sample) -> torch.Tensor:
-        """The unedited image (3, H, W) on the CPU, cached per sample."""
+        """The model as loaded (no unit edit, no concept edit): (3, H, W) on the CPU, cached per sample."""
         cache = self._cache
         if cache.original is None or cache.original_sample != sample:
-            with torch.inference_mode():
+            with loaded_weights(self.generator), torch.inference_mode():  # weights written outside inference mode
                 image = self.generator.render([sample])[0].float().cpu()
             cache.original, cache.original_sample = image, sample
         return cache.original
@@ -193,10 +194,14 @@ class LiveRenderer:
         options = self.generator.preview_options() if request.preview else {}
         sample = replace(request.sample, options={**request.sample.options, **options}) if options else request.sample
         edited = bool(request.edits or request.knobs)
-        original = self.original(sample) if request.original or not edited else None
+        concept_edited = bool(applied_labels(self.generator))  # then the loaded model is not today's weights
+        original = self.original(sample) if request.original or not (edited or concept_edited) else None
         if edited:
             image, layer = self.render(sample, request.edits, request.mask, request.knobs)
             image = image[0].float().cpu()
+        elif concept_edited:
+            with torch.inference_mode():
+                image, layer = self.generator.render([sample])[0].float().cpu(), None
         else:
             image, layer = original, None
         size = tuple(self.generator.resolution)

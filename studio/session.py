@@ -192,7 +192,8 @@ def knob_edits_document(edits: Sequence[KnobEdit]) -> tuple[list[dict], dict[str
     docs, tensors = [], {}
     for i, edit in enumerate(edits):
         knob_tensors, knob_doc = edit.knob.to_tensors()
-        tensors.update({f"{i}/{k}": v for k, v in knob_tensors.items()})
+        # the same knob may sit in several edits: safetensors refuses entries that share memory
+        tensors.update({f"{i}/{k}": v.clone() for k, v in knob_tensors.items()})
         tensors[f"{i}/mask"] = edit.mask.detach().to("cpu", torch.float32).contiguous().clone()  # never shared
         docs.append({"strength": float(edit.strength), "knob": knob_doc})
     return docs, tensors

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .core.hooks import UnitEdit
+from .knobs import KnobEdit
 from .session import Session
 
 if TYPE_CHECKING:
@@ -45,6 +46,42 @@ class RankOptions:
 
 
 @dataclass
+class KnobExamples:
+    """Seeds marked as examples for learning a knob, each with its painted region (plain data, no Qt).
+
+        examples = KnobExamples()
+        examples.mark(12, "present", mask)       # a lit lamp on seed 12, mask (H, W) in [0, 1]
+        examples.mark(40, "wanted", mask2)       # an unlit one
+        examples.side_of(12)                     # "present"
+        examples.unmark(12)
+    """
+
+    present: dict[int, torch.Tensor] = field(default_factory=dict)  # seed -> mask
+    wanted: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def mark(self, seed: int, side: str, mask: torch.Tensor | None) -> None:
+        if side not in ("present", "wanted"):
+            raise ValueError(f"side is present or wanted, not {side!r}")
+        self.unmark(seed)
+        getattr(self, side)[seed] = mask
+
+    def unmark(self, seed: int) -> None:
+        self.present.pop(seed, None)
+        self.wanted.pop(seed, None)
+
+    def side_of(self, seed: int) -> str | None:
+        return "present" if seed in self.present else "wanted" if seed in self.wanted else None
+
+    def missing_masks(self) -> list[int]:
+        """Seeds marked without a painted region (learning needs a region on each)."""
+        return [s for side in (self.present, self.wanted) for s, m in side.items() if m is None or not (m > 0).any()]
+
+    def clear(self) -> None:
+        self.present.clear()
+        self.wanted.clear()
+
+
+@dataclass
 class StudioState:
     """What the user made: which model, which sample, the mask, the layer, the ranking, the unit edits."""
 
@@ -57,6 +94,8 @@ class StudioState:
     rank_options: RankOptions = field(default_factory=RankOptions)
     edits: list[UnitEdit] = field(default_factory=list)  # one per slider, in slider order
     local: bool = False  # apply the edits only inside the mask
+    knobs: list[KnobEdit] = field(default_factory=list)  # one per row of the Knobs panel, each with its mask
+    examples: "KnobExamples" = field(default_factory=lambda: KnobExamples())  # gathered to learn a knob
 
     def has_mask(self) -> bool:
         return self.mask is not None and bool((self.mask > 0).any())
@@ -81,6 +120,17 @@ class StudioState:
     def remove_edit(self, layer: str, unit: int) -> None:
         self.edits = [e for e in self.edits if (e.layer, e.unit) != (layer, unit)]
 
+    def carried_over(self) -> list[str]:
+        """What a change of seed keeps (shown to the user rather than carried silently)."""
+        kept = []
+        if self.edits:
+            kept.append(f"{len(self.edits)} unit edit{'s' if len(self.edits) != 1 else ''}")
+        if self.knobs:
+            kept.append(f"{len(self.knobs)} knob{'s' if len(self.knobs) != 1 else ''}")
+        if self.has_mask():
+            kept.append("the mask")
+        return kept
+
     # -- sessions ---------------------------------------------------------------------------------------------
     def ui(self) -> dict:
         return {"layer": self.layer, "local": self.local, "rank": self.rank_options.to_json(), "device": self.device}
@@ -92,7 +142,7 @@ class StudioState:
         return Session.capture(generator, samples=[self.sample] if self.sample is not None else [], masks=masks,
                                active_mask=MASK_NAME if masks else None, unit_edits=self.edits,
                                concept_editor=concept_editor, rankings=[self.ranking] if self.ranking else [],
-                               ui=self.ui(), reference=reference)
+                               ui=self.ui(), reference=reference, knob_edits=self.knobs)
 
     @classmethod
     def from_session(cls, session: "Session") -> "StudioState":
@@ -104,7 +154,8 @@ class StudioState:
         return cls(model=session.model.source, device=str(ui.get("device", "auto")),
                    sample=session.samples[0] if session.samples else None, mask=session.mask,
                    layer=ui.get("layer"), ranking=ranking, rank_options=RankOptions.from_json(ui.get("rank")),
-                   edits=list(session.unit_edits), local=bool(ui.get("local", False)))
+                   edits=list(session.unit_edits), local=bool(ui.get("local", False)),
+                   knobs=list(session.knob_edits))
 
 
 def _ranking_from_json(data: dict) -> Any:

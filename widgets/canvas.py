@@ -17,6 +17,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from studio.core.images import feather_mask
+
 from .qt_images import gray_array, mask_overlay, rgb_image
 
 VIEWS = ("edited", "original", "side-by-side")
@@ -48,6 +50,7 @@ class Canvas(QWidget):
 
     mask_changed = Signal()
     hover = Signal(int, int)  # image pixel under the cursor
+    mask_shown = Signal(bool)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -151,10 +154,21 @@ class Canvas(QWidget):
     def fill_mask(self) -> None:
         self._change(lambda a: np.full_like(a, 255), "Fill mask")
 
+    def feather(self, radius: float) -> None:
+        """Soften the mask's edges by ``radius`` image pixels (one undoable step)."""
+        self._change(lambda a: feather_mask(a / 255.0, radius) * 255.0, f"Feather mask {radius:g} px")
+
+    def set_mask_visible(self, visible: bool) -> None:
+        """Show or hide the mask overlay (the mask itself stays and still applies)."""
+        if visible != self.mask_visible:
+            self.mask_visible = visible
+            self.update()
+            self.mask_shown.emit(visible)
+
     def _change(self, fn, text: str) -> None:
         if self._mask.isNull():
             return
-        self._push(_gray(fn(gray_array(self._mask)).astype(np.float32) / 255.0), text)
+        self._push(_gray(np.asarray(fn(gray_array(self._mask).astype(np.float32)), np.float32) / 255.0), text)
 
     def _push(self, after: QImage, text: str) -> None:
         self.undo_stack.push(MaskCommand(self, self._mask.copy(), after, text))
@@ -280,13 +294,7 @@ class Canvas(QWidget):
     def keyPressEvent(self, event) -> None:
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self._space = True
-        elif event.key() == Qt.Key.Key_BracketLeft:
-            self.brush_size = max(1, int(self.brush_size / 1.25))
-            self.update()
-        elif event.key() == Qt.Key.Key_BracketRight:
-            self.brush_size = min(512, int(self.brush_size * 1.25) + 1)
-            self.update()
-        else:
+        else:  # [ and ] are the mask toolbar's shortcuts, so they work wherever the focus is
             super().keyPressEvent(event)
 
     def keyReleaseEvent(self, event) -> None:

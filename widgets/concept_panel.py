@@ -33,7 +33,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.commands.common import parse_seeds
 from studio.concept import (
     DEFAULT_LAMBDA,
     DEFAULT_TOKENS,
@@ -44,6 +43,7 @@ from studio.concept import (
     editor_for,
 )
 from studio.core.errors import StudioError
+from studio.seeds import parse_seeds
 
 from .jobs import Job, JobRunner
 from .qt_images import pixmap_from
@@ -140,7 +140,6 @@ def _operate(operation: str, spec: ConceptEditSpec | None, prompts: list[str], s
 
     def work(generator, progress=None) -> ConceptResult:
         editor = editor_for(generator)
-        before = _render_grid(generator, prompts, seeds)
         if operation == "apply":
             note = EditSummary.of(editor.apply(spec, progress)).sentence()
         elif operation == "undo":
@@ -153,6 +152,8 @@ def _operate(operation: str, spec: ConceptEditSpec | None, prompts: list[str], s
             editor.revert()
             note = "Back to the original weights."
         after = _render_grid(generator, prompts, seeds)
+        with editor.as_loaded():  # "before" is the model as loaded, whichever way the stack moved
+            before = _render_grid(generator, prompts, seeds)
         return ConceptResult(note, prompts, seeds, before, after, [a.spec.label() for a in editor.stack],
                              editor.can_redo)
 
@@ -331,10 +332,7 @@ class ConceptPanel(QWidget):
             prompts = [e.concept for e in spec.edits] + list(spec.preserve)
         if not prompts:
             prompts = [self.generator.default_prompt] if self.generator is not None else [""]
-        try:
-            seeds = parse_seeds(self.test_seeds.text().strip(), 0)
-        except ValueError as error:
-            raise StudioError(f"Cannot read the test seeds '{self.test_seeds.text()}': write e.g. 0-3,7.") from error
+        seeds = parse_seeds(self.test_seeds.text().strip(), 0)  # a SeedError says what is wrong with the text
         while len(prompts) * len(seeds) > MAX_GRID and len(prompts) > 1:
             prompts.pop()
         return prompts, seeds[: max(1, MAX_GRID // len(prompts))]
@@ -417,8 +415,11 @@ class ConceptPanel(QWidget):
 
     def _show_grid(self, result: ConceptResult) -> None:
         self._clear_grid()
-        for col, title in enumerate(("prompt", "before", "after"), start=0):
-            self.grid.addWidget(QLabel(f"<b>{title}</b>"), 0, col)
+        after = f"after: {', '.join(result.stack)}" if result.stack else "after: no concept edits"
+        for col, title in enumerate(("prompt", "before: as loaded", after), start=0):
+            header = QLabel(f"<b>{title}</b>")
+            header.setWordWrap(True)
+            self.grid.addWidget(header, 0, col)
         row = 1
         for p, prompt in enumerate(result.prompts):
             for s, seed in enumerate(result.seeds):

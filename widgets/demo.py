@@ -1,6 +1,7 @@
 """A scripted first session, for ``python main.py --screenshot`` and ``--demo``: a mask over the brightest
-spot (a lamp), a fast ranking of the default layer, two sliders on the best units (one off, one at 2.5x),
-shown before | after.
+spot (a lamp), then the model's first shipped knob (Rooms: "lamp off") at strength 1 on it, shown before | after.
+A model without shipped knobs gets the researcher's way instead: a fast ranking of the default layer and two
+sliders on the best units (one off, one at 2.5x).
 
     demo = Demo(window)
     demo.finished.connect(capture)            # after the edited frame is on screen (or a step failed)
@@ -52,6 +53,12 @@ class Demo(QObject):
             from studio.core.images import to_uint8
 
             window.canvas.set_mask(bright_disc(to_uint8(frame.image)), "Demo mask")
+            if window.knobs.shipped_count:  # the knob is the app's way to switch a lamp off
+                window.knobs.picker.setCurrentIndex(0)
+                window.knobs.apply_chosen()
+                window.sliders.compare.setChecked(True)
+                self.step, self.edit_stamp = "sliders", window._posted
+                return
             job = window.ranking.rank()
             if job is None:
                 self._finish()

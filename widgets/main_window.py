@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QTabWidget,
     QToolBar,
@@ -28,26 +27,35 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.concept import applied_labels
 from studio.core.device import describe
 from studio.live import Frame, LiveRequest, unit_activation
+from studio.seeds import SEED_MAX
 from studio.state import StudioState
 
 from . import gui_gc
 from .canvas import Canvas
 from .export_dialog import ExportDialog
 from .jobs import JobRunner
+from .knob_examples import KnobExamples
+from .knob_panel import KnobPanel
 from .mask_tools import MaskTools
 from .model_picker import ModelPicker
 from .qt_images import heatmap_image
 from .ranking_panel import RankingPanel
 from .sample_options import SampleOptionsBar
 from .recovery_actions import RecoveryActions
+from .seed_box import SeedBox
 from .seed_browser import SeedBrowser
 from .session_actions import SessionActions
 from .slider_panel import SliderPanel
+from .units_browser import UnitsBrowser
 from .worker import ModelWorker, WorkerThread
 
-SEED_MAX = 2**31 - 1
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 class ErrorBanner(QLabel):
@@ -118,10 +126,10 @@ class MainWindow(QMainWindow):
     def _build_widgets(self) -> None:
         self.picker = ModelPicker(self.settings)
         self.picker.open_requested.connect(self.open_model)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, SEED_MAX)
-        self.seed.setToolTip("The seed of the sample")
+        self.seed = SeedBox()
+        self.seed.setMinimumWidth(110)  # room for ten digits
         self.seed.valueChanged.connect(lambda _: self.generate())
+        self.seed.invalid.connect(lambda sentence: self.show_error(sentence))
         self.rest_timer = QTimer(self)  # a slider at rest for this long gets its full-quality frame
         self.rest_timer.setSingleShot(True)
         self.rest_timer.setInterval(300)
@@ -175,6 +183,7 @@ class MainWindow(QMainWindow):
         self.ranking.message.connect(self.show_error)
         self.ranking.ranked.connect(lambda _: self.recovery.edited())
         self.ranking.units_chosen.connect(self._add_sliders)
+        self.ranking.units_edited.connect(self._edit_units)
         self.ranking.unit_selected.connect(self._on_unit_selected)
         self.ranking.layers.layer_changed.connect(self._on_layer_changed)
         self.sliders = SliderPanel()
@@ -192,12 +201,18 @@ class MainWindow(QMainWindow):
         self.seeds.seed_picked.connect(self.seed.setValue)
         self.seeds.message.connect(self.show_error)
         self.tabs = QTabWidget()
+        self._add_knob_panel()
         self.tabs.addTab(units, "Units")
         self.concepts = None
         # The concept-edit panel (widgets/concept_panel.py, a colleague's): ConceptPanel(jobs), told about models
         # with set_generator(), emitting model_changed() after weight edits.
         self._add_concept_panel()
         self.tabs.addTab(self.seeds, "Seeds")
+        self.dissection = UnitsBrowser(self.jobs)
+        self.dissection.message.connect(self.show_error)
+        self.dissection.add_slider.connect(lambda layer, unit: self.sliders.add_units(layer, [unit]))
+        self.ranking.layers.layer_changed.connect(self.dissection.set_layer)
+        self.tabs.addTab(self.dissection, "Dissection")
         self.tabs.currentChanged.connect(lambda _: self._browse_seeds_if_visible())
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(centre)
@@ -212,6 +227,23 @@ class MainWindow(QMainWindow):
         self.frame_label = QLabel("")
         self.statusBar().addPermanentWidget(self.frame_label)
         self.statusBar().addPermanentWidget(self.device_label)
+
+    def _add_knob_panel(self) -> None:
+        """The Knobs tab (first: the app's answer to "switch this off") and the examples beside the seed grid."""
+        self.knobs = KnobPanel(self.canvas.undo_stack, mask=lambda: self.state.mask)
+        self.knobs.knobs_changed.connect(self._on_knobs_changed)
+        self.knobs.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
+        self.knobs.learn_requested.connect(self._gather_examples)
+        self.tabs.addTab(self.knobs, "Switch off: Knobs")
+        self.examples = KnobExamples(self.jobs, self.state, self.seeds)
+        self.examples.knob_learned.connect(self.knobs.add_knob)
+        self.examples.message.connect(lambda sentence: self.statusBar().showMessage(sentence, 10000))
+        self.seeds.set_side_widget(self.examples)
+
+    def _gather_examples(self) -> None:
+        """"Make a knob from examples": the Seeds tab, gathering."""
+        self.seeds.gather.setChecked(True)
+        self.tabs.setCurrentWidget(self.seeds)
 
     def _add_concept_panel(self) -> None:
         try:
@@ -245,8 +277,9 @@ class MainWindow(QMainWindow):
         quit_action = file.addAction("Quit", self.close)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         edit = self.menuBar().addMenu("&Edit")
-        for action in (self.tools.undo, self.tools.redo, self.tools.clear, self.tools.invert, self.tools.fill):
-            edit.addAction(action)
+        for action in (self.tools.undo, self.tools.redo, None, self.tools.clear, self.tools.invert, self.tools.fill,
+                       self.tools.feather, None, self.tools.smaller, self.tools.larger, self.tools.show_mask):
+            edit.addAction(action) if action is not None else edit.addSeparator()
         view = self.menuBar().addMenu("&View")
         fit = view.addAction("Fit image", self.canvas.fit)
         fit.setShortcut(QKeySequence("Ctrl+0"))
@@ -309,19 +342,23 @@ class MainWindow(QMainWindow):
             self.prompt.setText(generator.default_prompt)
         if changed:  # another model: old units and rankings mean nothing here
             self.sliders.set_edits([])
+            self.knobs.clear_knobs()
+            self.state.examples.clear()
             self.ranking.show_ranking(None)
             self.state.ranking = None
+            self.dissection.set_layer(None)
         self.ranking.layers.set_layers(generator.layers(), self.state.layer)
         if self.concepts is not None:
             self.concepts.set_generator(generator)
+        self.knobs.load_shipped(self.jobs)
         self.banner.hide()
         self.statusBar().showMessage(f"Loaded {generator.name} ({generator.family})", 4000)
         self.model_loaded.emit(generator)
         self.generate()
 
     def _on_load_failed(self, sentence: str) -> None:
-        if self.generator is None:
-            self.canvas.placeholder = sentence
+        if self.generator is None:  # the banner says why; the canvas says what to do (not the same sentence twice)
+            self.canvas.placeholder = "No model is loaded: choose one in the Model box, or open a model file."
             self.canvas.update()
         self.show_error(sentence)
         self.load_failed.emit(sentence)
@@ -334,21 +371,33 @@ class MainWindow(QMainWindow):
             return
         prompt = self.prompt.text().strip() or None
         sample = self.generator.sample(self.seed.value(), prompt, **self.sample_options.values())
-        if sample != self.state.sample and self.state.sample is not None:
+        previous = self.state.sample
+        if sample != previous and previous is not None:
             self.recovery.edited()
         self.state.sample = sample
+        self.ranking.refresh()
         self.canvas.set_heatmap(None)
         self._post(content=True)
-        if self.tabs.currentWidget() is self.seeds:
-            self.seeds.show_seeds(self.state.sample, self.seeds.first)
+        if previous is not None and sample.seed != previous.seed:
+            self._say_what_carries_over(sample.seed)
+        self._browse_seeds_if_visible()
+
+    def _say_what_carries_over(self, seed: int) -> None:
+        """A new seed keeps the edits and the mask: say so, rather than carry them silently."""
+        kept = self.state.carried_over()
+        if kept:
+            self.statusBar().showMessage(f"Seed {seed}: kept {_join(kept)} from the previous seed "
+                                         "(remove them in the panels, or Clear the mask).", 10000)
 
     def _post(self, content: bool = False, preview: bool = False) -> int:
         """Put the newest state in the worker's mailbox and wake it (older unrendered states are dropped)."""
         if self.state.sample is None:
             return self._posted
-        edits = self.state.render_edits()
+        edits, knobs = self.state.render_edits(), tuple(self.state.knobs)
+        concept_edits = applied_labels(self.generator) if self.generator is not None else []
         request = LiveRequest(self.state.sample, edits, self.state.mask if self.state.has_mask() else None,
-                              original=bool(edits), preview=preview)
+                              original=bool(edits or knobs or concept_edits), preview=preview, knobs=knobs)
+        self.sliders.show_sides(len(edits), concept_edits)
         self._posted = self.worker.mailbox.post(request)
         if content:
             self._content = self._posted
@@ -371,12 +420,13 @@ class MainWindow(QMainWindow):
 
     def show_error(self, sentence: str) -> None:
         self.banner.show_message(sentence)
-        self.statusBar().showMessage(sentence, 10000)
+        self.statusBar().clearMessage()  # the banner says it; the same sentence twice reads as two errors
 
     # -- reactions ----------------------------------------------------------------------------------------------
     def _on_mask_changed(self) -> None:
         mask = self.canvas.mask()
         self.state.mask = torch.from_numpy(mask) if mask is not None else None
+        self.ranking.refresh()  # what Rank will use, and whether the shown ranking is out of date
         self.recovery.edited()
         if self.state.edits and self.state.local:
             self._post()
@@ -384,6 +434,7 @@ class MainWindow(QMainWindow):
     def _on_edits_changed(self, edits: list) -> None:
         self.state.edits = list(edits)
         self.recovery.edited()
+        self._browse_seeds_if_visible()
         self.ranking.plot.set_marked([e.unit for e in edits if e.layer == self.state.layer],
                                      self.ranking.plot.current)
         if self.generator is not None and self.generator.preview_options():
@@ -392,6 +443,12 @@ class MainWindow(QMainWindow):
             self.rest_timer.start()
         else:
             self._post()
+
+    def _on_knobs_changed(self, edits: list) -> None:
+        self.state.knobs = list(edits)
+        self.recovery.edited()
+        self._post()
+        self._browse_seeds_if_visible()
 
     def _on_local_changed(self, local: bool) -> None:
         self.state.local = local
@@ -407,9 +464,15 @@ class MainWindow(QMainWindow):
                 self.state.ranking = None
 
     def _add_sliders(self, units: list) -> None:
-        layer = self.ranking.layers.current_layer()
+        ranking = self.state.ranking  # the table's rows are this ranking's units (its layer, even with "All layers")
+        layer = getattr(ranking, "layer", None) or self.ranking.layers.current_layer()
         if layer and units:
             self.sliders.add_units(layer, units)
+
+    def _edit_units(self, units: list, op: str, value: float) -> None:
+        layer = self.ranking.layers.current_layer()
+        if layer and units:
+            self.sliders.apply_to_units(layer, units, op, value)
 
     def _on_hold(self, pressed: bool) -> None:
         self._holding = pressed
@@ -465,8 +528,18 @@ class MainWindow(QMainWindow):
         self.jobs.submit(work, done, self.show_error)
 
     def _browse_seeds_if_visible(self) -> None:
+        self.seeds.set_carry_text(self._edits_text())
         if self.tabs.currentWidget() is self.seeds and self.state.sample is not None:
-            self.seeds.show_seeds(self.state.sample, self.seeds.first or self.seed.value())
+            seed, page = self.seed.value(), len(self.seeds.buttons)
+            first = self.seeds.first if self.seeds.sample is not None else seed - seed % page  # its page
+            self.seeds.show_seeds(self.state.sample, first, self.state.render_edits(),
+                                  self.state.mask if self.state.has_mask() else None, self.state.knobs)
+
+    def _edits_text(self) -> str:
+        kept = self.state.carried_over()
+        edits = [k for k in kept if k != "the mask"]
+        shown = f"Shown with {_join(edits)}" if edits else "No edits: the seeds as the model makes them"
+        return f"{shown}; picking a seed keeps {_join(kept)}." if kept else f"{shown}."
 
     # -- drag and drop ------------------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:

@@ -27,6 +27,7 @@ class ModelPicker(QComboBox):
         self.settings = settings
         self.current = ""
         self.setMinimumContentsLength(18)
+        self.setPlaceholderText("no model loaded")
         self.setToolTip("Choose a model: built-in, recent, or open a file or folder (or drop one on the window)")
         self.activated.connect(self._on_activated)
         self.refresh()
@@ -71,8 +72,8 @@ class ModelPicker(QComboBox):
         self.insertSeparator(self.count())
         self.addItem("Open file…", _OPEN_FILE)
         self.addItem("Open folder…", _OPEN_FOLDER)
-        index = self.findData(self.current)
-        self.setCurrentIndex(max(index, 0))
+        index = self.findData(self.current) if self.current else -1
+        self.setCurrentIndex(index)  # -1 while nothing is loaded: the box says so instead of naming a model
         self.blockSignals(False)
 
     def open_file(self) -> None:
@@ -84,7 +85,7 @@ class ModelPicker(QComboBox):
 
     def _on_activated(self, index: int) -> None:
         data = self.itemData(index)
-        self.setCurrentIndex(max(self.findData(self.current), 0))  # stays on the loaded model until it changes
+        self.setCurrentIndex(self.findData(self.current) if self.current else -1)  # stays on the loaded model
         if data == _OPEN_FILE:
             self.open_file()
         elif data == _OPEN_FOLDER:

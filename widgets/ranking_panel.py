@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch.nn.functional as F
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -26,20 +29,24 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.commands.common import parse_seeds as parse
 from studio.core.errors import StudioError
 from studio.core.images import mask_from_array, to_uint8
 from studio.core.progress import ProgressUpdate
 from studio.live import default_layer, unit_off_images
-from studio.ranking import rank_units
+from studio.ranking import rank_layers, rank_units
+from studio.seeds import parse_seeds
 from studio.state import StudioState
 
 from .jobs import Job, JobRunner
 from .qt_images import pixmap_from
-from .ranking_table import THUMB, RankingModel, RankingTable, ScorePlot
+from .ranking_table import RankingModel, RankingTable, ScorePlot
 
 #: How many of the best units get a switched-off thumbnail.
 THUMBNAILS = 24
+#: The picker's entry that ranks every spatial layer (as ``python -m studio rank --all-layers``).
+ALL_LAYERS = "*all*"
+#: Side of the large switched-off view shown for the selected or hovered row, pixels.
+PREVIEW = 192
 
 
 class LayerPicker(QComboBox):
@@ -60,13 +67,28 @@ class LayerPicker(QComboBox):
             if not info.partial:
                 self.setItemData(self.count() - 1, "Sliders re-render the whole model from this layer",
                                  Qt.ItemDataRole.ToolTipRole)
+        if sum(1 for info in layers if info.size) > 1:
+            self.addItem("All layers (start on the best)", ALL_LAYERS)
+            self.setItemData(self.count() - 1, "Rank every spatial layer and show the one whose best units explain "
+                             "the mask best", Qt.ItemDataRole.ToolTipRole)
         index = self.findData(current) if current else -1
         self.setCurrentIndex(index if index >= 0 else default_layer_index(layers))
         self.blockSignals(False)
-        self.layer_changed.emit(self.currentData() or "")
+        self.layer_changed.emit(self.current_layer() or "")
 
     def current_layer(self) -> str | None:
-        return self.currentData()
+        """The chosen layer's name; None for "All layers" (no one layer yet)."""
+        data = self.currentData()
+        return None if data == ALL_LAYERS else data
+
+    def all_layers(self) -> bool:
+        return self.currentData() == ALL_LAYERS
+
+    def show_layer(self, name: str) -> None:
+        """Select ``name`` (after an all-layers ranking lands on its best layer)."""
+        index = self.findData(name)
+        if index >= 0:
+            self.setCurrentIndex(index)
 
 
 def default_layer_index(layers) -> int:
@@ -77,7 +99,7 @@ def default_layer_index(layers) -> int:
     return names.index(name) if name in names else 0
 
 
-def thumbnails(images, size: int = THUMB):
+def thumbnails(images, size: int = PREVIEW):
     """(N, 3, H, W) images -> N (h, w, 3) uint8 arrays at most ``size`` wide/high (made on the worker thread)."""
 
 
@@ -87,22 +109,12 @@ def thumbnails(images, size: int = THUMB):
     return [to_uint8(image) for image in small]
 
 
-def parse_seeds(text: str, current: int) -> list[int]:
-
-    try:
-        seeds = parse(text.strip(), current)
-    except ValueError as error:
-        raise StudioError(f"Cannot read seeds '{text}': write numbers and ranges, e.g. 0-3,7.") from error
-    if len(seeds) > 64:
-        raise StudioError(f"{len(seeds)} seeds is too many for one ranking; use at most 64.")
-    return seeds
-
-
 class RankingPanel(QWidget):
     """Ranks the units of the chosen layer by their effect inside the mask."""
 
     ranked = Signal(object)  # Ranking
     units_chosen = Signal(list)
+    units_edited = Signal(list, str, float)  # [unit, ...], "off" | "set", value: one action on every selected unit
     unit_selected = Signal(int)
     message = Signal(str)  # one sentence for the status bar (errors, cancel)
 
@@ -122,6 +134,23 @@ class RankingPanel(QWidget):
         self.seeds = QLineEdit()
         self.seeds.setPlaceholderText("current seed, or e.g. 0-7")
         self.seeds.setToolTip("Rank over several seeds (the same mask on each)")
+        self.seeds.textChanged.connect(lambda _: self.refresh())
+        self.method.currentIndexChanged.connect(lambda _: self.refresh())
+        self.ablation.currentIndexChanged.connect(lambda _: self.refresh())
+        self.layers.currentIndexChanged.connect(lambda _: self.refresh())
+        self.plan = QLabel("")  # what Rank will use, visible before it runs (settings come back from the last run)
+        self.plan.setWordWrap(True)
+        self.stale = QLabel("")
+        self.stale.setWordWrap(True)
+        self.stale.setStyleSheet("background:#7a5a12;color:white;padding:4px;border-radius:3px;")
+        self.stale.hide()
+        self.ranked_with: tuple | None = None  # (sample, mask) the shown ranking was made with
+        self.preview = QLabel()
+        self.preview.setFixedSize(PREVIEW, PREVIEW)
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setToolTip("The image with the selected (or hovered) unit switched off")
+        self.preview.setStyleSheet("background:#28282c;color:#bbb;")
+        self.preview.setText("Select a row to see\nits unit switched off")
         self.rank_button = QPushButton("Rank")
         self.rank_button.setToolTip("Switch each unit off and score how much the image changes inside the mask")
         self.rank_button.clicked.connect(self.rank)
@@ -134,11 +163,22 @@ class RankingPanel(QWidget):
         self.add_button = QPushButton("Add sliders")
         self.add_button.setToolTip("Add a slider for each selected unit (or double-click a row)")
         self.add_button.clicked.connect(lambda: self.units_chosen.emit(self.table.selected_units()))
+        self.off_button = QPushButton("Switch selected off")
+        self.off_button.setToolTip("Switch every selected unit off at once (select rows with Shift or Ctrl)")
+        self.off_button.clicked.connect(lambda: self._edit_selected("off", 0.0))
+        self.set_button = QPushButton("Set selected to")
+        self.set_button.setToolTip("Set every selected unit to this value at once")
+        self.set_value = QDoubleSpinBox()
+        self.set_value.setRange(-100.0, 100.0)
+        self.set_value.setSingleStep(0.5)
+        self.set_button.clicked.connect(lambda: self._edit_selected("set", self.set_value.value()))
 
         self.model = RankingModel(self)
         self.table = RankingTable(self.model)
         self.table.units_chosen.connect(self.units_chosen)
         self.table.unit_selected.connect(self._on_unit_selected)
+        self.table.setMouseTracking(True)
+        self.table.entered.connect(lambda index: self._show_preview(self.table.unit_at(index.row())))
         self.plot = ScorePlot()
         self.plot.unit_clicked.connect(self.table.select_unit)
 
@@ -161,14 +201,31 @@ class RankingPanel(QWidget):
         split.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.plan)
         layout.addLayout(buttons)
-        layout.addWidget(split, 1)
+        layout.addWidget(self.stale)
+        body = QHBoxLayout()
+        body.addWidget(split, 1)
+        body.addWidget(self.preview, 0, Qt.AlignmentFlag.AlignTop)
+        layout.addLayout(body, 1)
         below = QHBoxLayout()
         self.summary = QLabel("Paint a mask, then Rank.")
         self.summary.setWordWrap(True)
         below.addWidget(self.summary, 1)
         below.addWidget(self.add_button)
         layout.addLayout(below)
+        selected = QHBoxLayout()
+        selected.addStretch(1)
+        for widget in (self.off_button, self.set_button, self.set_value):
+            selected.addWidget(widget)
+        layout.addLayout(selected)
+
+    def _edit_selected(self, op: str, value: float) -> None:
+        units = self.table.selected_units()
+        if not units:
+            self.message.emit("Select units in the ranking table first (Shift or Ctrl for several).")
+            return
+        self.units_edited.emit(units, op, float(value))
 
     # -- options ----------------------------------------------------------------------------------------------
     def options(self) -> dict:
@@ -179,6 +236,41 @@ class RankingPanel(QWidget):
         self.method.setCurrentIndex(max(self.method.findData(method), 0))
         self.ablation.setCurrentIndex(max(self.ablation.findData(ablation), 0))
         self.seeds.setText(seeds)
+        self.refresh()
+
+    # -- what Rank will use, and whether the shown ranking still fits ------------------------------------------
+    def refresh(self) -> None:
+        """Say what Rank will use now, and mark the shown ranking stale when the seed or the mask moved on."""
+        state, options = self.state, self.options()
+        layer = "every layer" if self.layers.all_layers() else (self.layers.current_layer() or "no layer")
+        try:
+            seeds = parse_seeds(options["seeds"], state.sample.seed if state.sample is not None else 0)
+            images = f"{len(seeds)} image{'s' if len(seeds) > 1 else ''}"
+            which = f"seeds {options['seeds'].strip()} ({images})" if options["seeds"].strip() else \
+                f"the current seed ({images})"
+        except StudioError as error:
+            which = f"no seeds yet ({error})"
+        mask = "the painted mask" if state.has_mask() else "no mask yet: paint one first"
+        self.plan.setText(f"Rank will use: {layer}, {which}, {mask}; {options['method']} method, units switched "
+                          f"off to {options['ablation']}.")
+        self.stale.setVisible(self.model.rowCount() > 0 and self._stale_reason() is not None)
+        reason = self._stale_reason()
+        if reason:
+            self.stale.setText(f"Out of date: this ranking was made {reason}. Rank again to update it.")
+        self.table.setStyleSheet("QTableView { color: #888; }" if self.stale.isVisible() else "")
+
+    def _stale_reason(self) -> str | None:
+        if self.ranked_with is None:
+            return None
+        sample, mask = self.ranked_with
+        now = self.state.sample
+        reasons = []
+        if now is not None and sample is not None and (now.seed, now.prompt) != (sample.seed, sample.prompt):
+            reasons.append(f"on seed {sample.seed}" + (f" ('{sample.prompt}')" if sample.prompt else ""))
+        current = self.state.mask.numpy() if self.state.mask is not None else None
+        if (mask is None) != (current is None) or (mask is not None and not np.array_equal(mask, current)):
+            reasons.append("with an earlier mask")
+        return " and ".join(reasons) or None
 
     @property
     def running(self) -> bool:
@@ -213,8 +305,9 @@ class RankingPanel(QWidget):
         state = self.state
         if state.sample is None or self.jobs.generator is None:
             raise StudioError("No image yet: wait for the model to load and render.")
+        every = self.layers.all_layers()
         layer = self.layers.current_layer()
-        if not layer:
+        if not layer and not every:
             raise StudioError("Choose a layer to rank.")
         mask_array = state.mask.numpy() if state.mask is not None else None
         if mask_array is None:
@@ -225,15 +318,21 @@ class RankingPanel(QWidget):
         state.rank_options.seeds = options["seeds"]
         seeds = parse_seeds(options["seeds"], state.sample.seed)
         base = state.sample
+        self._ranking_with = (base, mask_array.copy())
 
         def work(generator, progress):
-
             samples = [base.with_seed(seed) for seed in seeds]
-            ranking = rank_units(generator, samples, mask.to(generator.device), layer, method=options["method"],
-                                 ablation=options["ablation"], progress=progress)
+            if every:  # every spatial layer, best first (the CLI's --all-layers)
+                layers = rank_layers(generator, samples, mask.to(generator.device), method=options["method"],
+                                     ablation=options["ablation"], progress=progress)
+                ranking, chosen = layers[0].ranking, layers[0].layer
+            else:
+                layers, chosen = None, layer
+                ranking = rank_units(generator, samples, mask.to(generator.device), layer, method=options["method"],
+                                     ablation=options["ablation"], progress=progress)
             best = [int(u.unit) for u in ranking.units[:THUMBNAILS]]
-            thumbs = thumbnails(unit_off_images(generator, base, layer, best)) if best else None
-            return layer, ranking, best, thumbs
+            thumbs = thumbnails(unit_off_images(generator, base, chosen, best)) if best else None
+            return chosen, ranking, best, thumbs, layers
 
         return work
 
@@ -249,7 +348,7 @@ class RankingPanel(QWidget):
         self.progress.setRange(0, 1)
 
     def _on_done(self, result) -> None:
-        layer, ranking, best, thumbs = result
+        layer, ranking, best, thumbs, layers = result
         self._finish()
         self.progress.setValue(1)
         self.progress.setFormat(f"ranked in {time.perf_counter() - self._started:.1f} s")
@@ -258,18 +357,29 @@ class RankingPanel(QWidget):
             for unit, image in zip(best, thumbs):
                 pixmaps[unit] = pixmap_from(image)
         self.state.ranking, self.state.layer = ranking, layer
-        self.show_ranking(ranking, pixmaps)
+        if layers is not None:
+            self.layers.show_layer(layer)  # start on the layer that ranks best for this mask
+        self.show_ranking(ranking, pixmaps, ranked_with=self._ranking_with)
+        if layers is not None:
+            order = ", ".join(f"{s.layer} {s.mean_top_score:.3g}" for s in layers)
+            self.summary.setText(f"Best layer: {layer}. {self.summary.text()} Layers by their top units' mean "
+                                 f"score: {order}.")
         self.ranked.emit(ranking)
 
-    def show_ranking(self, ranking, thumbnails: dict | None = None) -> None:
+    def show_ranking(self, ranking, thumbnails: dict | None = None, ranked_with: tuple | None = None) -> None:
+        """Show ``ranking`` from its first row; ``ranked_with`` (sample, mask) lets the panel say when it is stale."""
         self.model.set_ranking(ranking, thumbnails)
+        self.ranked_with = ranked_with if ranking is not None else None
+        self.table.scrollToTop()  # the best rows, which the summary names, are in view
+        self._show_preview(-1)
         units = [int(u.unit) for u in ranking.units] if ranking is not None else []
         self.plot.set_ranking(units, [float(u.score) for u in ranking.units] if ranking is not None else [])
         self.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
         if ranking is not None and ranking.units:
             best = ranking.units[0]
-            self.summary.setText(f"Best: unit {best.unit} (score {float(best.score):.3g}). Double-click rows, or "
-                                 "select them and press Add sliders.")
+            self.summary.setText(f"Best: {ranking.layer}:{best.unit} (score {float(best.score):.3g}). Double-click "
+                                 "rows, or select them and press Add sliders.")
+        self.refresh()
 
     def _on_failed(self, sentence: str) -> None:
         self._finish()
@@ -279,4 +389,15 @@ class RankingPanel(QWidget):
 
     def _on_unit_selected(self, unit: int) -> None:
         self.plot.set_marked(self.plot.marked, unit)
+        self._show_preview(unit)
         self.unit_selected.emit(unit)
+
+    def _show_preview(self, unit: int) -> None:
+        pixmap = self.model.thumbnails.get(unit) if unit >= 0 else None
+        if pixmap is None:
+            self.preview.setPixmap(QPixmap())
+            self.preview.setText("Select a row to see\nits unit switched off")
+            return
+        self.preview.setPixmap(pixmap.scaled(PREVIEW, PREVIEW, Qt.AspectRatioMode.KeepAspectRatio,
+                                             Qt.TransformationMode.SmoothTransformation))
+        self.preview.setToolTip(f"Unit {unit} switched off")

@@ -35,13 +35,17 @@ class RankingModel(QAbstractTableModel):
         super().__init__(parent)
         self.rows: list[Any] = []
         self.thumbnails: dict[int, QPixmap] = {}
+        self.small: dict[int, QPixmap] = {}
         self.max_abs = 1.0
         self.exact_note = ""
 
     def set_ranking(self, ranking: Any, thumbnails: dict[int, QPixmap] | None = None) -> None:
         self.beginResetModel()
         self.rows = list(ranking.units) if ranking is not None else []
-        self.thumbnails = dict(thumbnails or {})
+        self.thumbnails = dict(thumbnails or {})  # full size: the panel's large view shows them
+        self.small = {unit: pixmap.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
+                                          Qt.TransformationMode.SmoothTransformation)
+                      for unit, pixmap in self.thumbnails.items()}
         self.max_abs = max((abs(float(u.score)) for u in self.rows), default=1.0) or 1.0
         self.endResetModel()
 
@@ -78,7 +82,9 @@ class RankingModel(QAbstractTableModel):
                 return f"{values[col]:.3g}"
             return None
         if role == Qt.ItemDataRole.DecorationRole and col == 4:
-            return self.thumbnails.get(int(u.unit))
+            return self.small.get(int(u.unit))
+        if role == Qt.ItemDataRole.ToolTipRole and col == 4:
+            return "Select or hover the row for a larger view"
         if role == Qt.ItemDataRole.ToolTipRole and col == 0 and not getattr(u, "exact", True):
             return "Estimated by the fast method (not re-rendered exactly)"
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (1, 2, 3):

@@ -134,7 +134,7 @@ class SessionActions(QObject):
             path = self._ask_path()
             if path is None:
                 return
-        snapshot = replace(window.state, edits=list(window.state.edits))  # the user may go on editing meanwhile
+        snapshot = replace(window.state, edits=list(window.state.edits), knobs=list(window.state.knobs))  # the user may go on editing meanwhile
         target = Path(path)
 
         def work(generator):
@@ -277,6 +277,7 @@ class SessionActions(QObject):
                 window.canvas.set_mask(state.mask.numpy(), "Open session mask")  # kept until the image arrives
         window.sliders.local.setChecked(state.local)
         window.sliders.set_edits(state.edits)
+        window.knobs.set_edits(state.knobs)  # each knob with its own mask and strength, as saved
 
     # -- closing ------------------------------------------------------------------------------------------------
     def ask_to_save(self, then: Callable[[], None]) -> bool:

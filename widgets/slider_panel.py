@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractScrollArea,
+    QApplication,
     QCheckBox,
     QDoubleSpinBox,
     QHBoxLayout,
@@ -30,6 +32,32 @@ from studio.core.hooks import UnitEdit
 
 SCALE_MIN, SCALE_MAX = -1.0, 3.0
 _STEPS = 100  # slider ticks per 1x
+#: How a switched-off (or set) slider looks: a grey groove and a hollow handle.
+_INACTIVE = ("QSlider::groove:horizontal { background: #8a8a8a; height: 3px; }"
+             "QSlider::handle:horizontal { background: transparent; border: 1px solid #8a8a8a;"
+             " width: 10px; margin: -5px 0; border-radius: 5px; }")
+
+
+class FocusWheelSlider(QSlider):
+    """A slider that takes the wheel only when focused: scrolling the list never changes a unit in passing."""
+
+    def __init__(self, orientation: Qt.Orientation, parent: QWidget | None = None) -> None:
+        super().__init__(orientation, parent)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # click or Tab to focus, then the wheel adjusts it
+
+    def wheelEvent(self, event) -> None:
+        if self.hasFocus():
+            super().wheelEvent(event)
+            return
+        area = self.parentWidget()
+        while area is not None and not isinstance(area, QAbstractScrollArea):
+            area = area.parentWidget()
+        if area is None:
+            event.ignore()
+            return
+        # The list scrolls instead, whether or not Qt would propagate this event (synthetic ones do not).
+        QApplication.sendEvent(area.verticalScrollBar(), event)
+        event.accept()
 
 
 class UnitSlider(QWidget):
@@ -42,16 +70,17 @@ class UnitSlider(QWidget):
     def __init__(self, layer: str, unit: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.layer, self.unit = layer, unit
-        self.name = QPushButton(f"unit {unit}")
+        self.name = QPushButton(f"{layer}:{unit}")
         self.name.setFlat(True)
+        self.name.setFixedWidth(96)  # the same width in every row, so the sliders line up
         self.name.setToolTip(f"{layer} unit {unit}: click to show where it fires")
         self.name.clicked.connect(lambda: self.focused.emit(self.unit))
-        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider = FocusWheelSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(int(SCALE_MIN * _STEPS), int(SCALE_MAX * _STEPS))
         self.slider.setValue(_STEPS)
         self.slider.setToolTip("Scale the unit from -1x to 3x (1x: unchanged)")
         self.value = QLabel("×1.00")
-        self.value.setMinimumWidth(44)
+        self.value.setFixedWidth(48)
         self.off = QToolButton()
         self.off.setText("Off")
         self.off.setCheckable(True)
@@ -75,9 +104,19 @@ class UnitSlider(QWidget):
                                 (self.set_value, 0), (remove, 0)):
             layout.addWidget(widget, stretch)
         self.slider.valueChanged.connect(self._on_change)
+        self.slider.installEventFilter(self)  # a press on a switched-off slider switches it back on
         self.off.toggled.connect(self._on_change)
         self.set.toggled.connect(self._on_change)
         self.set_value.valueChanged.connect(self._on_change)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.slider and event.type() == QEvent.Type.MouseButtonPress and self.mode() != "scale":
+            self.off.setChecked(False)  # back to the slider's scale; the press then drags it
+            self.set.setChecked(False)
+        return super().eventFilter(watched, event)
+
+    def mode(self) -> str:
+        return "off" if self.off.isChecked() else "set" if self.set.isChecked() else "scale"
 
     def scale(self) -> float:
         return self.slider.value() / _STEPS
@@ -107,10 +146,13 @@ class UnitSlider(QWidget):
         self.set_edit(UnitEdit(self.layer, self.unit, "scale", 1.0))
 
     def _refresh(self) -> None:
-        mode = "off" if self.off.isChecked() else "set" if self.set.isChecked() else "scale"
-        self.slider.setEnabled(mode == "scale")
+        mode = self.mode()
+        # An Off or Set slider stays enabled (dragging it switches it back on) but reads as inactive.
+        self.slider.setProperty("inactive", mode != "scale")
+        self.slider.setStyleSheet(_INACTIVE if mode != "scale" else "")
         self.set_value.setEnabled(mode == "set")
         self.value.setText({"off": "off", "set": "set"}.get(mode, f"×{self.scale():.2f}"))
+        self.value.setStyleSheet("color: #c0392b; font-weight: bold;" if mode == "off" else "")
 
     def _on_change(self, *_) -> None:
         if self.sender() is self.off and self.off.isChecked():
@@ -143,25 +185,34 @@ class SliderPanel(QWidget):
         self.reset_button = QPushButton("Reset all")
         self.reset_button.setToolTip("Every slider back to 1x")
         self.reset_button.clicked.connect(self.reset_all)
+        self.remove_all_button = QPushButton("Remove all sliders")
+        self.remove_all_button.setToolTip("Remove every slider (their edits go away)")
+        self.remove_all_button.clicked.connect(self.remove_all)
         self.hold = QPushButton("Hold: original")
-        self.hold.setToolTip("Press and hold to see the image without edits")
+        self.hold.setToolTip("Press and hold to see the model as loaded: no unit edit, no concept edit")
         self.hold.pressed.connect(lambda: self.hold_original.emit(True))
         self.hold.released.connect(lambda: self.hold_original.emit(False))
         self.compare = QCheckBox("Before | after")
-        self.compare.setToolTip("Show the original and the edited image side by side")
+        self.compare.setToolTip("Show the model as loaded and the edited image side by side")
+        self.sides = QLabel("Before: the model as loaded. After: no edits yet.")
+        self.sides.setWordWrap(True)
+        self.sides.setStyleSheet("color: palette(mid);")
         self.compare.toggled.connect(self.side_by_side)
         self.empty = QLabel("No sliders yet: double-click units in the ranking table.")
         self.empty.setWordWrap(True)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.list = QVBoxLayout()
         self.list.setSpacing(2)
-        holder = QWidget()
+        holder = self.holder = QWidget()
         inner = QVBoxLayout(holder)
         inner.addWidget(self.empty)
         inner.addLayout(self.list)
         inner.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        # Always there, so the x column does not move when the list grows past the view.
+        scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+        self.scroll = scroll
         scroll.setWidget(holder)
         top = QHBoxLayout()
         top.addWidget(self.local)
@@ -170,10 +221,20 @@ class SliderPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.hold)
         buttons.addWidget(self.reset_button)
+        buttons.addWidget(self.remove_all_button)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.sides)
         layout.addWidget(scroll, 1)
         layout.addLayout(buttons)
+
+    def show_sides(self, unit_edits: int, concept_edits: list[str]) -> None:
+        """Say which edits each side of Before | after (and Hold) has."""
+        parts = [f"{unit_edits} unit edit{'s' if unit_edits != 1 else ''}"] if unit_edits else []
+        if concept_edits:
+            parts.append("concept edits: " + ", ".join(concept_edits))
+        after = " and ".join(parts) if parts else "no edits yet"
+        self.sides.setText(f"Before: the model as loaded (no edits). After: {after}.")
 
     def edits(self) -> list[UnitEdit]:
         return [row.edit() for row in self.rows]
@@ -184,22 +245,44 @@ class SliderPanel(QWidget):
     def add_units(self, layer: str, units: Sequence[int]) -> None:
         """A slider per unit not already shown (at 1x, so the image does not change yet)."""
         added = False
+        self.holder.setUpdatesEnabled(False)  # one layout and one paint for the whole batch
         for unit in units:
             if self.row(layer, int(unit)) is None:
                 self._add_row(UnitSlider(layer, int(unit)))
                 added = True
+        self.holder.setUpdatesEnabled(True)
         if added:
             self.edits_changed.emit(self.edits())
 
     def set_edits(self, edits: Sequence[UnitEdit]) -> None:
         """Rebuild the sliders from saved edits (a session); emits one change."""
+        self.holder.setUpdatesEnabled(False)
         for row in list(self.rows):
             self._drop(row)
         for edit in edits:
             row = UnitSlider(edit.layer, edit.unit)
             row.set_edit(edit)
             self._add_row(row)
+        self.holder.setUpdatesEnabled(True)
         self.edits_changed.emit(self.edits())
+
+    def apply_to_units(self, layer: str, units: Sequence[int], op: str, value: float = 0.0) -> None:
+        """Give each of ``units`` the edit ``op`` (``off`` or ``set`` to ``value``), adding sliders where needed;
+        emits one change, so the image renders once."""
+        for unit in units:
+            row = self.row(layer, int(unit))
+            if row is None:
+                row = UnitSlider(layer, int(unit))
+                self._add_row(row)
+            row.set_edit(UnitEdit(layer, int(unit), op, float(value)))  # type: ignore[arg-type]
+        if units:
+            self.edits_changed.emit(self.edits())
+
+    def remove_all(self) -> None:
+        if self.rows:
+            for row in list(self.rows):
+                self._drop(row)
+            self.edits_changed.emit(self.edits())
 
     def reset_all(self) -> None:
         for row in self.rows:

@@ -93,5 +93,6 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("recipe" if out.suffix.lower() == ".json" else "studio")
     concepts = recipe.as_session().restore_concepts(generator)
     report = export(generator, recipe.unit_edits, concepts, fmt, out, mask=recipe.mask,
-                    samples=recipe.samples or None, progress=TextProgressBar("export", sys.stderr))
+                    samples=recipe.samples or None, progress=TextProgressBar("export", sys.stderr),
+                    knob_edits=recipe.knob_edits)
     return print_report(report, args.json)

@@ -15,6 +15,7 @@ BENCHES: list[str] = [
     "faces",
     "rank",
     "rooms",
+    "dissect",
 ]
 
 

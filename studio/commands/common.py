@@ -10,6 +10,7 @@ import torch
 from studio.core.device import CHOICES, describe
 from studio.core.errors import StudioError
 from studio.exported import open_model
+from studio.seeds import parse_seeds  # noqa: F401  (the subcommands read seeds the way the app does)
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, seed: bool = True, prompt: bool = True) -> None:
@@ -72,21 +73,6 @@ def open_from_args(args: argparse.Namespace):
     print(f"model: {generator.name} ({generator.family}) on {describe(generator.device, generator.dtype)}",
           file=sys.stderr)
     return generator
-
-
-def parse_seeds(text: str | None, default: int) -> list[int]:
-    """``"1,2,5-7"`` -> [1, 2, 5, 6, 7]."""
-    if not text:
-        return [default]
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part[1:]:
-            lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
-            seeds.extend(range(int(lo), int(hi) + 1))
-        elif part:
-            seeds.append(int(part))
-    return seeds
 
 
 def no_grad():

@@ -67,5 +67,5 @@ def export_edit_files(generator, files, format: str, output: str, as_json: bool,
     recipe = read_edit_files(files, generator)
     concepts = recipe.as_session().restore_concepts(generator)
     report = export(generator, recipe.unit_edits, concepts, format, output, mask=recipe.mask,
-                    samples=recipe.samples or None, progress=progress)
+                    samples=recipe.samples or None, progress=progress, knob_edits=recipe.knob_edits)
     return print_report(report, as_json)

@@ -102,3 +102,23 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> tuple[torch.Ten
     except OSError as error:
         raise MaskError(f"{path.name} is not a readable image ({error}).") from error
     return mask_from_array(array, size, name=f"Mask {path.name}")
+
+
+def feather_mask(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Soften a (H, W) mask's edges with a Gaussian of ``radius`` pixels (about 2 sigma); values stay in [0, 1].
+
+    >>> soft = feather_mask(hard, 4)      # the inside stays 1, the edge ramps over about 8 px
+    """
+    values = np.asarray(mask, np.float32)
+    if radius <= 0:
+        return values.copy()
+    sigma = radius / 2
+    offsets = np.arange(-int(np.ceil(3 * sigma)), int(np.ceil(3 * sigma)) + 1, dtype=np.float32)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel /= kernel.sum()
+    pad = len(offsets) // 2
+    out = values
+    for axis in (0, 1):  # separable: blur rows, then columns, with the edge pixels repeated
+        padded = np.pad(out, [(pad, pad) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
+        out = np.apply_along_axis(lambda line: np.convolve(line, kernel, mode="valid"), axis, padded)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,140 @@
+"""``python -m studio bench dissect``: are the dissection's lamp labels causal, does Ray agree, does memory stay flat?
+
+    python -m studio bench dissect --samples 300 --json
+
+On the Rooms model (layer ``blocks.1``, Rooms truth concepts):
+
+- ``label_precision``: of the units labelled lamp or glow (IoU >= 0.05), the share whose switch-off changes the
+  lamps' region (lamp and glow truth masks) more than the rest of the room, measured as the truth benchmark does
+  (mean absolute change per pixel inside against outside, :func:`studio.ablation.measure_effect`), on the first
+  ``--check`` dissected seeds with a lit lamp;
+- ``label_recall``: the share of the causal ranking's top ``--top`` units for the same region on the same seeds
+  (:func:`studio.ranking.rank_units`, fast) that the dissection labels lamp or glow;
+- ``ray_equal``: max relative difference of every statistic, Ray (2 local workers) against in-process;
+- ``ray_overhead``: Ray wall time (actors started and models opened included, the cluster start not) over the
+  in-process wall time at 2 torch threads; ``samples_per_s``: samples dissected per second in-process (both phases);
+- ``memory_growth``: peak resident memory of a dissection of ``--memory`` samples over one of a tenth as many,
+  minus 1, each in its own process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import torch
+
+from studio.ablation import measure_effect
+from studio.commands.common import add_model_args, open_from_args
+from studio.core.hooks import UnitEdit
+from studio.dissect import Plan, dissect
+from studio.dissect_ray import ray_runner
+from studio.ranking import best_units, rank_units
+from studio.segments import rooms_scene, rooms_segmenter
+
+LAYER = "blocks.1"
+LAMP_CONCEPTS = ("lamp", "glow")
+TARGETS = {"label_precision": 0.8, "label_recall": 0.5, "ray_equal": 1e-5, "ray_overhead": 1.3,
+           "memory_growth": 0.2}
+_MEMORY_RUN = """
+import resource, sys, torch
+torch.set_num_threads(1)
+from studio.exported import open_model
+from studio.dissect import Plan, dissect
+n, layer = int(sys.argv[1]), sys.argv[2]
+gen = open_model("rooms", device="cpu")
+dissect(gen, Plan("rooms", [layer], n, concepts="rooms", task_size=250))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def register(benches: argparse._SubParsersAction) -> None:
+    p = benches.add_parser("dissect", help="dissection: lamp labels against switch-offs and ranking, Ray, memory",
+                           description="Label precision and recall against causal checks, Ray against in-process, "
+                                       "throughput and memory growth of a dissection.")
+    add_model_args(p, seed=False, prompt=False)
+    p.add_argument("--samples", type=int, default=300, help="samples dissected (default: 300)")
+    p.add_argument("--check", type=int, default=8, help="lit-lamp seeds for the causal checks (default: 8)")
+    p.add_argument("--top", type=int, default=20, help="ranked units recall is measured against (default: 20)")
+    p.add_argument("--memory", type=int, default=5000, help="samples of the large memory run (default: 5000)")
+    p.add_argument("--memory-layer", default=LAYER, help=f"layer of the memory runs (default: {LAYER})")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def max_relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    worst = 0.0
+    for key in a:
+        x, y = a[key].double(), b[key].double()
+        scale = x.abs().max().clamp_min(1e-12)
+        worst = max(worst, float((x - y).abs().max() / scale))
+    return worst
+
+
+def lamp_checks(generator, result, layer: str, count: int, top: int) -> dict:
+    seg = rooms_segmenter()
+    seeds = [s for s in range(result.plan.first_seed, result.plan.first_seed + result.plan.samples)
+             if any(lamp.lit for lamp in rooms_scene(s).lamps)][:count]
+    samples = [seg.sample(generator, s) for s in seeds]
+    size = tuple(generator.resolution)
+    idx = [seg.concepts.index(c) for c in LAMP_CONCEPTS]
+    region = torch.stack([seg.masks(s, size)[idx].any(dim=0) for s in seeds]).float()
+    labelled = result.units_for(layer, LAMP_CONCEPTS)
+    causal = []
+    with torch.inference_mode():
+        before = generator.render(samples)
+        with generator.editor() as editor:
+            for unit in labelled:
+                editor.set([UnitEdit(layer, unit, "off")])
+                inside, outside = measure_effect(before, generator.render(samples), region)
+                if float(inside.mean()) > float(outside.mean()):
+                    causal.append(unit)
+    ranking = rank_units(generator, samples, region, layer, method="fast")
+    ranked = [unit for _, unit in best_units([ranking], top)]
+    found = sorted(set(ranked) & set(labelled))
+    return {"label_precision": round(len(causal) / len(labelled), 3) if labelled else 0.0,
+            "label_recall": round(len(found) / len(ranked), 3) if ranked else 0.0,
+            "labelled_units": labelled, "causal_units": causal, "ranked_units": ranked, "check_seeds": len(seeds)}
+
+
+def memory_peak(samples: int, layer: str) -> int:
+    out = subprocess.run([sys.executable, "-c", _MEMORY_RUN, str(samples), layer], capture_output=True, text=True,
+                         check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def run(args: argparse.Namespace) -> int:
+    args.model = args.model or "rooms"
+    generator = open_from_args(args)
+    torch.set_num_threads(2)
+    plan = Plan(generator.source, [LAYER], args.samples, concepts="rooms", task_size=50)
+    start = time.perf_counter()
+    here = dissect(generator, plan)
+    here_wall = time.perf_counter() - start
+    torch.set_num_threads(1)
+    import ray  # optional extra: the Ray comparison needs it
+    cluster = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cluster = time.perf_counter() - cluster
+    start = time.perf_counter()
+    runner, close = ray_runner(plan, workers=2, device="cpu")
+    try:
+        there = dissect(generator, plan, runner=runner)
+    finally:
+        close()
+        ray.shutdown()
+    ray_wall = time.perf_counter() - start
+    figures = {"samples": args.samples, "layer": LAYER}
+    figures.update(lamp_checks(generator, here, LAYER, args.check, args.top))
+    small, large = memory_peak(args.memory // 10, args.memory_layer), memory_peak(args.memory, args.memory_layer)
+    figures.update({
+        "ray_equal": max_relative_difference(here.tensors(), there.tensors()),
+        "ray_overhead": round(ray_wall / here_wall, 3), "in_process_s": round(here_wall, 2),
+        "ray_s": round(ray_wall, 2), "ray_cluster_start_s": round(cluster, 2),
+        "samples_per_s": round(args.samples / here_wall, 2),
+        "memory_growth": round(large / small - 1, 4), "memory_samples": [args.memory // 10, args.memory],
+        "peak_rss_kb": [small, large], "targets": TARGETS})
+    print(json.dumps(figures) if args.json else json.dumps(figures, indent=1))
+    return 0
