@@ -122,15 +122,13 @@ def test_render_is_deterministic_per_seed(gens, kind):
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
-def test_partial_rerender_equals_full_from_every_layer(gens, kind):
+def test_partial_rerender_refuses_an_activation_of_another_batch(gens, kind):
+    # that it equals the full render from every layer is the contract test's (tests/test_contract.py)
     gen = gens[kind]
     samples = [_sample(gen, 7), _sample(gen, 8)]
     names = [info.name for info in gen.layers()]
     with torch.inference_mode():
-        full = gen.render(samples)
-        acts = gen.trace(samples, names, stop=False)
-        for name in names:
-            assert torch.allclose(gen.forward_from(name, acts[name], samples), full, atol=1e-5), name
+        acts = gen.trace(samples, names[-1:], stop=False)
     with pytest.raises(StudioError):
         gen.forward_from(names[-1], acts[names[-1]], samples[:1])
 

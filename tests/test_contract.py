@@ -1,0 +1,141 @@
+"""The model contract, checked the same way on every adapter with its tiny model.
+
+Each family's own tests check what only that family does; these check what every generator promises: images in
+(B, 3, H, W) and [0, 1], partial re-renders equal full renders, baked unit scales render as the hook edit, and a
+saved session renders the same after loading.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.base import Generator
+from models.registry import open_model
+from studio.core.hooks import UnitEdit, count_hooks
+from studio.session import Session, load_session, save_session
+from tests.faces_files import tiny_dcgan, tiny_mobilestylegan, write_mobilestylegan_ir, write_weights_tar
+from tests.stylegan_files import tiny_net, write_nvidia_pickle
+from tests.toy import ToyGenerator
+from tests.toy_text import ToyTextGenerator
+
+ATOL = 1e-5
+GAIN = 0.5
+NO_BAKE_RULE = {"toy-text"}  # families whose adapter keeps the base contract's "never exact"
+
+
+def _rooms(root: Path) -> Generator:
+    return open_model("rooms", device="cpu")
+
+
+def _stylegan(kind: str) -> Callable[[Path], Generator]:
+    def build(root: Path) -> Generator:
+        path = write_nvidia_pickle(root / f"{kind}.pkl", tiny_net(kind), marker=root / "module_src_ran")
+        return open_model(str(path), device="cpu")
+    return build
+
+
+def _dcgan(root: Path) -> Generator:
+    return open_model(str(write_weights_tar(root / "weights.tar", tiny_dcgan())), device="cpu")
+
+
+def _mobilestylegan(root: Path) -> Generator:
+    folder = write_mobilestylegan_ir(root / "msg", tiny_mobilestylegan())
+    return open_model(str(folder / "SynthesisNetwork.xml"), device="cpu")
+
+
+def _sd(root: Path) -> Generator:
+    from models.sd_random import tiny_sd  # heavy import (diffusers): only this case needs it
+
+    tiny_sd(root / "build").save_pretrained(root / "folder")
+    return open_model(str(root / "folder"), device="cpu")
+
+
+# name -> (build the model in a folder, the sample options that keep its render small)
+ADAPTERS: dict[str, tuple[Callable[[Path], Generator], dict]] = {
+    "rooms": (_rooms, {}),
+    "toy": (lambda root: ToyGenerator(), {}),
+    "toy-text": (lambda root: ToyTextGenerator(), {}),
+    "stylegan2": (_stylegan("sg2"), {}),
+    "stylegan3": (_stylegan("sg3t"), {}),
+    "sd": (_sd, {"steps": 2, "size": 32, "scheduler": "ddim"}),
+    "dcgan": (_dcgan, {}),
+    "mobilestylegan": (_mobilestylegan, {}),
+}
+
+
+@pytest.fixture(scope="module", params=list(ADAPTERS))
+def adapter(request, tmp_path_factory) -> tuple[Generator, dict]:
+    build, options = ADAPTERS[request.param]
+    return build(tmp_path_factory.mktemp(request.param)), options
+
+
+def _samples(gen: Generator, options: dict) -> list:
+    return [gen.sample(3, **options), gen.sample(8, **options)]
+
+
+def test_render_is_a_batch_of_rgb_images_in_0_1(adapter):
+    gen, options = adapter
+    with torch.inference_mode():
+        images = gen.render(_samples(gen, options))
+    height, width = gen.resolution if "size" not in options else (options["size"], options["size"])
+    assert images.shape == (2, 3, height, width)
+    assert float(images.min()) >= 0 and float(images.max()) <= 1
+    assert not torch.equal(images[0], images[1])  # the seed reaches the image
+
+
+def test_forward_from_a_traced_activation_equals_the_full_render(adapter):
+    gen, options = adapter
+    partial = [info.name for info in gen.layers() if info.partial]
+    samples = _samples(gen, options)
+    with torch.inference_mode():
+        full = gen.render(samples)
+        acts = gen.trace(samples, partial, stop=False) if partial else {}
+        for name in partial:
+            torch.testing.assert_close(gen.forward_from(name, acts[name], samples), full, atol=ATOL, rtol=0,
+                                       msg=f"forward_from({name})")
+
+
+def test_a_baked_unit_scale_renders_as_the_hook_edit(adapter):
+    gen, options = adapter
+    sample = gen.sample(4, **options)
+    saved = {k: v.clone() for k, v in gen.module.state_dict().items()}
+    baked = []
+    try:
+        for info in gen.layers():
+            with torch.inference_mode(), gen.editor() as editor:
+                editor.set([UnitEdit(info.name, 1, "scale", GAIN)])
+                hooked = gen.render([sample])
+            if not gen.bake_unit_scale(info.name, 1, GAIN):
+                assert all(torch.equal(saved[k], v) for k, v in gen.module.state_dict().items()), info.name
+                continue
+            baked.append(info.name)
+            with torch.inference_mode():
+                torch.testing.assert_close(gen.render([sample]), hooked, atol=ATOL, rtol=0, msg=info.name)
+            gen.module.load_state_dict(saved)  # layers stay independent
+    finally:
+        gen.module.load_state_dict(saved)
+    assert count_hooks(gen.module) == 0
+    assert bool(baked) == (gen.family not in NO_BAKE_RULE)  # a bake rule that never bakes is not tested
+
+
+def test_a_session_round_trip_renders_the_same(adapter, tmp_path):
+    gen, options = adapter
+    layer = gen.layers()[-1].name
+    edits = [UnitEdit(layer, 1, "scale", GAIN), UnitEdit(layer, 0, "off")]
+    samples = _samples(gen, options)
+    with torch.inference_mode():
+        plain = gen.render(samples)
+        with gen.editor() as editor:
+            editor.set(edits)
+            edited = gen.render(samples)
+    session = Session.capture(gen, samples=samples, unit_edits=edits)
+    loaded = load_session(save_session(session, tmp_path / "round.nstudio"))
+    assert loaded.unit_edits == edits and [s.to_json() for s in loaded.samples] == [s.to_json() for s in samples]
+    torch.testing.assert_close(loaded.render(gen), edited, atol=ATOL, rtol=0)
+    assert not torch.equal(edited, plain)  # the edits reached the image, so the check above means something
+    assert count_hooks(gen.module) == 0
+    with torch.inference_mode():
+        torch.testing.assert_close(gen.render(samples), plain, atol=0, rtol=0)  # and left with the session
