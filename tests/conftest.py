@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import gc
 import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 # Qt must never need a display in tests (they run headless, in CI too); set before any Qt import.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -27,6 +30,26 @@ def toy():
     from tests.toy import ToyGenerator
 
     return ToyGenerator()
+
+
+@dataclass(frozen=True)
+class TinySD:
+    """The tiny random SD 1.x pipeline, built once per test run: read it, never change it or its files."""
+
+    pipe: Any  # the StableDiffusionPipeline as built (diffusers is imported only by the tests that ask)
+    build: Path  # the folder it was built in: its BPE tokenizer files are under bpe/
+    folder: Path  # the pipeline saved as a diffusers folder; open a model of your own from it to change weights
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_files(tmp_path_factory) -> TinySD:
+    """The tiny SD pipeline and its diffusers folder, shared by every test that needs a Stable Diffusion model."""
+    from models.sd_random import tiny_sd  # heavy import (diffusers): only the diffusion tests need it
+
+    root = tmp_path_factory.mktemp("tiny-sd")
+    pipe = tiny_sd(root / "build")
+    pipe.save_pretrained(root / "folder")
+    return TinySD(pipe, root / "build", root / "folder")
 
 
 @pytest.fixture(autouse=True)

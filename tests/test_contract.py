@@ -26,38 +26,36 @@ GAIN = 0.5
 NO_BAKE_RULE = {"toy-text"}  # families whose adapter keeps the base contract's "never exact"
 
 
-def _rooms(root: Path) -> Generator:
+def _rooms(root: Path, request: pytest.FixtureRequest) -> Generator:
     return open_model("rooms", device="cpu")
 
 
-def _stylegan(kind: str) -> Callable[[Path], Generator]:
-    def build(root: Path) -> Generator:
+def _stylegan(kind: str) -> Callable[[Path, pytest.FixtureRequest], Generator]:
+    def build(root: Path, request: pytest.FixtureRequest) -> Generator:
         path = write_nvidia_pickle(root / f"{kind}.pkl", tiny_net(kind), marker=root / "module_src_ran")
         return open_model(str(path), device="cpu")
     return build
 
 
-def _dcgan(root: Path) -> Generator:
+def _dcgan(root: Path, request: pytest.FixtureRequest) -> Generator:
     return open_model(str(write_weights_tar(root / "weights.tar", tiny_dcgan())), device="cpu")
 
 
-def _mobilestylegan(root: Path) -> Generator:
+def _mobilestylegan(root: Path, request: pytest.FixtureRequest) -> Generator:
     folder = write_mobilestylegan_ir(root / "msg", tiny_mobilestylegan())
     return open_model(str(folder / "SynthesisNetwork.xml"), device="cpu")
 
 
-def _sd(root: Path) -> Generator:
-    from models.sd_random import tiny_sd  # heavy import (diffusers): only this case needs it
-
-    tiny_sd(root / "build").save_pretrained(root / "folder")
-    return open_model(str(root / "folder"), device="cpu")
+def _sd(root: Path, request: pytest.FixtureRequest) -> Generator:
+    # a model of its own from the shared folder: the bake check changes its weights (and puts them back)
+    return open_model(str(request.getfixturevalue("tiny_sd_files").folder), device="cpu")
 
 
 # name -> (build the model in a folder, the sample options that keep its render small)
-ADAPTERS: dict[str, tuple[Callable[[Path], Generator], dict]] = {
+ADAPTERS: dict[str, tuple[Callable[[Path, pytest.FixtureRequest], Generator], dict]] = {
     "rooms": (_rooms, {}),
-    "toy": (lambda root: ToyGenerator(), {}),
-    "toy-text": (lambda root: ToyTextGenerator(), {}),
+    "toy": (lambda root, request: ToyGenerator(), {}),
+    "toy-text": (lambda root, request: ToyTextGenerator(), {}),
     "stylegan2": (_stylegan("sg2"), {}),
     "stylegan3": (_stylegan("sg3t"), {}),
     "sd": (_sd, {"steps": 2, "size": 32, "scheduler": "ddim"}),
@@ -69,7 +67,7 @@ ADAPTERS: dict[str, tuple[Callable[[Path], Generator], dict]] = {
 @pytest.fixture(scope="module", params=list(ADAPTERS))
 def adapter(request, tmp_path_factory) -> tuple[Generator, dict]:
     build, options = ADAPTERS[request.param]
-    return build(tmp_path_factory.mktemp(request.param)), options
+    return build(tmp_path_factory.mktemp(request.param), request), options
 
 
 def _samples(gen: Generator, options: dict) -> list:

@@ -11,35 +11,36 @@ from models.registry import open_model
 from models.sd_convert import pipeline_to_original, save_single_file
 from studio.core.errors import Cancelled, ModelOpenError, StudioError
 from studio.core.hooks import UnitEdit, count_hooks
-from models.sd_random import tiny_sd, tiny_sdxl
+from models.sd_random import tiny_sdxl
 
 STEPS = 3
 
 
-def _write_model(root, make):
-    """The tiny pipeline as a diffusers folder, a .safetensors and a .ckpt (original layout), with a tokenizer
-    folder beside the single files (they carry none)."""
-    pipe = make(root / "build")
-    pipe.save_pretrained(root / "folder")
+def _write_single_files(root, pipe, build):
+    """The pipeline as a .safetensors and a .ckpt (original layout), with a tokenizer folder beside them (they
+    carry none)."""
     save_single_file(pipe, root / "model.safetensors")
     save_single_file(pipe, root / "model.ckpt", ckpt=True)
     (root / "tokenizer").mkdir()
     for name in ("vocab.json", "merges.txt"):
-        shutil.copy(root / "build" / "bpe" / name, root / "tokenizer" / name)
+        shutil.copy(build / "bpe" / name, root / "tokenizer" / name)
     return pipe
 
 
 @pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
+def sd_dir(tmp_path_factory, tiny_sd_files):
     root = tmp_path_factory.mktemp("sd1")
-    _PIPES["sd"] = _write_model(root, tiny_sd)
+    shutil.copytree(tiny_sd_files.folder, root / "folder")  # a copy: tests here copy and break parts of it
+    _PIPES["sd"] = _write_single_files(root, tiny_sd_files.pipe, tiny_sd_files.build)
     return root
 
 
 @pytest.fixture(scope="module")
 def xl_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("sdxl")
-    _PIPES["xl"] = _write_model(root, tiny_sdxl)
+    pipe = tiny_sdxl(root / "build")
+    pipe.save_pretrained(root / "folder")
+    _PIPES["xl"] = _write_single_files(root, pipe, root / "build")
     return root
 
 
@@ -253,8 +254,8 @@ def test_unit_edits_change_the_image_and_leave_no_hooks(which, request):
     assert count_hooks(gen.module) == 0
 
 
-def test_baking_a_unit_scale_equals_the_hook_where_it_is_exact(tmp_path):
-    gen = open_model(_fresh(tmp_path), device="cpu")  # baking writes weights: a model of its own
+def test_baking_a_unit_scale_equals_the_hook_where_it_is_exact(tiny_sd_files):
+    gen = open_model(str(tiny_sd_files.folder), device="cpu")  # baking writes weights: a model of its own
     s = sample(gen)
     edits = [("down_blocks.0.downsamplers.0", 3, 0.0), ("up_blocks.0", 5, 2.0), ("up_blocks.1.resnets.0", 7, 0.5)]
     with gen.editor() as editor:
@@ -264,11 +265,6 @@ def test_baking_a_unit_scale_equals_the_hook_where_it_is_exact(tmp_path):
     assert torch.allclose(render(gen, [s]), hooked, atol=1e-5)
     assert not gen.bake_unit_scale("up_blocks.1.attentions.0", 0, 0.0)  # residual: not foldable
     assert not gen.bake_unit_scale("mid_block.resnets.0", 0, 0.0)  # identity shortcut
-
-
-def _fresh(tmp_path):
-    tiny_sd(tmp_path / "build").save_pretrained(tmp_path / "folder")
-    return str(tmp_path / "folder")
 
 
 def test_edits_apply_only_within_their_step_window(sd):

@@ -355,12 +355,8 @@ def test_stylegan_exports_a_rosinality_checkpoint_with_a_recipe_beside_it(tmp_pa
 
 
 @pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    from models.sd_random import tiny_sd
-
-    root = tmp_path_factory.mktemp("sd")
-    tiny_sd(root / "build").save_pretrained(root / "base")
-    return root / "base"
+def sd_folder(tiny_sd_files):
+    return tiny_sd_files.folder
 
 
 def test_diffusion_exports_a_folder_a_single_file_and_a_lora_that_reopen_the_same(sd_folder, tmp_path):
