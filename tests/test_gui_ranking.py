@@ -11,9 +11,16 @@ from tests.gui_support import mouse, open_window, paint_square
 from tests.test_gui_sliders import wheel
 
 
+def open_units_tab(w, qtbot) -> None:
+    """Click the Units tab, as a user does before ranking (the app opens on the knobs tab)."""
+    qtbot.mouseClick(w.tabs.tabBar(), Qt.MouseButton.LeftButton,
+                     pos=w.tabs.tabBar().tabRect(w.tabs.indexOf(w.ranking.parentWidget())).center())
+
+
 @pytest.fixture
 def window(toy_registry, qtbot, tmp_path):
     w = open_window(qtbot, tmp_path)
+    open_units_tab(w, qtbot)
     yield w
     w.close()
 
@@ -57,6 +64,7 @@ def test_remembered_options_are_shown_before_ranking(toy_registry, qtbot, tmp_pa
     settings.setValue("rank/seeds", "0-7")
     settings.sync()
     window = open_window(qtbot, tmp_path)
+    open_units_tab(window, qtbot)
     try:
         plan = window.ranking.plan
         assert plan.isVisible() and "seeds 0-7 (8 images)" in plan.text() and "no mask yet" in plan.text()

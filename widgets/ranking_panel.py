@@ -218,11 +218,9 @@ class RankingPanel(QWidget):
         layout.addWidget(self.plan)
         layout.addLayout(buttons)
         layout.addWidget(self.stale)
-        body = QHBoxLayout()
-        body.addWidget(split, 1)
-        body.addWidget(self.preview, 0, Qt.AlignmentFlag.AlignTop)
-        layout.addLayout(body, 1)
+        layout.addWidget(split, 1)  # the table keeps the panel's whole width, so its columns never scroll sideways
         below = QHBoxLayout()
+        below.addWidget(self.preview, 0, Qt.AlignmentFlag.AlignTop)
         self.summary = QLabel(HINT_NO_MASK)
         self.summary.setWordWrap(True)
         below.addWidget(self.summary, 1)
