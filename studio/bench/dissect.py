@@ -28,6 +28,7 @@ import torch
 
 from studio.ablation import measure_effect
 from studio.commands.common import add_model_args, open_from_args
+from studio.core.errors import StudioError
 from studio.core.hooks import UnitEdit
 from studio.dissect import Plan, dissect
 from studio.dissect_ray import ray_runner
@@ -45,8 +46,8 @@ from studio.exported import open_model
 from studio.dissect import Plan, dissect
 n, layer = int(sys.argv[1]), sys.argv[2]
 gen = open_model("rooms", device="cpu")
-dissect(gen, Plan("rooms", [layer], n, concepts="rooms", task_size=250))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+d = dissect(gen, Plan("rooms", [layer], n, concepts="rooms", task_size=250))
+print(int(d.stats[layer]["count"].max()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -99,10 +100,12 @@ def lamp_checks(generator, result, layer: str, count: int, top: int) -> dict:
             "labelled_units": labelled, "causal_units": causal, "ranked_units": ranked, "check_seeds": len(seeds)}
 
 
-def memory_peak(samples: int, layer: str) -> int:
+def memory_peak(samples: int, layer: str) -> tuple[int, int]:
+    """(activation values counted per unit, peak resident KB) of a dissection of ``samples`` in a fresh process."""
     out = subprocess.run([sys.executable, "-c", _MEMORY_RUN, str(samples), layer], capture_output=True, text=True,
                          check=True)
-    return int(out.stdout.strip().splitlines()[-1])
+    counted, peak = out.stdout.strip().splitlines()[-1].split()
+    return int(counted), int(peak)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,7 +131,10 @@ def run(args: argparse.Namespace) -> int:
     ray_wall = time.perf_counter() - start
     figures = {"samples": args.samples, "layer": LAYER}
     figures.update(lamp_checks(generator, here, LAYER, args.check, args.top))
-    small, large = memory_peak(args.memory // 10, args.memory_layer), memory_peak(args.memory, args.memory_layer)
+    (few, small), (many, large) = (memory_peak(args.memory // 10, args.memory_layer),
+                                   memory_peak(args.memory, args.memory_layer))
+    if many * (args.memory // 10) != few * args.memory:  # flat memory by skipping samples is no streaming
+        raise StudioError(f"The memory runs counted {few} and {many} values per unit, not 1:10: a run skipped samples.")
     figures.update({
         "ray_equal": max_relative_difference(here.tensors(), there.tensors()),
         "ray_overhead": round(ray_wall / here_wall, 3), "in_process_s": round(here_wall, 2),
