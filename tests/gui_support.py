@@ -68,3 +68,14 @@ def paint_square(window, x0: int, y0: int, x1: int, y1: int, step: int = 4) -> N
     canvas.brush_size = step + 2
     for y in range(y0, y1 + 1, step):
         drag(canvas, [canvas.to_widget(QPointF(x, y)).toPoint() for x in range(x0, x1 + 1, step)])
+
+
+def make_work(window, qtbot, path) -> None:
+    """Some work to save: a painted mask, seed 4, two sliders (one off), local edits; saved to ``path``."""
+    paint_square(window, 2, 2, 10, 10)
+    window.seed.setValue(4)
+    window.sliders.add_units("blocks.1", [2, 6])
+    window.sliders.rows[0].off.setChecked(True)
+    window.sliders.local.setChecked(True)
+    with qtbot.waitSignal(window.jobs.finished, timeout=20_000):
+        window.sessions.save(path)

@@ -9,7 +9,7 @@ from PySide6.QtCore import QPoint, Qt, QTimer
 from PySide6.QtWidgets import QStyle, QStyleOptionSlider
 
 from studio.core.hooks import UnitEdit
-from tests.gui_support import mouse, open_window, paint_square
+from tests.gui_support import make_work, mouse, open_window, paint_square
 
 
 @pytest.fixture
@@ -154,14 +154,8 @@ def test_a_model_that_cannot_open_is_one_sentence_and_the_old_one_keeps_working(
 
 
 def test_session_save_and_open_restore_the_work(window, qtbot, tmp_path):
-    paint_square(window, 2, 2, 10, 10)
-    window.seed.setValue(4)
-    window.sliders.add_units("blocks.1", [2, 6])
-    window.sliders.rows[0].off.setChecked(True)
-    window.sliders.local.setChecked(True)
     path = tmp_path / "work.nstudio"
-    with qtbot.waitSignal(window.jobs.finished, timeout=20_000):
-        window.sessions.save(path)
+    make_work(window, qtbot, path)
     assert path.exists()
     saved_mask = window.state.mask.clone()
     window.canvas.clear_mask()

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from studio.core.events import EventEmitter
 from studio.core.hooks import UnitEdit
 from studio.state import StudioState
-from tests.gui_support import open_window, paint_square
+from tests.gui_support import make_work, open_window, paint_square
 
 
 # -- the emitter and the state, without Qt ----------------------------------------------------------------------
@@ -123,14 +123,8 @@ def test_an_undo_changes_the_state_once(window, qtbot):
 
 
 def test_a_restore_changes_the_state_once_and_every_view_follows(window, qtbot, tmp_path):
-    paint_square(window, 2, 2, 10, 10)
-    window.seed.setValue(4)
-    window.sliders.add_units("blocks.1", [2, 6])
-    window.sliders.rows[0].off.setChecked(True)
-    window.sliders.local.setChecked(True)
     path = tmp_path / "work.nstudio"
-    with qtbot.waitSignal(window.jobs.finished, timeout=20_000):
-        window.sessions.save(path)
+    make_work(window, qtbot, path)
     saved = (window.state.mask.clone(), list(window.state.edits), window.state.sample)
     window.canvas.clear_mask()
     window.sliders.set_edits([])
