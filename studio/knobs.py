@@ -14,6 +14,11 @@ region an edit paints (centred and scaled to it)::
 
 Strength ``s`` >= 0 pulls the units towards the wanted pattern by ``s * mask``; ``s`` < 0 towards the present one by
 ``|s| * mask`` (a lamp-off knob at -1 lights an unlit lamp).
+
+Several regions may belong to one knob (the light on the wall and the lamp itself): an example may name parts of its
+region (``Example(sample, mask, parts={"lamp": lamp_mask})``); each part common to every example becomes a
+:class:`KnobRegion` with its own units and targets, placed where the part lies in the painted region's box on
+average, so one painted region still drives the whole knob.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from models.base import Sample
 
 from .core.atomic import atomic_path
 from .core.errors import StudioError
-from .core.hooks import UnitTargets, box_grid, mask_box, resize_mask
+from .core.hooks import UnitTargets, box_grid, mask_box, resize_mask, surround_mean
 from .core.progress import ProgressCallback, Ticker
 from .core.resources import RESOURCES
 
@@ -40,11 +45,15 @@ if TYPE_CHECKING:
     from models.base import Generator
 
 FORMAT = "neuron-studio-knob"
-VERSION = 1
+#: 2 adds relative targets and several regions; version 1 files (absolute targets, one region) still read.
+VERSION = 2
 #: Units a knob keeps (over all its layers) unless told otherwise; chosen on the Rooms tuning scenes.
 DEFAULT_UNITS = 48
 #: The pattern grid a unit's target is learned on (P x P cells over the region's box); 1 is a constant.
 DEFAULT_PATTERN = 6
+#: Units and pattern grid of each part region (a part is smaller than the whole: a coarser grid has enough cells).
+DEFAULT_PART_UNITS = 32
+DEFAULT_PART_PATTERN = 4
 #: Added to the within-group spread, as a share of the layer's mean activation: a unit that happens to agree within
 #: both groups of a few examples does not win by a tiny spread alone (0.01 beat 0.05, 0.2 and 0.5 on tuning scenes).
 SPREAD_FLOOR = 0.01
@@ -58,19 +67,68 @@ class KnobError(StudioError):
 
 @dataclass(frozen=True, eq=False)
 class Example:
-    """One example: a sample of the current model and the (H, W) region in [0, 1] that shows the concept."""
+    """One example: a sample of the current model and the (H, W) region in [0, 1] that shows the concept; ``parts``
+    optionally names (H, W) masks of parts of that region (e.g. ``{"lamp": ...}`` inside a lamp-and-its-light box)."""
 
     sample: Sample
     mask: torch.Tensor
+    parts: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class KnobRegion:
+    """One more region of a knob: where it lies in the painted region's box (``box``: y0, x0, y1, x1 as fractions
+    of that box) and, like the knob's own fields, its units, patterns, relative flags and contrast per layer."""
+
+    name: str
+    box: tuple[float, float, float, float]
+    units: dict[str, torch.Tensor]
+    wanted: dict[str, torch.Tensor]
+    present: dict[str, torch.Tensor]
+    relative: dict[str, torch.Tensor] = field(default_factory=dict)
+    contrast: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def mask_in(self, mask: torch.Tensor) -> torch.Tensor:
+        """``mask`` kept only inside this region's place in the box of ``mask`` (all zeros for an empty mask)."""
+        return place_box(mask, self.box)
+
+
+def place_box(mask: torch.Tensor, box: Sequence[float]) -> torch.Tensor:
+    """``mask`` (H, W) cut to the sub-box ``box`` (fractions of the box of ``mask``), pixel edges rounded."""
+    outer = mask_box(mask)
+    out = torch.zeros_like(mask)
+    if outer is None:
+        return out
+    h, w = mask.shape[-2], mask.shape[-1]
+    y0, x0, y1, x1 = outer
+    by0, bx0, by1, bx1 = (float(v) for v in box)
+    r0, r1 = int(round((y0 + by0 * (y1 - y0)) * h)), int(round((y0 + by1 * (y1 - y0)) * h))
+    c0, c1 = int(round((x0 + bx0 * (x1 - x0)) * w)), int(round((x0 + bx1 * (x1 - x0)) * w))
+    r1, c1 = max(r1, r0 + 1), max(c1, c0 + 1)
+    out[..., r0:r1, c0:c1] = mask[..., r0:r1, c0:c1]
+    return out
+
+
+def part_box(mask: torch.Tensor, part: torch.Tensor) -> tuple[float, float, float, float] | None:
+    """Where ``part``'s box lies in ``mask``'s box, as fractions of the latter (None if either is empty)."""
+    outer, inner = mask_box(mask), mask_box(part)
+    if outer is None or inner is None:
+        return None
+    y0, x0, y1, x1 = outer
+    h, w = max(y1 - y0, 1e-6), max(x1 - x0, 1e-6)
+    return ((inner[0] - y0) / h, (inner[1] - x0) / w, (inner[2] - y0) / h, (inner[3] - x0) / w)
 
 
 @dataclass(eq=False)
 class Knob:
     """Units of some layers and their targets in the wanted and the present state; data, saved and reloaded exactly.
 
-    ``wanted[layer]`` and ``present[layer]`` are (K, P, P) patterns (P = 1: constants) for ``units[layer]`` (K,).
-    ``model``: the family, name and layer layout ({layer: units}) it was learned on; ``contrast[layer]``: each
-    unit's contrast; ``examples``: the samples and masks it came from.
+    ``wanted[layer]`` and ``present[layer]`` are (K, P, P) patterns (P = 1: constants) for ``units[layer]`` (K,),
+    placed on the whole painted region; ``relative[layer]`` (K,) flags the units whose patterns are measured from
+    the region's surroundings (absent: absolute, as version 1 knobs). ``regions``: more regions, each placed on its
+    part of the painted region with its own units (:class:`KnobRegion`). ``model``: the family, name and layer
+    layout ({layer: units}) it was learned on; ``contrast[layer]``: each unit's contrast; ``examples``: the samples
+    and masks it came from.
     """
 
     name: str
@@ -80,14 +138,19 @@ class Knob:
     present: dict[str, torch.Tensor]
     contrast: dict[str, torch.Tensor] = field(default_factory=dict)
     examples: dict[str, list[Example]] = field(default_factory=lambda: {"present": [], "wanted": []})
+    relative: dict[str, torch.Tensor] = field(default_factory=dict)
+    regions: list[KnobRegion] = field(default_factory=list)
 
     @property
     def layers(self) -> list[str]:
-        return list(self.units)
+        """Every layer the knob edits (its own and its regions'), in the model's order."""
+        order = {layer: i for i, layer in enumerate(self.model.get("layers", {}))}
+        names = list(self.units) + [layer for r in self.regions for layer in r.units if layer not in self.units]
+        return sorted(names, key=lambda n: order.get(n, len(order)))
 
     @property
     def unit_count(self) -> int:
-        return sum(len(u) for u in self.units.values())
+        return sum(len(u) for u in self.units.values()) + sum(len(u) for r in self.regions for u in r.units.values())
 
     def check(self, generator: "Generator") -> None:
         """Raise :class:`KnobError` when this knob was learned on another model or layer layout."""
@@ -101,7 +164,7 @@ class Knob:
                 have = f"has {layout[layer]} units" if layer in layout else "has no such layer"
                 raise KnobError(f"The knob '{self.name}' needs {layer} with {count} units but {generator.name} "
                                 f"{have}: it was learned on another layer layout.")
-        for layer, units in self.units.items():
+        for layer, units in [*self.units.items(), *[item for r in self.regions for item in r.units.items()]]:
             if layer not in layout or (len(units) and int(units.max()) >= layout[layer]):
                 raise KnobError(f"The knob '{self.name}' names units that {generator.name}'s {layer} does not have.")
 
@@ -109,20 +172,25 @@ class Knob:
     def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Tensors (units, patterns, contrast, example masks) and the JSON-able document beside them."""
         tensors: dict[str, torch.Tensor] = {}
-        for i, layer in enumerate(self.layers):
-            tensors[f"units/{i}"] = self.units[layer].to(torch.int64).contiguous()
-            tensors[f"wanted/{i}"] = self.wanted[layer].float().contiguous()
-            tensors[f"present/{i}"] = self.present[layer].float().contiguous()
-            if layer in self.contrast:
-                tensors[f"contrast/{i}"] = self.contrast[layer].float().contiguous()
+        _put_region(tensors, "", self.units, self.wanted, self.present, self.relative, self.contrast)
+        regions = []
+        for r, region in enumerate(self.regions):
+            _put_region(tensors, f"region/{r}/", region.units, region.wanted, region.present, region.relative,
+                        region.contrast)
+            regions.append({"name": region.name, "box": [float(v) for v in region.box], "layers": list(region.units)})
         examples = {}
         for side, items in self.examples.items():
             examples[side] = []
             for j, ex in enumerate(items):
                 tensors[f"example/{side}/{j}"] = ex.mask.detach().to("cpu", torch.float32).contiguous()
-                examples[side].append(ex.sample.to_json())
-        doc = {"format": FORMAT, "version": VERSION, "name": self.name, "model": self.model, "layers": self.layers,
-               "examples": examples}
+                entry = ex.sample.to_json()
+                if ex.parts:
+                    entry = {**entry, "knob_parts": list(ex.parts)}
+                    for part, m in ex.parts.items():
+                        tensors[f"example/{side}/{j}/part/{part}"] = m.detach().to("cpu", torch.float32).contiguous()
+                examples[side].append(entry)
+        doc = {"format": FORMAT, "version": VERSION, "name": self.name, "model": self.model, "layers": list(self.units),
+               "regions": regions, "examples": examples}
         return {k: v.detach().cpu().clone() for k, v in tensors.items()}, doc  # clone: safetensors refuses shared memory
 
     @classmethod
@@ -133,17 +201,54 @@ class Knob:
             raise KnobError(f"The knob was written by a newer Neuron Studio (knob format {doc.get('version')}; this "
                             f"one reads up to {VERSION}): update Neuron Studio to use it.")
         try:
-            layers = list(doc["layers"])
-            units = {layer: tensors[f"units/{i}"].to(torch.long) for i, layer in enumerate(layers)}
-            wanted = {layer: tensors[f"wanted/{i}"] for i, layer in enumerate(layers)}
-            present = {layer: tensors[f"present/{i}"] for i, layer in enumerate(layers)}
-            contrast = {layer: tensors[f"contrast/{i}"] for i, layer in enumerate(layers) if f"contrast/{i}" in tensors}
-            examples = {side: [Example(Sample.from_json(s), tensors[f"example/{side}/{j}"]) for j, s in enumerate(items)]
+            units, wanted, present, relative, contrast = _get_region(tensors, "", list(doc["layers"]))
+            regions = []
+            for r, entry in enumerate(doc.get("regions") or []):
+                box = tuple(float(v) for v in entry["box"])
+                if len(box) != 4:
+                    raise ValueError(f"region {r} has a box of {len(box)} numbers")
+                regions.append(KnobRegion(str(entry["name"]), box,  # type: ignore[arg-type]
+                                          *_get_region(tensors, f"region/{r}/", list(entry["layers"]))))
+
+            def example(side: str, j: int, entry: Mapping) -> Example:
+                parts = {p: tensors[f"example/{side}/{j}/part/{p}"] for p in entry.get("knob_parts", [])}
+                sample = Sample.from_json({k: v for k, v in entry.items() if k != "knob_parts"})
+                return Example(sample, tensors[f"example/{side}/{j}"], parts)
+
+            examples = {side: [example(side, j, s) for j, s in enumerate(items)]
                         for side, items in dict(doc.get("examples") or {}).items()}
             return cls(str(doc["name"]), dict(doc["model"]), units, wanted, present, contrast,
-                       {"present": [], "wanted": [], **examples})
+                       {"present": [], "wanted": [], **examples}, relative, regions)
         except (KeyError, TypeError, ValueError) as error:
             raise KnobError(f"The knob is damaged ({type(error).__name__}: {str(error)[:120]}); learn it again.") from error
+
+
+def _put_region(tensors: dict, prefix: str, units: Mapping, wanted: Mapping, present: Mapping, relative: Mapping,
+                contrast: Mapping) -> None:
+    for i, layer in enumerate(units):
+        tensors[f"{prefix}units/{i}"] = units[layer].to(torch.int64).contiguous()
+        tensors[f"{prefix}wanted/{i}"] = wanted[layer].float().contiguous()
+        tensors[f"{prefix}present/{i}"] = present[layer].float().contiguous()
+        if layer in relative:
+            tensors[f"{prefix}relative/{i}"] = relative[layer].float().contiguous()
+        if layer in contrast:
+            tensors[f"{prefix}contrast/{i}"] = contrast[layer].float().contiguous()
+
+
+def _get_region(tensors: Mapping, prefix: str, layers: Sequence[str]) -> tuple[dict, dict, dict, dict, dict]:
+    """units, wanted, present, relative, contrast of the region stored under ``prefix`` (KeyError if damaged)."""
+    def some(kind: str) -> dict:
+        return {layer: tensors[f"{prefix}{kind}/{i}"] for i, layer in enumerate(layers)
+                if f"{prefix}{kind}/{i}" in tensors}
+
+    units = {layer: tensors[f"{prefix}units/{i}"].to(torch.long) for i, layer in enumerate(layers)}
+    wanted = {layer: tensors[f"{prefix}wanted/{i}"] for i, layer in enumerate(layers)}
+    present = {layer: tensors[f"{prefix}present/{i}"] for i, layer in enumerate(layers)}
+    for layer in layers:
+        if wanted[layer].dim() != 3 or len(wanted[layer]) != len(units[layer]) or \
+                present[layer].shape != wanted[layer].shape:
+            raise ValueError(f"the patterns of {layer} do not fit its {len(units[layer])} units")
+    return units, wanted, present, some("relative"), some("contrast")
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,13 +262,21 @@ class KnobEdit:
 
     def targets(self) -> list[UnitTargets]:
         """What the hook engine applies: per layer, the units pulled towards the placed pattern."""
-        patterns = self.knob.wanted if self.strength >= 0 else self.knob.present
-        return [UnitTargets(layer, units, patterns[layer], self.mask, abs(float(self.strength)))
-                for layer, units in self.knob.units.items() if len(units)]
+        side = "wanted" if self.strength >= 0 else "present"
+        strength = abs(float(self.strength))
+        out = [UnitTargets(layer, units, getattr(self.knob, side)[layer], self.mask, strength,
+                           self.knob.relative.get(layer))
+               for layer, units in self.knob.units.items() if len(units)]
+        for region in self.knob.regions:
+            mask = region.mask_in(self.mask)
+            out += [UnitTargets(layer, units, getattr(region, side)[layer], mask, strength, region.relative.get(layer))
+                    for layer, units in region.units.items() if len(units)]
+        return out
 
     @property
     def layers(self) -> list[str]:
-        return [layer for layer, units in self.knob.units.items() if len(units)]
+        return [layer for layer in self.knob.layers
+                if len(self.knob.units.get(layer, ())) or any(len(r.units.get(layer, ())) for r in self.knob.regions)]
 
     def to_json(self) -> dict:
         return {"knob": self.knob.name, "strength": float(self.strength)}
@@ -189,20 +302,71 @@ def _check_examples(generator: "Generator", side: str, examples: Sequence[Exampl
 
 
 def _region_stats(act: torch.Tensor, mask: torch.Tensor, pattern: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C,) mask-weighted mean and (C, P, P) pattern of one example's activation (1, C, h, w) inside its region."""
-    m = resize_mask(mask.to(act.device, torch.float32), act.shape[-2:])[0, 0]
-    mean = (act[0] * m).sum((-1, -2)) / m.sum().clamp(min=1e-6)
+    """(C, P, P) pattern of one example's activation (1, C, h, w) over its region's box, absolute and measured from
+    the surroundings (:func:`studio.core.hooks.surround_mean`), stacked as (2, C, P, P)."""
     grid = box_grid(mask_box(mask), (pattern, pattern)).to(act.device)
     crop = F.grid_sample(act.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-    return mean, crop
+    around = surround_mean(act.float(), mask.to(act.device))[0]
+    return torch.stack([crop, crop - around[:, None, None]]).cpu()
+
+
+def _learn_region(stats: Mapping[str, torch.Tensor], k: int, units: int, min_contrast: float,
+                  order: Mapping[str, int]) -> tuple[dict, dict, dict, dict, dict, float]:
+    """Choose the units of one region and learn their targets from per-example stats {layer: (N, 2, C, P, P)} (the
+    first ``k`` examples present, the rest wanted); returns units, wanted, present, relative, contrast and the best
+    contrast seen.
+
+    A unit's contrast is its largest, over the pattern's cells, difference of the group means over the within-group
+    spread: the unit that darkens a lamp's shade differs in the shade's cells even when the region's mean (mostly
+    wall) hardly moves, so cells, not means, are compared. Each unit's target is relative to the surroundings when
+    the wanted examples agree better that way (a unit that carries the wall's colour), else absolute.
+    """
+    scores, contrasts = [], {}
+    for layer, st in stats.items():
+        absolute = st[:, 0]  # (N, C, P, P)
+        p, w = absolute[:k], absolute[k:]
+        diff = w.mean(0) - p.mean(0)
+        spread = ((p.var(0, unbiased=False) * len(p) + w.var(0, unbiased=False) * len(w)) / len(absolute)).sqrt()
+        scale = absolute.abs().mean().clamp(min=1e-8)
+        cells = diff.abs() / (spread + SPREAD_FLOOR * scale)
+        cells[diff.abs() <= 1e-6 * scale] = 0  # identical groups: no unit differs
+        contrasts[layer] = cells.flatten(1).max(1).values
+        scores += [(float(c), layer, u) for u, c in enumerate(contrasts[layer])]
+    scores.sort(key=lambda t: -t[0])
+    top = scores[0][0] if scores else 0.0
+    best = [(layer, u) for c, layer, u in scores[:max(1, int(units))] if c >= min_contrast]
+    chosen: dict[str, list[int]] = {}
+    for layer, u in best:
+        chosen.setdefault(layer, []).append(u)
+    out_units, want, have, relative, contrast = {}, {}, {}, {}, {}
+    for layer in sorted(chosen, key=lambda n: order.get(n, 0)):
+        idx = torch.tensor(sorted(chosen[layer]), dtype=torch.long)
+        st = stats[layer][:, :, idx]  # (N, 2, K, P, P)
+        agree = st[k:].std(0, unbiased=False).mean((-1, -2))  # (2, K): the wanted examples' spread, each way
+        rel = (agree[1] < agree[0]).float()
+        pick = rel[:, None, None]
+        means_p, means_w = st[:k].mean(0), st[k:].mean(0)  # (2, K, P, P)
+        want[layer] = (pick * means_w[1] + (1 - pick) * means_w[0]).contiguous()
+        have[layer] = (pick * means_p[1] + (1 - pick) * means_p[0]).contiguous()
+        out_units[layer], relative[layer], contrast[layer] = idx, rel, contrasts[layer][idx].clone()
+    return out_units, want, have, relative, contrast, top
 
 
 def learn_knob(generator: "Generator", name: str, *, present: Sequence[Example], wanted: Sequence[Example],
                layers: Sequence[str] | None = None, units: int = DEFAULT_UNITS, pattern: int = DEFAULT_PATTERN,
-               min_contrast: float = MIN_CONTRAST, progress: ProgressCallback | None = None) -> Knob:
+               min_contrast: float = MIN_CONTRAST, part_layers: Sequence[str] | None = None,
+               part_units: int = DEFAULT_PART_UNITS, part_pattern: int = DEFAULT_PART_PATTERN,
+               progress: ProgressCallback | None = None) -> Knob:
     """Choose the units whose activation inside the regions differs most between the present and wanted examples
-    (difference of the group means over the within-group spread, pooled over ``layers``; default every spatial
-    layer) and learn each one's value in both states as a (P, P) pattern over the region (``pattern=1``: constant).
+    (pattern cell by pattern cell, the difference of the group means over the within-group spread, pooled over
+    ``layers``; default every spatial layer) and learn each one's value in both states as a (P, P) pattern over the
+    region (``pattern=1``: constant), measured from the region's surroundings where the wanted examples agree
+    better that way.
+
+    Every part named in all examples (``Example.parts``) becomes a :class:`KnobRegion` learned the same way on
+    ``part_layers`` (default ``layers``) with ``part_units`` units and ``part_pattern`` cells, placed where the part
+    lies in the region's box on average (the examples' part boxes, averaged); its stats are taken on that same
+    placed box, so learning sees what applying will edit.
 
     >>> knob = learn_knob(gen, "lamp-off", present=lit_examples, wanted=unlit_examples, units=32)
     """
@@ -212,50 +376,47 @@ def learn_knob(generator: "Generator", name: str, *, present: Sequence[Example],
     _check_examples(generator, "wanted", wanted)
     spatial = [info.name for info in generator.layers() if info.size is not None]
     chosen_layers = [generator.layer(n).name for n in layers] if layers else spatial
+    part_chosen = [generator.layer(n).name for n in part_layers] if part_layers else chosen_layers
     if not chosen_layers:
         raise KnobError(f"{generator.name} has no spatial layer to learn a knob on.")
-    pattern = max(1, int(pattern))
+    pattern, part_pattern = max(1, int(pattern)), max(1, int(part_pattern))
     examples = [*present, *wanted]
-    stats: dict[str, tuple[list, list]] = {layer: ([], []) for layer in chosen_layers}
+    names = [p for p in examples[0].parts if all(p in ex.parts for ex in examples)]
+    boxes = {}
+    for part in names:
+        found = [part_box(ex.mask, ex.parts[part]) for ex in examples]
+        if any(b is None for b in found):
+            raise KnobError(f"The part '{part}' is empty on some example: paint it on every example or on none.")
+        boxes[part] = tuple(float(sum(b[i] for b in found) / len(found)) for i in range(4))  # type: ignore[index]
+    traced = list(dict.fromkeys([*chosen_layers, *(part_chosen if names else [])]))
+    stats: dict[str, list] = {layer: [] for layer in chosen_layers}
+    part_stats: dict[str, dict[str, list]] = {part: {layer: [] for layer in part_chosen} for part in names}
     ticker = Ticker(len(examples), progress, unit="examples", message=f"learning knob {name.strip()}")
     with torch.inference_mode():
         for ex in examples:
-            acts = generator.trace([ex.sample], chosen_layers)
+            acts = generator.trace([ex.sample], traced)
             for layer in chosen_layers:
-                mean, crop = _region_stats(acts[layer], ex.mask, pattern)
-                stats[layer][0].append(mean.float().cpu())
-                stats[layer][1].append(crop.float().cpu())
+                stats[layer].append(_region_stats(acts[layer], ex.mask, pattern))
+            for part in names:
+                placed = place_box(ex.mask, boxes[part])
+                for layer in part_chosen:
+                    part_stats[part][layer].append(_region_stats(acts[layer], placed, part_pattern))
             ticker.advance(1)
-    k = len(present)
-    scores, pooled = [], {}
-    for layer in chosen_layers:
-        means, crops = torch.stack(stats[layer][0]), torch.stack(stats[layer][1])
-        mp, mw = means[:k], means[k:]
-        diff = mw.mean(0) - mp.mean(0)
-        spread = ((mp.var(0, unbiased=False) * len(mp) + mw.var(0, unbiased=False) * len(mw)) / len(means)).sqrt()
-        scale = means.abs().mean().clamp(min=1e-8)
-        contrast = diff.abs() / (spread + SPREAD_FLOOR * scale)
-        contrast[diff.abs() <= 1e-6 * scale] = 0  # identical groups: no unit differs
-        pooled[layer] = (contrast, crops[:k].mean(0), crops[k:].mean(0))
-        scores += [(float(c), layer, u) for u, c in enumerate(contrast)]
-    scores.sort(key=lambda t: -t[0])
-    best = [(layer, u) for c, layer, u in scores[:max(1, int(units))] if c >= min_contrast]
-    if not best:
-        top = scores[0][0] if scores else 0.0
-        raise KnobError(f"No unit differs between the present and the wanted examples (best contrast {top:.2f}, "
-                        f"at least {min_contrast} needed): choose examples that show the two states.")
-    chosen: dict[str, list[int]] = {}
-    for layer, u in best:
-        chosen.setdefault(layer, []).append(u)
     order = {layer: i for i, layer in enumerate(spatial)}
-    knob_units, want, have, contrast = {}, {}, {}, {}
-    for layer in sorted(chosen, key=lambda n: order.get(n, 0)):
-        idx = torch.tensor(sorted(chosen[layer]), dtype=torch.long)
-        c, present_pattern, wanted_pattern = pooled[layer]
-        knob_units[layer], contrast[layer] = idx, c[idx].clone()
-        want[layer], have[layer] = wanted_pattern[idx].clone(), present_pattern[idx].clone()
+    k = len(present)
+    main = _learn_region({layer: torch.stack(v) for layer, v in stats.items()}, k, units, min_contrast, order)
+    if not main[0]:
+        raise KnobError(f"No unit differs between the present and the wanted examples (best contrast {main[5]:.2f}, "
+                        f"at least {min_contrast} needed): choose examples that show the two states.")
+    regions = []
+    for part in names:
+        got = _learn_region({layer: torch.stack(v) for layer, v in part_stats[part].items()}, k, part_units,
+                            min_contrast, order)
+        if got[0]:
+            regions.append(KnobRegion(part, boxes[part], got[0], got[1], got[2], got[3], got[4]))
+    knob_units, want, have, relative, contrast, _ = main
     return Knob(name.strip(), model_layout(generator), knob_units, want, have, contrast,
-                {"present": list(present), "wanted": list(wanted)})
+                {"present": list(present), "wanted": list(wanted)}, relative, regions)
 
 
 def save_knob(knob: Knob, path: str | os.PathLike) -> Path:

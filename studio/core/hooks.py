@@ -24,6 +24,7 @@ Every hook is removed when the ``with`` block ends, also when it ends with an ex
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping, Sequence
 
@@ -247,6 +248,34 @@ def box_grid(box: tuple[float, float, float, float], size: Sequence[int]) -> tor
     return torch.stack([gx, gy], dim=-1)[None]
 
 
+def surround_ring(mask: torch.Tensor, size: Sequence[int], width: int = 1) -> torch.Tensor:
+    """(h, w) weights of the cells just outside the box of ``mask`` (``width`` cells wide) on an (h, w) grid.
+
+    The ring is taken around the box, not the painted shape, so a quick box and a careful outline of the same thing
+    see the same surroundings; cells off the grid are simply missing.
+    """
+    h, w = int(size[0]), int(size[1])
+    box = mask_box(mask)
+    ring = torch.zeros(h, w)
+    if box is None:
+        return ring
+    y0, x0, y1, x1 = box
+    r0, c0 = int(math.floor(y0 * h)), int(math.floor(x0 * w))
+    r1, c1 = max(int(math.ceil(y1 * h)), r0 + 1), max(int(math.ceil(x1 * w)), c0 + 1)
+    ring[max(r0 - width, 0):min(r1 + width, h), max(c0 - width, 0):min(c1 + width, w)] = 1
+    ring[r0:r1, c0:c1] = 0
+    return ring
+
+
+def surround_mean(x: torch.Tensor, mask: torch.Tensor, width: int = 1) -> torch.Tensor:
+    """(B, C): each channel's mean of ``x`` (B, C, h, w) on :func:`surround_ring` of ``mask``; the mean over the whole
+    grid when the box fills it (nothing is outside)."""
+    ring = surround_ring(mask, x.shape[-2:], width).to(x.device, x.dtype)
+    if float(ring.sum()) < 1:
+        return x.mean((-1, -2))
+    return (x * ring).sum((-1, -2)) / ring.sum()
+
+
 def place_pattern(pattern: torch.Tensor, box: tuple[float, float, float, float], size: Sequence[int]) -> torch.Tensor:
     """(K, P, Q) pattern stretched over ``box`` of an (h, w) grid: (K, h, w), the border value repeated outside it."""
     h, w = int(size[0]), int(size[1])
@@ -265,6 +294,9 @@ class UnitTargets:
 
     ``pattern`` (K, P, Q) is placed on the box of ``mask`` (centred and scaled to it; P = Q = 1 is a constant);
     ``m`` is ``mask`` at the layer's resolution. Strength 0 is the identity, 1 the target, beyond 1 past it.
+    ``relative`` (K,) in [0, 1]: a unit with 1 has its pattern measured from the unit's mean on the ring just outside
+    the mask's box (:func:`surround_mean`), so its target follows this image's surroundings (a wall's own colour)
+    instead of the examples' average; 0 (the default) is an absolute value.
     """
 
     layer: str
@@ -272,12 +304,20 @@ class UnitTargets:
     pattern: torch.Tensor  # (K, P, Q)
     mask: torch.Tensor  # (H, W) in [0, 1] at image resolution
     strength: float = 1.0
+    relative: torch.Tensor | None = None  # (K,) in [0, 1]; None: every unit absolute
 
     def __post_init__(self) -> None:
         self.units = torch.as_tensor(self.units, dtype=torch.long).reshape(-1)
         if self.pattern.dim() != 3 or self.pattern.shape[0] != len(self.units):
             raise StudioError(f"A target pattern for {len(self.units)} units must be (K, P, Q), "
                               f"not {tuple(self.pattern.shape)}.")
+        if self.relative is not None:
+            self.relative = torch.as_tensor(self.relative, dtype=torch.float32).reshape(-1)
+            if len(self.relative) != len(self.units):
+                raise StudioError(f"A target for {len(self.units)} units needs {len(self.units)} relative flags, "
+                                  f"not {len(self.relative)}.")
+            if not bool(self.relative.any()):
+                self.relative = None
         self._box = mask_box(self.mask)
         self._placed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -298,8 +338,12 @@ class UnitTargets:
         target, weight = self._at(x)
         units = self.units.to(x.device)
         chosen = x[:, units]
+        target = target[None]
+        if self.relative is not None:  # per image: the surroundings of the region in this very activation
+            around = surround_mean(chosen, self.mask)  # (B, K)
+            target = target + (self.relative.to(x.device, x.dtype)[None] * around)[..., None, None]
         out = x.clone()
-        out[:, units] = chosen + weight * (target[None] - chosen)
+        out[:, units] = chosen + weight * (target - chosen)
         return out
 
 
