@@ -28,7 +28,9 @@ def present_score(generator: "Generator", knob: Knob, sample: "Sample") -> torch
     """(H, W) CPU map: how much more the knob's units look "present" than "wanted" at each pixel (> 0: present).
 
     Per layer, each unit's distance to its mean wanted value minus its distance to its mean present value, over the
-    spread between the two, averaged over the units, upsampled to the image and averaged over the layers.
+    spread between the two, averaged over the units, upsampled to the image and averaged over the layers. A unit whose
+    targets are relative to the region's surroundings (``knob.relative``) is read relative to its mean over the
+    image, since no region is painted yet.
     """
     layers = [layer for layer, units in knob.units.items() if len(units)]
     with torch.inference_mode():
@@ -37,6 +39,8 @@ def present_score(generator: "Generator", knob: Knob, sample: "Sample") -> torch
         for layer in layers:
             units = knob.units[layer].to(acts[layer].device)
             a = acts[layer][:1, units].float().cpu()  # (1, K, h, w)
+            if layer in knob.relative:
+                a = a - knob.relative[layer].float().view(1, -1, 1, 1) * a.mean((-1, -2), keepdim=True)
             present = knob.present[layer].float().mean((-1, -2)).view(1, -1, 1, 1)
             wanted = knob.wanted[layer].float().mean((-1, -2)).view(1, -1, 1, 1)
             spread = (present - wanted).abs().clamp(min=1e-6)

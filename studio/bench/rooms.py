@@ -17,7 +17,9 @@ lamp still counted, its shade unlit, the region nearer the unlit truth than the 
 wall/bed/window/other lamps read as before: a dark hole or an erased lamp fails), ``lamp_off_rate`` (region nearer
 the unlit truth than the lit one), ``relight_psnr`` (region against the unlit truth), ``outside_change`` (mean
 absolute change outside the truth region), ``other_lamp_kept`` (on scenes with another lit lamp: it still reads lit
-and its region changed by at most 0.01), ``units_used``. At the top, ``ceiling_psnr``: the model's render with the
+and the lamp itself, shade and pole, changed by at most 0.05 on average or by no more than the ceiling changed it;
+its light on the wall is not judged, as neighbouring glows overlap and the model re-renders both: see
+:func:`user_figures`), ``units_used``. At the top, ``ceiling_psnr``: the model's render with the
 lamp's lit flag flipped in the latent, against the unlit truth (the best an edit of this model can do), and
 ``lit_psnr``: the unedited image against the lit truth. The knob's layers, units and pattern size were chosen with
 ``--tuning-scenes`` (seeds from ``TUNING_FIRST + 2*10**6``), never on the reported seeds.
@@ -324,8 +326,14 @@ KNOB_PART = "lamp"
 KNOB_PART_LAYERS = ("blocks.1", "blocks.2", "blocks.3")
 KNOB_PART_UNITS = 32
 KNOB_PART_PATTERN = 4
+#: Units compared cell by cell, targets relative to the surroundings where the examples agree better so.
+KNOB_SELECT = "cells"
 ROUGH_PX = 3
-OTHER_LAMP_TOLERANCE = 0.01
+#: How much the other lit lamp itself (shade and pole, outside the switched lamp's region) may change on average,
+#: unless the model's own lamp-off render (the ceiling) changes it more. A lit and an unlit shade differ by about
+#: 0.7; the ceiling changes the other lamp by 0.006-0.16 (median 0.012) on the tuning rooms, switching both lamps
+#: off by 0.32-0.50 and darkening the image to 60 % by 0.21-0.31.
+OTHER_LAMP_TOLERANCE = 0.05
 KNOB_TARGETS = {"really_off": 0.9, "relight_gap_db": 2.5, "outside_change": 0.005, "other_lamp_kept": 0.95}
 
 
@@ -385,15 +393,23 @@ def bench_knob(generator, *, layers: Sequence[str] = KNOB_LAYERS, units: int = K
     present, wanted = knob_examples(generator, first=first, masks=example_masks, part=part)
     return learn_knob(generator, name, present=present, wanted=wanted, layers=list(layers), units=units,
                       pattern=pattern, part_layers=list(part_layers), part_units=part_units,
-                      part_pattern=part_pattern)
+                      part_pattern=part_pattern, select=KNOB_SELECT, relative=True)
 
 
-def user_figures(model: np.ndarray, edited: np.ndarray, scene: TruthScene, room) -> dict:
+def user_figures(model: np.ndarray, edited: np.ndarray, scene: TruthScene, room,
+                 ceiling: np.ndarray | None = None) -> dict:
     """What a user sees in one edited image (H, W, 3), judged by the world's own detectors.
 
     ``really_off``: the lamp is still there (lamp count unchanged), its shade reads unlit, the region is nearer the
     unlit truth than both the lit truth and the unedited image are, and wall, bed, window and the other lamps' states
     read as in the unedited image. A dark hole fails the third test, an erased lamp the first.
+
+    ``kept`` (one entry per other lit lamp): it still reads lit (``detect_lit``) and the lamp itself (its
+    ``lamp<j>`` shade and pole, outside the switched lamp's region) changed by at most ``OTHER_LAMP_TOLERANCE`` on
+    average, or at most as much as in ``ceiling`` (the model's own lamp-off render) when that is more. The lamp's
+    light on the wall is left out: neighbouring lamps' glows overlap, and the model re-renders both when either
+    changes, so the ceiling itself changed it by more than 0.01 in most rooms. Switching both lamps off or darkening
+    the image fails (the lamp reads unlit and its shade changes by 0.2 or more).
     """
     r, i = scene.region, scene.lamp
     inside = edited[r]
@@ -406,11 +422,15 @@ def user_figures(model: np.ndarray, edited: np.ndarray, scene: TruthScene, room)
     really = bool(nearer and before == after and not world.detect_lit(edited, room, i) and same_others)
     size = edited.shape[0]
     kept = []
+    lamps = world.truth(room, size).masks if any(room.lamps[j].lit for j in others) else {}
     for j in others:
         if room.lamps[j].lit:
-            other = lamp_region(room, j, size) & ~r
+            other = lamps[f"lamp{j}"] & ~r
             change = float(np.abs(edited[other] - model[other]).mean()) if other.any() else 0.0
-            kept.append(bool(world.detect_lit(edited, room, j) and change <= OTHER_LAMP_TOLERANCE))
+            allowed = OTHER_LAMP_TOLERANCE
+            if ceiling is not None and other.any():
+                allowed = max(allowed, float(np.abs(ceiling[other] - model[other]).mean()))
+            kept.append(bool(world.detect_lit(edited, room, j) and change <= allowed))
     return {"really_off": really, "off": nearer or to_unlit < float(np.abs(inside - scene.lit[r]).mean()),
             "psnr": _psnr(inside, scene.unlit[r]),
             "outside": float(np.abs(edited[~r] - model[~r]).mean()) if (~r).any() else 0.0, "kept": kept}
@@ -451,7 +471,7 @@ def user_benchmark(generator, scenes: Sequence[TruthScene], knob, *, top: int = 
                 ceil = _image(generator.render([flipped]))
             r = scene.region
             ceiling.append(_psnr(ceil[r], scene.unlit[r]))
-            ceiling_rows.append(user_figures(model, ceil, scene, room))
+            ceiling_rows.append(user_figures(model, ceil, scene, room, ceil))
             lit.append(_psnr(model[r], scene.lit[r]))
             shown = {}
             for kind, region in (("truth", r), ("rough", rough_mask(r))):
@@ -462,7 +482,7 @@ def user_benchmark(generator, scenes: Sequence[TruthScene], knob, *, top: int = 
                 ranked = _image(live.render(scene.sample, edits, mask)[0])
                 knobbed = _image(live.render(scene.sample, (), None, [KnobEdit(knob, mask, 1.0)])[0])
                 for m, image, used in (("ranked_off", ranked, len(pairs)), ("knob", knobbed, knob.unit_count)):
-                    rows[(m, kind)].append(user_figures(model, image, scene, room))
+                    rows[(m, kind)].append(user_figures(model, image, scene, room, ceil))
                     units[(m, kind)].append(used)
                 shown[kind] = (ranked, knobbed)
             if keep_images:

@@ -10,24 +10,32 @@ import sys
 
 from studio.core.errors import StudioError
 from studio.core.images import check_finite, load_mask, save_image
-from studio.knobs import DEFAULT_PATTERN, DEFAULT_UNITS, Example, KnobEdit, learn_knob, load_knob, save_knob
+from studio.knobs import (DEFAULT_PART_PATTERN, DEFAULT_PART_UNITS, DEFAULT_PATTERN, DEFAULT_UNITS, Example, KnobEdit,
+                          learn_knob, load_knob, save_knob)
 
 from .common import add_model_args, no_grad, open_from_args
 
 
 def parse_example(text: str, generator, prompt: str | None) -> Example:
-    """``SEED:MASK.png`` -> an :class:`Example` of ``generator`` (the mask fitted to its resolution)."""
-    seed, sep, path = text.partition(":")
+    """``SEED:MASK.png[,PART=PART.png...]`` -> an :class:`Example` of ``generator`` (masks fitted to its
+    resolution); each ``PART=PART.png`` names a part of the region (e.g. ``lamp=lamp17.png``)."""
+    seed, sep, rest = text.partition(":")
+    path, *extra = rest.split(",")
     try:
         number = int(seed)
     except ValueError:
         number = None
-    if not sep or number is None or not path:
-        raise StudioError(f"Cannot read example '{text}': write SEED:MASK.png, e.g. 17:lamp17.png.")
-    mask, note = load_mask(path, generator.resolution)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    return Example(generator.sample(number, prompt), mask)
+    if not sep or number is None or not path or any("=" not in e or not e.partition("=")[2] for e in extra):
+        raise StudioError(f"Cannot read example '{text}': write SEED:MASK.png or SEED:MASK.png,PART=PART.png, "
+                          "e.g. 17:lamp17.png,lamp=shade17.png.")
+    masks = {}
+    for name, file in [("", path), *[tuple(e.split("=", 1)) for e in extra]]:
+        mask, note = load_mask(file, generator.resolution)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        masks[name.strip()] = mask
+    region = masks.pop("")
+    return Example(generator.sample(number, prompt), region, masks)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +59,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"units the knob keeps over all its layers (default: {DEFAULT_UNITS})")
     learn.add_argument("--pattern", type=int, default=DEFAULT_PATTERN,
                        help=f"target grid per unit over the region, 1 = a constant (default: {DEFAULT_PATTERN})")
+    learn.add_argument("--select", default="mean", choices=("mean", "cells"),
+                       help="compare units by their mean over the region or cell by cell of the pattern "
+                            "(default: mean)")
+    learn.add_argument("--relative", action="store_true",
+                       help="measure a unit's targets from the region's surroundings where the examples agree "
+                            "better so")
+    learn.add_argument("--part-layer", action="append", default=None,
+                       help="layer of the part regions (examples' PART=PART.png); repeat (default: --layer's)")
+    learn.add_argument("--part-units", type=int, default=DEFAULT_PART_UNITS,
+                       help=f"units of each part region (default: {DEFAULT_PART_UNITS})")
+    learn.add_argument("--part-pattern", type=int, default=DEFAULT_PART_PATTERN,
+                       help=f"target grid of each part region (default: {DEFAULT_PART_PATTERN})")
     learn.add_argument("--output", "-o", required=True, help="the knob file to write (.safetensors)")
     learn.set_defaults(run=run_learn)
 
@@ -70,9 +90,12 @@ def run_learn(args: argparse.Namespace) -> int:
     present = [parse_example(t, generator, args.prompt) for t in args.present]
     wanted = [parse_example(t, generator, args.prompt) for t in args.wanted]
     knob = learn_knob(generator, args.name, present=present, wanted=wanted, layers=args.layer, units=args.units,
-                      pattern=args.pattern)
+                      pattern=args.pattern, select=args.select, relative=args.relative, part_layers=args.part_layer,
+                      part_units=args.part_units, part_pattern=args.part_pattern)
     path = save_knob(knob, args.output)
     where = ", ".join(f"{layer}: {len(u)}" for layer, u in knob.units.items())
+    where += "".join(f"; region {r.name}: " + ", ".join(f"{layer}: {len(u)}" for layer, u in r.units.items())
+                     for r in knob.regions)
     print(f"knob '{knob.name}': {knob.unit_count} units ({where}) from {len(present)} present and "
           f"{len(wanted)} wanted examples -> {path}")
     return 0
