@@ -118,6 +118,67 @@ def test_save_load_round_trip_is_exact_and_holds_no_pickle(planted, tmp_path):
     again.check(planted)
 
 
+def top_mask(size: int = 32) -> torch.Tensor:
+    """A part of ``left_mask``: its top third."""
+    m = torch.zeros(size, size)
+    m[4:12, 2:14] = 1.0
+    return m
+
+
+def test_part_regions_and_relative_targets_round_trip_exactly_and_format_1_still_reads(planted, tmp_path):
+    def parted(wanted: bool) -> list[Example]:
+        return [Example(e.sample, e.mask, {"top": top_mask()}) for e in examples(planted, wanted)]
+
+    knob = learn_knob(planted, "raise", present=parted(False), wanted=parted(True), layers=["blocks.1"], units=3,
+                      select="cells", relative=True, part_layers=["blocks.1", "blocks.2"], part_units=2)
+    assert [r.name for r in knob.regions] == ["top"] and PLANTED in knob.units["blocks.1"].tolist()
+    region = knob.regions[0]
+    assert region.box == pytest.approx((0.0, 0.0, 1 / 3, 1.0))  # the part's place in the region's box
+    part_units = sum(len(u) for u in region.units.values())
+    assert part_units and knob.unit_count == sum(len(u) for u in knob.units.values()) + part_units
+    mask, sample = left_mask(), planted.sample(12)
+    with torch.inference_mode(), planted.editor() as editor:
+        editor.set_knobs([KnobEdit(knob, mask, 1.0)])
+        before = planted.render([sample])
+    again = load_knob(save_knob(knob, tmp_path / "parts.safetensors"))
+    assert [r.name for r in again.regions] == ["top"] and again.regions[0].box == pytest.approx(region.box)
+    for layer in region.units:
+        assert torch.equal(again.regions[0].units[layer], region.units[layer])
+        assert torch.equal(again.regions[0].wanted[layer], region.wanted[layer])
+        assert torch.equal(again.regions[0].relative[layer], region.relative[layer])
+    assert torch.equal(again.relative["blocks.1"], knob.relative["blocks.1"])
+    assert torch.equal(again.examples["present"][0].parts["top"], top_mask())
+    with torch.inference_mode(), planted.editor() as editor:
+        editor.set_knobs([KnobEdit(again, mask, 1.0)])
+        assert torch.equal(planted.render([sample]), before)
+    # a version 1 document (one region, absolute targets) reads as such
+    tensors, doc = learn_knob(planted, "old", present=examples(planted, False), wanted=examples(planted, True),
+                              units=2).to_tensors()
+    old = Knob.from_tensors({k: v for k, v in tensors.items() if not k.startswith("relative/")},
+                            {k: v for k, v in {**doc, "version": 1}.items() if k != "regions"})
+    assert old.regions == [] and old.relative == {} and old.unit_count == sum(len(u) for u in old.units.values())
+    with pytest.raises(KnobError, match="newer Neuron Studio"):
+        Knob.from_tensors(tensors, {**doc, "version": 3})
+
+
+def test_relative_targets_follow_the_surroundings_of_the_region():
+    """A relative unit's target is its pattern plus the unit's mean on the ring just outside the mask's box."""
+    from studio.core.hooks import UnitTargets, surround_ring
+
+    x = torch.zeros(1, 2, 8, 8)
+    x[:, :, :, 4:] = 5.0  # the right half is brighter: the ring's mean depends on where the box is
+    mask = torch.zeros(32, 32)
+    mask[8:16, 8:16] = 1.0  # cells 2..3 at 8x8; the ring is rows/cols 1..4
+    ring = surround_ring(mask, (8, 8))
+    assert int(ring.sum()) == 16 - 4 and float(ring[2:4, 2:4].sum()) == 0
+    around = float((x[0, 0] * ring).sum() / ring.sum())
+    target = UnitTargets("l", torch.tensor([0, 1]), torch.ones(2, 1, 1), mask, 1.0, torch.tensor([1.0, 0.0]))
+    out = target.blend(x)
+    assert torch.allclose(out[0, 0, 2:4, 2:4], torch.full((2, 2), 1.0 + around))
+    assert torch.allclose(out[0, 1, 2:4, 2:4], torch.ones(2, 2))  # absolute
+    assert torch.equal(out[0, :, 5:, 5:], x[0, :, 5:, 5:])  # outside the mask: untouched
+
+
 def test_every_bad_input_gets_one_sentence(planted, tmp_path):
     present, wanted = examples(planted, False), examples(planted, True)
     with pytest.raises(KnobError, match="at least one wanted example"):
@@ -268,6 +329,34 @@ def test_wrong_edits_score_badly():
     assert not user_figures(model, hole, scene, room)["really_off"]
     assert not user_figures(model, erased, scene, room)["really_off"]
     assert not user_figures(model, model, scene, room)["really_off"]
+
+
+def test_other_lamp_kept_passes_the_lamp_off_render_and_fails_wrong_edits():
+    """With two lit lamps: switching exactly one off keeps the other; both off, or the image darkened, does not."""
+    from studio.bench.rooms import truth_scenes, user_figures
+    from studio.core.rooms import world
+
+    class Size:
+        resolution = (128, 128)
+
+        def sample(self, seed, prompt):
+            return Sample(seed, prompt)
+
+    for scene in truth_scenes(Size(), 8):
+        room = world.scene_from(world.sample_latent(scene.seed), scene.caption)
+        if sum(lamp.lit for lamp in room.lamps) >= 2:
+            break
+    else:
+        raise AssertionError("no held-out room with two lit lamps among the first 8")
+    model = scene.lit
+    all_off = room
+    for j in range(len(room.lamps)):
+        all_off = world.with_lamp(all_off, j, lit=False)
+    both = world.render(all_off, 128)
+    ceiling = scene.unlit
+    assert all(user_figures(model, ceiling, scene, room, ceiling)["kept"])
+    assert not any(user_figures(model, both, scene, room, ceiling)["kept"])
+    assert not any(user_figures(model, model * 0.6, scene, room, ceiling)["kept"])
 
 
 def test_export_keeps_knob_edits_as_recipe_hooks_and_the_reopened_model_matches(rooms, tmp_path):
