@@ -259,7 +259,7 @@ class KnobExamples(QWidget):
     def _on_learned(self, knob: Any) -> None:
         self.knob = knob
         self.propose_button.setEnabled(True)
-        units = sum(len(u) for u in knob.units.values())
+        units = knob.unit_count
         self._idle(f"learned: {units} units")
         self.message.emit(f"Learned the knob {knob.name!r} ({units} units in {', '.join(knob.layers)}); "
                           "it is in the Knobs panel.")

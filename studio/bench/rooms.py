@@ -4,8 +4,8 @@ For held-out Rooms scenes with a lit lamp (seeds from ``HELD_OUT_FIRST``, disjoi
 is switched off two ways, each with the truth mask (its ``glow<i>`` | ``lamp<i>`` region) and a rough one (that
 region's bounding box dilated by 3 px, what a hand paints): ``ranked_off``, the best units of the fast ranking over
 every layer switched off inside the mask; and ``knob``, a lamp-off knob learned by :func:`studio.knobs.learn_knob`
-from 8 examples on tuning seeds (4 lit, 4 unlit lamps, rough masks) and applied at strength 1 through the app's
-:class:`studio.live.LiveRenderer`::
+from 8 examples on tuning seeds (4 lit, 4 unlit lamps, rough masks, each with the lamp itself, shade and pole, as a
+part region boxed tight) and applied at strength 1 through the app's :class:`studio.live.LiveRenderer`::
 
     python -m studio bench rooms --seeds 20 --json
     {"ceiling_psnr": 23.7, "lit_psnr": 24.0, "methods": {"ranked_off": {"masks": {"truth": {...}, "rough": {...}}},
@@ -21,8 +21,11 @@ and the lamp itself, shade and pole, changed by at most 0.05 on average or by no
 its light on the wall is not judged, as neighbouring glows overlap and the model re-renders both: see
 :func:`user_figures`), ``units_used``. At the top, ``ceiling_psnr``: the model's render with the
 lamp's lit flag flipped in the latent, against the unlit truth (the best an edit of this model can do), and
-``lit_psnr``: the unedited image against the lit truth. The knob's layers, units and pattern size were chosen with
-``--tuning-scenes`` (seeds from ``TUNING_FIRST + 2*10**6``), never on the reported seeds.
+``lit_psnr``: the unedited image against the lit truth. The knob's settings (``KNOB_*``: units compared cell by
+cell, targets relative to the surroundings where the examples agree better so, 48 units on ``blocks.0``-``blocks.2``
+with 6x6 patterns over the whole region, 32 on ``blocks.1``-``blocks.3`` with 4x4 patterns over the lamp part) were
+chosen on 12 tuning rooms (seeds from ``TUNING_FIRST + 2*10**6``, as ``--tuning-scenes``), never on the reported
+seeds.
 
 The older ranking-only figures (``evaluate``, ``--tune``) follow.
 
@@ -495,6 +498,7 @@ def user_benchmark(generator, scenes: Sequence[TruthScene], knob, *, top: int = 
                for m in ("ranked_off", "knob")}
     methods["ranked_off"].update({"layers": layer, "top": top, "ranking": method, "local": True})
     methods["knob"].update({"name": knob.name, "layers": {layer: len(u) for layer, u in knob.units.items()},
+                            "regions": {r.name: {layer: len(u) for layer, u in r.units.items()} for r in knob.regions},
                             "examples": {side: [e.sample.seed for e in items] for side, items in knob.examples.items()},
                             "strength": 1.0})
     result = {"ceiling_psnr": round(statistics.mean(ceiling), 2), "lit_psnr": round(statistics.mean(lit), 2),
