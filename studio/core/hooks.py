@@ -92,6 +92,12 @@ def check_unit(layer: str, unit: int, units: int) -> None:
     if not 0 <= unit < units:
         raise StudioError(f"Unit {unit} is out of range: {layer} has units 0..{units - 1}.")
 
+def check_steps(steps: tuple[int, int] | None) -> None:
+    """Raise :class:`StudioError` (one sentence) unless ``steps`` is None or a half-open window ``start < stop``."""
+    if steps is not None and not (len(steps) == 2 and 0 <= steps[0] < steps[1]):
+        raise StudioError(f"Step window {tuple(steps)} is empty: give start < stop, both from 0.")
+
+
 class StopForward(Exception):
     """Raised by a stopping Trace once every traced layer has run; swallowed by the Trace."""
 
@@ -153,8 +159,7 @@ class UnitEdit:
     def __post_init__(self) -> None:
         if self.op not in OPS:
             raise StudioError(f"Unknown unit edit '{self.op}': use one of {', '.join(OPS)}.")
-        if self.steps is not None and not (0 <= self.steps[0] < self.steps[1]):
-            raise StudioError(f"Step window {self.steps} is empty: give start < stop, both from 0.")
+        check_steps(self.steps)
 
     def gain_offset(self) -> tuple[float, float]:
         """The per-unit affine map ``x -> gain * x + offset`` this edit stands for."""
@@ -265,6 +270,7 @@ class UnitTargets:
 
     ``pattern`` (K, P, Q) is placed on the box of ``mask`` (centred and scaled to it; P = Q = 1 is a constant);
     ``m`` is ``mask`` at the layer's resolution. Strength 0 is the identity, 1 the target, beyond 1 past it.
+    ``steps=(start, stop)`` limits it to those denoising steps, as for a :class:`UnitEdit` (None: every step).
     """
 
     layer: str
@@ -272,8 +278,10 @@ class UnitTargets:
     pattern: torch.Tensor  # (K, P, Q)
     mask: torch.Tensor  # (H, W) in [0, 1] at image resolution
     strength: float = 1.0
+    steps: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        check_steps(self.steps)
         self.units = torch.as_tensor(self.units, dtype=torch.long).reshape(-1)
         if self.pattern.dim() != 3 or self.pattern.shape[0] != len(self.units):
             raise StudioError(f"A target pattern for {len(self.units)} units must be (K, P, Q), "
@@ -291,8 +299,13 @@ class UnitTargets:
             self._placed[key] = (target, weight)
         return self._placed[key]
 
+    def active(self, step: int | None) -> bool:
+        """Whether this applies at denoising ``step`` (None, as in a GAN: always)."""
+        return step is None or self.steps is None or self.steps[0] <= step < self.steps[1]
+
     def blend(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, C, h, w) with the units pulled towards the placed target inside the mask."""
+        """``x`` (B, C, h, w) with the units pulled towards the placed target inside the mask (any step: the
+        caller checks :meth:`active`)."""
         if self._box is None or self.strength == 0 or x.dim() != 4:
             return x
         target, weight = self._at(x)
@@ -358,8 +371,10 @@ class LayerEdit:
         """This layer's edit applied to an activation (used by the hook and by partial re-renders): unit edits
         first, then unit targets in order."""
         x = self._apply_units(x)
+        step = self.clock.step if self.clock is not None else None
         for targets in self.targets:
-            x = targets.blend(x)
+            if targets.active(step):
+                x = targets.blend(x)
         return x
 
     def _apply_units(self, x: torch.Tensor) -> torch.Tensor:
