@@ -58,3 +58,20 @@ def test_the_model_declares_the_layer_it_opens_on(toy_registry, qtbot, tmp_path,
         assert not window.ranking.layers.by_hand
     finally:
         window.close()
+
+
+def test_rooms_opens_on_the_layer_best_for_lamps_and_a_painted_lamp_ranks_there(qtbot, tmp_path):
+    from tests.test_gui_knobs import TARGET, lamp_box, paint_box
+
+    window = open_window(qtbot, tmp_path, model="rooms")
+    try:
+        open_units_tab(window, qtbot)
+        assert window.ranking.layers.current_layer() == "blocks.1"  # measured best for lamps (model card)
+        window.seed.setValue(TARGET)
+        qtbot.waitUntil(lambda: window.state.sample.seed == TARGET, timeout=20_000)
+        paint_box(window.canvas, lamp_box(window, TARGET, 0))
+        ranking = rank(window, qtbot)
+        assert ranking.layer == "blocks.1" == window.ranking.layers.current_layer()
+        assert window.ranking.summary.text().startswith("Ranked on blocks.1: strongest for this mask.")
+    finally:
+        window.close()
