@@ -1,4 +1,4 @@
-"""The knob row's denoising-step window in the app, driven with real clicks and keys (tiny random SD; a GAN hides it)."""
+"""The denoising-step window of knob and slider rows, driven with real keys (tiny random SD; a GAN hides it)."""
 from __future__ import annotations
 
 import torch
@@ -82,5 +82,33 @@ def test_a_model_without_steps_shows_no_window(qtbot, tmp_path, toy_registry):
         qtbot.waitUntil(row.isVisible, timeout=5_000)
         assert not row.steps.isVisible()
         assert window.state.knobs[0].steps is None
+    finally:
+        window.close()
+
+
+def test_a_slider_row_on_diffusion_takes_the_same_window(qtbot, tmp_path, tiny_sd_files):
+    from studio.core.hooks import UnitEdit
+    from tests.test_gui_ranking import open_units_tab
+
+    window = open_window(qtbot, tmp_path, model=str(tiny_sd_files.folder))
+    try:
+        open_units_tab(window, qtbot)
+        steps = window.generator.denoising_steps(window.state.sample)
+        wait_frame(window, qtbot)
+        base = window.last_frame.image.clone()
+        units = window.generator.layer(LAYER).units
+        window.sliders.apply_to_units(LAYER, list(range(units)), "off")  # "Switch selected off" on every unit
+        row = window.sliders.rows[0]
+        qtbot.waitUntil(row.isVisible, timeout=5_000)
+        assert row.steps.isVisible() and row.steps.stop.value() == steps
+        wait_frame(window, qtbot)
+        every = window.last_frame.image.clone()
+        assert not torch.allclose(every, base, atol=1e-4)
+        type_into(qtbot, row.steps.stop, 2)  # only the first two steps
+        qtbot.waitUntil(lambda: window.state.edits[0].steps == (0, 2), timeout=5_000)
+        assert window.state.edits[0] == UnitEdit(LAYER, 0, "off", 0.0, steps=(0, 2))
+        assert all(e.steps is None for e in window.state.edits[1:])  # one row's window, not the others'
+        wait_frame(window, qtbot)
+        assert not torch.allclose(window.last_frame.image, every, atol=1e-6)
     finally:
         window.close()

@@ -392,10 +392,11 @@ class MainWindow(QMainWindow):
             self._say_what_carries_over(event.value.seed)
 
     def _show_step_count(self) -> None:
-        """Edit windows count in the sample's denoising steps: the knob rows offer them (none on GANs)."""
+        """Edit windows count in the sample's denoising steps: slider and knob rows offer them (none on GANs)."""
         sample, generator = self.state.sample, self.generator
         steps = generator.denoising_steps(sample) if generator is not None and sample is not None else None
         self.knobs.set_step_count(steps)
+        self.sliders.set_step_count(steps)
 
     def _say_what_carries_over(self, seed: int) -> None:
         """A new seed keeps the edits and the mask: say so, rather than carry them silently."""
