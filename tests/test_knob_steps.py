@@ -112,3 +112,27 @@ def test_the_window_is_saved_in_sessions_and_recipes_and_old_files_read_as_every
 def test_an_empty_window_is_one_sentence(knob):
     with pytest.raises(StudioError, match="Step window .* is empty"):
         KnobEdit(knob, square(), 1.0, steps=(3, 3))
+
+
+def test_knob_apply_takes_a_step_window_on_the_command_line(sd, knob, tiny_sd_files, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from studio.cli import main
+    from studio.core.images import save_image
+    from studio.knobs import save_knob
+
+    path = save_knob(knob, tmp_path / "tiny.safetensors")
+    mask = tmp_path / "mask.png"
+    save_image(square(sd.resolution[0])[None].repeat(3, 1, 1), mask)
+    common = ["knob", "apply", "--model", str(tiny_sd_files.folder), "--device", "cpu", "--knob", str(path),
+              "--seed", "3", "--mask", str(mask), "--strength", "3"]
+    assert main(common + ["-o", str(tmp_path / "every.png")]) == 0
+    assert main(common + ["--steps", "20:25", "-o", str(tmp_path / "late.png")]) == 0
+    assert main(common[:-2] + ["--strength", "0", "-o", str(tmp_path / "none.png")]) == 0
+    every, late, none = (np.asarray(Image.open(tmp_path / f"{n}.png"), dtype=np.int16)
+                         for n in ("every", "late", "none"))
+    assert np.abs(every - late).max() > 0 and np.abs(late - none).max() > 0
+    assert np.abs(late - none).mean() < np.abs(every - none).mean()  # five late steps change less than all 25
+    assert main(common + ["--steps", "4:4", "-o", str(tmp_path / "x.png")]) == 2
+    assert "Step window (4, 4) is empty" in capsys.readouterr().err
