@@ -36,7 +36,7 @@ import torch
 TICK_MS = 5
 
 
-def gap_figures(ticks: list[float], tick_ms: float = TICK_MS) -> dict:
+def gap_figures(ticks: list[float]) -> dict:
     """Gaps between consecutive tick times (seconds): the longest, the 99th percentile and the median, in ms."""
     gaps = sorted(1000 * (b - a) for a, b in zip(ticks, ticks[1:]))
     if not gaps:
@@ -165,7 +165,7 @@ def measure(window, seconds: float = 2.0, tick_ms: int = TICK_MS, timeout: float
         if driver is not None:
             driver.stop()
         ticks = probe.stop()
-        out[name] = {**gap_figures(ticks, tick_ms), "seconds": round(time.perf_counter() - began, 3),
+        out[name] = {**gap_figures(ticks), "seconds": round(time.perf_counter() - began, 3),
                      "frames": frames["n"] - start_frames, "model_calls": counter.calls - calls}
         if until is not None:
             out[name]["finished"] = finished
