@@ -163,6 +163,8 @@ class Generator(ABC):
     #: True when :meth:`denoise_prefix` and :meth:`prefix_step` work: edits windowed from step k leave steps
     #: before k alike for every copy, so a ranking runs them once (diffusion).
     shares_denoising_prefix: ClassVar[bool] = False
+    #: The layer the app opens on (measured best for the model's typical masks); None: a middle spatial layer.
+    start_layer: ClassVar[str | None] = None
 
     def __init__(self, module: nn.Module, *, name: str, device: torch.device, dtype: torch.dtype,
                  resolution: tuple[int, int], source: str | None = None) -> None:
@@ -236,6 +238,11 @@ class Generator(ABC):
         slow families (diffusion: fewer steps, smaller size) return what makes a frame cheap.
         """
         return {}
+
+    def denoising_steps(self, sample: Sample) -> int | None:
+        """How many denoising steps ``sample`` takes in the full schedule (what edit windows count in); None for
+        families that render in one pass (every windowed edit is then always on)."""
+        return None
 
     def denoise_prefix(self, samples: Sequence[Sample], step: int, progress: Any = None) -> Any:
         """Run denoising steps ``[0, step)`` once and keep what :meth:`render` (``start=``) resumes from."""

@@ -222,6 +222,9 @@ class DiffusionModel(Generator):
         n = len(samples)
         return {k: (v[-n:] if v.shape[0] == 2 * n else v) for k, v in trace.outputs.items()}
 
+    def denoising_steps(self, sample: Sample) -> int:
+        return self._plan(sample).full_steps
+
     def prefix_step(self, window_start: int, sample: Sample) -> int:
         """The render step at which edits windowed from full-schedule step ``window_start`` begin for ``sample``."""
         plan = self._plan(sample)

@@ -37,7 +37,7 @@ from models.base import Sample
 
 from .core.atomic import atomic_path
 from .core.errors import StudioError
-from .core.hooks import UnitTargets, box_grid, mask_box, resize_mask, surround_mean
+from .core.hooks import UnitTargets, box_grid, check_steps, mask_box, resize_mask, surround_mean
 from .core.progress import ProgressCallback, Ticker
 from .core.resources import RESOURCES
 
@@ -256,22 +256,30 @@ def _get_region(tensors: Mapping, prefix: str, layers: Sequence[str]) -> tuple[d
 @dataclass(frozen=True, eq=False)
 class KnobEdit:
     """A knob applied inside ``mask`` (H, W) at ``strength`` (0: as it is, 1: like the wanted examples, < 0: the
-    other way); goes through the hook engine with ``editor.set_knobs([...])``."""
+    other way); goes through the hook engine with ``editor.set_knobs([...])``. ``steps=(start, stop)``: only in
+    those denoising steps (diffusion; counted in the full schedule like a unit edit's window), None: every step."""
 
     knob: Knob
     mask: torch.Tensor
     strength: float = 1.0
+    steps: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None:
+            object.__setattr__(self, "steps", (int(self.steps[0]), int(self.steps[1])))  # a JSON list in, a pair out
+        check_steps(self.steps)
 
     def targets(self) -> list[UnitTargets]:
         """What the hook engine applies: per layer, the units pulled towards the placed pattern."""
         side = "wanted" if self.strength >= 0 else "present"
         strength = abs(float(self.strength))
         out = [UnitTargets(layer, units, getattr(self.knob, side)[layer], self.mask, strength,
-                           self.knob.relative.get(layer))
+                           self.knob.relative.get(layer), self.steps)
                for layer, units in self.knob.units.items() if len(units)]
         for region in self.knob.regions:
             mask = region.mask_in(self.mask)
-            out += [UnitTargets(layer, units, getattr(region, side)[layer], mask, strength, region.relative.get(layer))
+            out += [UnitTargets(layer, units, getattr(region, side)[layer], mask, strength, region.relative.get(layer),
+                                self.steps)
                     for layer, units in region.units.items() if len(units)]
         return out
 
@@ -281,7 +289,10 @@ class KnobEdit:
                 if len(self.knob.units.get(layer, ())) or any(len(r.units.get(layer, ())) for r in self.knob.regions)]
 
     def to_json(self) -> dict:
-        return {"knob": self.knob.name, "strength": float(self.strength)}
+        data = {"knob": self.knob.name, "strength": float(self.strength)}
+        if self.steps is not None:
+            data["steps"] = list(self.steps)
+        return data
 
 
 def model_layout(generator: "Generator") -> dict[str, Any]:

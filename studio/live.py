@@ -59,8 +59,11 @@ class Frame:
     preview: bool = False  # rendered with the model's preview options (upscaled to the model's resolution)
 
 
-def default_layer(layers: Sequence[LayerInfo]) -> str | None:
-    """A middle spatial layer (objects and parts rather than textures or layout): what the app opens on."""
+def default_layer(layers: Sequence[LayerInfo], start: str | None = None) -> str | None:
+    """What the app opens on: the model's declared ``start`` layer (``Generator.start_layer``) when it has it, else
+    a middle spatial layer (objects and parts rather than textures or layout)."""
+    if start is not None and any(info.name == start for info in layers):
+        return start
     spatial = [info for info in layers if info.size is not None]
     pool = spatial or list(layers)
     return pool[len(pool) // 2].name if pool else None

@@ -82,8 +82,8 @@ class Session:
         ranked = [r if isinstance(r, dict) else r.to_json() for r in rankings]
         return cls(reference or ModelReference.of(generator), list(samples), masks, active_mask, ranked,
                    list(unit_edits), concept_state(concept_editor), dict(ui or {}), str(generator.device),
-                   knob_edits=[KnobEdit(k.knob, k.mask.detach().to("cpu", torch.float32).clone(), float(k.strength))
-                               for k in knob_edits])
+                   knob_edits=[KnobEdit(k.knob, k.mask.detach().to("cpu", torch.float32).clone(), float(k.strength),
+                                        k.steps) for k in knob_edits])
 
     @property
     def mask(self) -> torch.Tensor | None:
@@ -192,7 +192,10 @@ def knob_edits_document(edits: Sequence[KnobEdit]) -> tuple[list[dict], dict[str
         # the same knob may sit in several edits: safetensors refuses entries that share memory
         tensors.update({f"{i}/{k}": v.clone() for k, v in knob_tensors.items()})
         tensors[f"{i}/mask"] = edit.mask.detach().to("cpu", torch.float32).contiguous().clone()  # never shared
-        docs.append({"strength": float(edit.strength), "knob": knob_doc})
+        doc = {"strength": float(edit.strength), "knob": knob_doc}
+        if edit.steps is not None:
+            doc["steps"] = list(edit.steps)  # absent: every step (files written before windows existed read so)
+        docs.append(doc)
     return docs, tensors
 
 
@@ -202,7 +205,9 @@ def knob_edits_from_document(docs: Sequence[Mapping], tensors: Mapping[str, torc
     for i, d in enumerate(docs):
         prefix = f"{i}/"
         own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        edits.append(KnobEdit(Knob.from_tensors(own, d["knob"]), own["mask"], float(d["strength"])))
+        steps = d.get("steps")
+        edits.append(KnobEdit(Knob.from_tensors(own, d["knob"]), own["mask"], float(d["strength"]),
+                              tuple(steps) if steps is not None else None))
     return edits
 
 

@@ -79,3 +79,18 @@ def make_work(window, qtbot, path) -> None:
     window.sliders.local.setChecked(True)
     with qtbot.waitSignal(window.jobs.finished, timeout=20_000):
         window.sessions.save(path)
+
+
+def pick_layer(window, qtbot, name: str) -> None:
+    """Choose layer ``name`` in the Rank panel's picker with the keyboard, as a user does (a choice by hand: Rank
+    then keeps to it instead of starting on the layer that ranks best for the mask)."""
+    from PySide6.QtCore import Qt
+
+    picker = window.ranking.layers
+    picker.setFocus()
+    qtbot.keyClick(picker, Qt.Key.Key_Home)
+    for _ in range(picker.count()):
+        if picker.current_layer() == name:
+            break
+        qtbot.keyClick(picker, Qt.Key.Key_Down)
+    assert picker.current_layer() == name and picker.by_hand

@@ -7,7 +7,7 @@ import torch
 from PySide6.QtCore import QEvent, QSettings, Qt
 
 from studio.ranking import rank_layers
-from tests.gui_support import mouse, open_window, paint_square
+from tests.gui_support import mouse, open_window, paint_square, pick_layer
 from tests.test_gui_sliders import wheel
 
 
@@ -48,6 +48,7 @@ def test_a_ranking_of_another_seed_or_mask_is_marked_out_of_date(window, qtbot):
 def test_a_new_ranking_starts_at_its_best_row(window, qtbot):
     window.resize(1200, 600)  # fewer rows in view than the layer has units
     paint_square(window, 2, 2, 14, 14)
+    pick_layer(window, qtbot, "blocks.1")
     rank(window, qtbot)
     table = window.ranking.table
     bar = table.verticalScrollBar()

@@ -7,7 +7,7 @@ import torch
 from PySide6.QtCore import Qt
 
 from studio.core.hooks import UnitEdit
-from tests.gui_support import open_window, paint_square
+from tests.gui_support import open_window, paint_square, pick_layer
 from tests.test_gui_window import rank_and_wait, reference
 
 
@@ -25,6 +25,7 @@ def last_frame_of(window, qtbot):
 
 def test_several_selected_units_are_switched_off_then_set_in_one_action_and_all_sliders_go(window, qtbot):
     paint_square(window, 2, 2, 14, 14)
+    pick_layer(window, qtbot, "blocks.1")
     rank_and_wait(window, qtbot, method="fast")
     table = window.ranking.table
     first, third = (table.visualRect(table.model().index(r, 0)).center() for r in (0, 2))

@@ -9,7 +9,7 @@ from PySide6.QtCore import QPoint, Qt, QTimer
 from PySide6.QtWidgets import QStyle, QStyleOptionSlider
 
 from studio.core.hooks import UnitEdit
-from tests.gui_support import make_work, mouse, open_window, paint_square
+from tests.gui_support import make_work, mouse, open_window, paint_square, pick_layer
 
 
 @pytest.fixture
@@ -71,6 +71,7 @@ def test_paint_rank_see_the_table_choose_units_and_drag_a_slider(window, qtbot):
     paint_square(window, 2, 2, 14, 14)
     mask = window.state.mask
     assert mask is not None and float(mask[8, 8]) > 0.9 and float(mask[28, 28]) == 0.0
+    pick_layer(window, qtbot, "blocks.1")  # by hand: Rank keeps to it
     ranking = rank_and_wait(window, qtbot)
     table = window.ranking.table
     assert table.model().rowCount() == 16 == len(ranking.units)

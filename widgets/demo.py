@@ -1,7 +1,7 @@
 """A scripted first session, for ``python main.py --screenshot`` and ``--demo``: a mask over the brightest
 spot (a lamp), then the model's first shipped knob (Rooms: "lamp off") at strength 1 on it, shown before | after.
-A model without shipped knobs gets the researcher's way instead: a fast ranking of the default layer and two
-sliders on the best units (one off, one at 2.5x).
+A model without shipped knobs gets the researcher's way instead: a fast ranking (on the layer that ranks best for
+the mask) and two sliders on the best units (one off, one at 2.5x).
 
     demo = Demo(window)
     demo.finished.connect(capture)            # after the edited frame is on screen (or a step failed)

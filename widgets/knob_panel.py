@@ -8,6 +8,7 @@ The panel only writes plain edits (``knobs_changed``); the window posts them to 
     panel.set_knobs(shipped_knobs(generator), shipped=True)   # "lamp off", "lamp on" first
     panel.apply_button.click()                                # the chosen knob on the painted mask
     panel.rows[0].slider.setValue(100)                        # strength 1.0 -> knobs_changed([KnobEdit(...)])
+    panel.set_step_count(25)                                  # diffusion: each row shows its denoising-step window
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
 from studio.knobs import KnobEdit, shipped_knobs
 
 from .jobs import JobRunner
+from .step_window import StepWindow
 
 STRENGTH_MIN, STRENGTH_MAX = -1.0, 3.0
 _STEPS = 100  # slider ticks per 1.0 of strength
@@ -45,6 +47,7 @@ class KnobRow(QWidget):
     """One applied knob: its name, strength slider (0 = as is, 1 = like the examples), its mask, remove."""
 
     strength_moved = Signal(object, float)  # self, strength
+    window_moved = Signal(object, object)  # self, (start, stop) | None
     remask_requested = Signal(object)  # self
     remove_requested = Signal(object)  # self
 
@@ -68,9 +71,14 @@ class KnobRow(QWidget):
         self.remove.setText("✕")
         self.remove.setToolTip("Remove this knob from the image")
         self.remove.clicked.connect(lambda: self.remove_requested.emit(self))
+        # the same window as a unit edit's: only in these denoising steps (hidden on models without steps)
+        self.steps = StepWindow()
+        self.steps.set_window(edit.steps)
+        self.steps.changed.connect(lambda steps: self.window_moved.emit(self, steps))
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for widget, stretch in ((self.name, 0), (self.slider, 1), (self.value, 0), (self.remask, 0), (self.remove, 0)):
+        for widget, stretch in ((self.name, 0), (self.slider, 1), (self.value, 0), (self.steps, 0), (self.remask, 0),
+                                (self.remove, 0)):
             layout.addWidget(widget, stretch)
         self.slider.valueChanged.connect(lambda v: self.strength_moved.emit(self, v / _STEPS))
         self.drag = 0  # counts drags: the values of one drag merge into one undo step, the next drag is another
@@ -87,6 +95,7 @@ class KnobRow(QWidget):
         self.slider.setValue(round(edit.strength * _STEPS))
         self.slider.blockSignals(False)
         self.value.setText(strength_text(edit.strength))
+        self.steps.set_window(edit.steps)
 
 
 class _KnobsCommand(QUndoCommand):
@@ -131,6 +140,7 @@ class KnobPanel(QWidget):
         self.available: list[Any] = []  # studio.knobs.Knob, shipped ones first
         self.shipped_count = 0
         self.rows: list[KnobRow] = []
+        self.step_count: int | None = None  # the sample's denoising steps (None: the model has none)
         title = QLabel("<b>Switch something off (or on)</b>")
         steps = QLabel("1. Paint over the thing in the image.  2. Pick a knob.  3. Press Apply, then drag "
                        "Strength: 0 is as it is, 1 is like the knob's examples.")
@@ -228,6 +238,12 @@ class KnobPanel(QWidget):
         self._change(self.edits() + [edit], f"Apply knob {knob.name}")
         return edit
 
+    def set_step_count(self, steps: int | None) -> None:
+        """The current sample's denoising steps: each row offers its window over them (None hides the windows)."""
+        self.step_count = steps
+        for row in self.rows:
+            row.steps.set_total(steps)
+
     def set_edits(self, edits: Sequence[KnobEdit]) -> None:
         """Show ``edits`` (a reopened session) without an undo step."""
         self._show(list(edits))
@@ -249,7 +265,9 @@ class KnobPanel(QWidget):
             self.rows = []
             for edit in edits:
                 row = KnobRow(edit)
+                row.steps.set_total(self.step_count)
                 row.strength_moved.connect(self._on_strength)
+                row.window_moved.connect(self._on_window)
                 row.remask_requested.connect(self._on_remask)
                 row.remove_requested.connect(self._on_remove)
                 self.rows_box.insertWidget(self.rows_box.count() - 1, row)
@@ -260,8 +278,14 @@ class KnobPanel(QWidget):
     def _on_strength(self, row: KnobRow, strength: float) -> None:
         index = self.rows.index(row)
         after = self.edits()
-        after[index] = KnobEdit(row.edit.knob, row.edit.mask, strength=strength)
+        after[index] = KnobEdit(row.edit.knob, row.edit.mask, strength=strength, steps=row.edit.steps)
         self._change(after, f"Strength of {row.edit.knob.name}", merge_row=(index, row.drag))
+
+    def _on_window(self, row: KnobRow, steps: tuple[int, int] | None) -> None:
+        after = self.edits()
+        after[self.rows.index(row)] = KnobEdit(row.edit.knob, row.edit.mask, row.edit.strength, steps)
+        shown = f"steps {steps[0]} to {steps[1]}" if steps else "every step"
+        self._change(after, f"Window of {row.edit.knob.name}: {shown}")
 
     def _on_remask(self, row: KnobRow) -> None:
         mask = self.current_mask()
@@ -269,7 +293,8 @@ class KnobPanel(QWidget):
             self.message.emit("Paint the new region first: the knob moves to where the mask is.")
             return
         after = self.edits()
-        after[self.rows.index(row)] = KnobEdit(row.edit.knob, mask.clone(), strength=row.edit.strength)
+        after[self.rows.index(row)] = KnobEdit(row.edit.knob, mask.clone(), strength=row.edit.strength,
+                                               steps=row.edit.steps)
         self._change(after, f"New region for {row.edit.knob.name}")
 
     def _on_remove(self, row: KnobRow) -> None:

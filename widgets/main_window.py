@@ -350,10 +350,11 @@ class MainWindow(QMainWindow):
             self.knobs.clear_knobs()
             self.state.examples.clear()
             self.dissection.set_layer(None)
-        self.ranking.layers.set_layers(generator.layers(), self.state.layer)
+        self.ranking.layers.set_layers(generator.layers(), self.state.layer, generator.start_layer)
         if self.concepts is not None:
             self.concepts.set_generator(generator)
         self.knobs.load_shipped(self.jobs)
+        self._show_step_count()
         self.banner.hide()
         self.statusBar().showMessage(f"Loaded {generator.name} ({generator.family})", 4000)
         self.model_loaded.emit(generator)
@@ -386,8 +387,16 @@ class MainWindow(QMainWindow):
 
     def _on_sample_changed(self, event) -> None:
         self._show_sample_fields(event.value)
+        self._show_step_count()
         if event.old is not None and event.value is not None and event.value.seed != event.old.seed:
             self._say_what_carries_over(event.value.seed)
+
+    def _show_step_count(self) -> None:
+        """Edit windows count in the sample's denoising steps: slider and knob rows offer them (none on GANs)."""
+        sample, generator = self.state.sample, self.generator
+        steps = generator.denoising_steps(sample) if generator is not None and sample is not None else None
+        self.knobs.set_step_count(steps)
+        self.sliders.set_step_count(steps)
 
     def _say_what_carries_over(self, seed: int) -> None:
         """A new seed keeps the edits and the mask: say so, rather than carry them silently."""

@@ -6,6 +6,10 @@ Cancel makes the next progress report return False, which stops the ranking with
     panel = RankingPanel(jobs, state)        # state: the window's studio.state.StudioState
     panel.rank()                             # same as pressing Rank
     panel.units_chosen.connect(sliders.add_units)
+
+Until the user picks a layer by hand, Rank starts with a quick estimate over every spatial layer (the fast ranking
+of ``rank --all-layers``) and ranks the layer whose best units explain the mask best; the picker moves there and
+the summary says so ("Ranked on blocks.1: strongest for this mask"). A layer picked by hand is ranked as it is.
 """
 from __future__ import annotations
 
@@ -62,10 +66,19 @@ class LayerPicker(QComboBox):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setToolTip("The layer whose units are ranked and edited")
+        self.setToolTip("The layer whose units are ranked and edited (until you pick one, Rank starts on the layer "
+                        "that ranks best for the mask)")
+        self.by_hand = False  # the user chose an entry (mouse or keys): Rank keeps to it
         self.currentIndexChanged.connect(lambda i: self.layer_changed.emit(self.itemData(i) or ""))
+        self.activated.connect(self._picked)  # Qt emits it for the user's choices only, never for setCurrentIndex
 
-    def set_layers(self, layers, current: str | None = None) -> None:
+    def _picked(self, _index: int) -> None:
+        self.by_hand = True
+
+    def set_layers(self, layers, current: str | None = None, start: str | None = None) -> None:
+        """This model's layers; ``current`` (the state's) is shown if it has it, else ``start`` (the model's
+        declared start layer) or a middle spatial one. A new list is not a choice by hand."""
+        self.by_hand = False
         self.blockSignals(True)
         self.clear()
         for info in layers:
@@ -78,7 +91,7 @@ class LayerPicker(QComboBox):
             self.setItemData(self.count() - 1, "Rank every spatial layer and show the one whose best units explain "
                              "the mask best", Qt.ItemDataRole.ToolTipRole)
         index = self.findData(current) if current else -1
-        self.setCurrentIndex(index if index >= 0 else default_layer_index(layers))
+        self.setCurrentIndex(index if index >= 0 else default_layer_index(layers, start))
         self.blockSignals(False)
         self.layer_changed.emit(self.current_layer() or "")
 
@@ -97,11 +110,11 @@ class LayerPicker(QComboBox):
             self.setCurrentIndex(index)
 
 
-def default_layer_index(layers) -> int:
-    """A middle spatial layer: where units tend to be objects and parts rather than textures or layout."""
+def default_layer_index(layers, start: str | None = None) -> int:
+    """The model's start layer, else a middle spatial layer (objects and parts rather than textures or layout)."""
 
     names = [info.name for info in layers]
-    name = default_layer(layers)
+    name = default_layer(layers, start)
     return names.index(name) if name in names else 0
 
 
@@ -268,7 +281,12 @@ class RankingPanel(QWidget):
     def refresh(self) -> None:
         """Say what Rank will use now, and mark the shown ranking stale when the seed or the mask moved on."""
         state, options = self.state, self.options()
-        layer = "every layer" if self.layers.all_layers() else (self.layers.current_layer() or "no layer")
+        if self.layers.all_layers():
+            layer = "every layer"
+        elif self.layers.by_hand or not self.layers.current_layer() or self.layers.findData(ALL_LAYERS) < 0:
+            layer = self.layers.current_layer() or "no layer"
+        else:
+            layer = "the layer that ranks best for the mask (a quick estimate over every layer; pick one to keep it)"
         try:
             seeds = parse_seeds(options["seeds"], state.sample.seed if state.sample is not None else 0)
             images = f"{len(seeds)} image{'s' if len(seeds) > 1 else ''}"
@@ -335,6 +353,8 @@ class RankingPanel(QWidget):
         layer = self.layers.current_layer()
         if not layer and not every:
             raise StudioError("Choose a layer to rank.")
+        # start on the layer that ranks best for this mask (with one spatial layer, there is nothing to choose)
+        auto = not every and not self.layers.by_hand and self.layers.findData(ALL_LAYERS) >= 0
         mask_array = state.mask.numpy() if state.mask is not None else None
         if mask_array is None:
             raise StudioError("The mask is empty: paint over the region you want to explain before ranking.")
@@ -351,13 +371,20 @@ class RankingPanel(QWidget):
                 layers = rank_layers(generator, samples, mask.to(generator.device), method=options["method"],
                                      ablation=options["ablation"], progress=progress)
                 ranking, chosen = layers[0].ranking, layers[0].layer
+            elif auto:  # the quick estimate picks the layer; the chosen method then ranks it
+                layers = rank_layers(generator, samples, mask.to(generator.device), method="fast",
+                                     ablation=options["ablation"], progress=progress)
+                ranking, chosen = layers[0].ranking, layers[0].layer
+                if options["method"] != "fast":
+                    ranking = rank_units(generator, samples, mask.to(generator.device), chosen,
+                                         method=options["method"], ablation=options["ablation"], progress=progress)
             else:
                 layers, chosen = None, layer
                 ranking = rank_units(generator, samples, mask.to(generator.device), layer, method=options["method"],
                                      ablation=options["ablation"], progress=progress)
             best = [int(u.unit) for u in ranking.units[:THUMBNAILS]]
             thumbs = thumbnails(unit_off_images(generator, base, chosen, best)) if best else None
-            return chosen, ranking, best, thumbs, layers
+            return chosen, ranking, best, thumbs, layers, auto
 
         return work
 
@@ -373,7 +400,7 @@ class RankingPanel(QWidget):
         self.progress.setRange(0, 1)
 
     def _on_done(self, result) -> None:
-        layer, ranking, best, thumbs, layers = result
+        layer, ranking, best, thumbs, layers, auto = result
         self._finish()
         self.progress.setValue(1)
         self.progress.setFormat(f"ranked in {time.perf_counter() - self._started:.1f} s")
@@ -387,8 +414,8 @@ class RankingPanel(QWidget):
         self.state.update(ranking=ranking, layer=layer)                     # says so without them
         if layers is not None:
             order = ", ".join(f"{s.layer} {s.mean_top_score:.3g}" for s in layers)
-            self.summary.setText(f"Best layer: {layer}. {self.summary.text()} Layers by their top units' mean "
-                                 f"score: {order}.")
+            lead = f"Ranked on {layer}: strongest for this mask." if auto else f"Best layer: {layer}."
+            self.summary.setText(f"{lead} {self.summary.text()} Layers by their top units' mean score: {order}.")
         self.ranked.emit(ranking)
 
     def show_ranking(self, ranking, thumbnails: dict | None = None, ranked_with: tuple | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Sliders on chosen units: scale from -1x to 3x, switch off, or set a value; local to the mask or everywhere.
+"""Sliders on chosen units: scale from -1x to 3x, switch off, or set a value; local to the mask or everywhere; on
+diffusion models, only within a window of denoising steps (``set_step_count``; the knob rows use the same control).
 
 The panel only writes plain edits (``edits_changed``) into the window's state; the live renderer renders the
 newest state, so a burst of drags never queues one render per value. It also follows the state
@@ -30,6 +31,8 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.hooks import UnitEdit
+
+from .step_window import StepWindow
 
 SCALE_MIN, SCALE_MAX = -1.0, 3.0
 _STEPS = 100  # slider ticks per 1x
@@ -99,16 +102,18 @@ class UnitSlider(QWidget):
         remove.setText("✕")
         remove.setToolTip("Remove this slider (its edit goes away)")
         remove.clicked.connect(lambda: self.remove_requested.emit(self))
+        self.steps = StepWindow()  # the denoising steps the edit acts in (shown only on models with steps)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         for widget, stretch in ((self.name, 0), (self.slider, 1), (self.value, 0), (self.off, 0), (self.set, 0),
-                                (self.set_value, 0), (remove, 0)):
+                                (self.set_value, 0), (self.steps, 0), (remove, 0)):
             layout.addWidget(widget, stretch)
         self.slider.valueChanged.connect(self._on_change)
         self.slider.installEventFilter(self)  # a press on a switched-off slider switches it back on
         self.off.toggled.connect(self._on_change)
         self.set.toggled.connect(self._on_change)
         self.set_value.valueChanged.connect(self._on_change)
+        self.steps.changed.connect(self._on_change)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if watched is self.slider and event.type() == QEvent.Type.MouseButtonPress and self.mode() != "scale":
@@ -123,11 +128,12 @@ class UnitSlider(QWidget):
         return self.slider.value() / _STEPS
 
     def edit(self) -> UnitEdit:
+        steps = self.steps.steps()
         if self.off.isChecked():
-            return UnitEdit(self.layer, self.unit, "off", 0.0)
+            return UnitEdit(self.layer, self.unit, "off", 0.0, steps=steps)
         if self.set.isChecked():
-            return UnitEdit(self.layer, self.unit, "set", float(self.set_value.value()))
-        return UnitEdit(self.layer, self.unit, "scale", self.scale())
+            return UnitEdit(self.layer, self.unit, "set", float(self.set_value.value()), steps=steps)
+        return UnitEdit(self.layer, self.unit, "scale", self.scale(), steps=steps)
 
     def set_edit(self, edit: UnitEdit) -> None:
         """Show ``edit`` without emitting one change per control."""
@@ -139,6 +145,7 @@ class UnitSlider(QWidget):
             self.set_value.setValue(edit.value)
         elif edit.op == "scale":
             self.slider.setValue(round(min(max(edit.value, SCALE_MIN), SCALE_MAX) * _STEPS))
+        self.steps.set_window(edit.steps)  # shown without emitting
         for widget in (self.slider, self.off, self.set, self.set_value):
             widget.blockSignals(False)
         self._refresh()
@@ -180,6 +187,7 @@ class SliderPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.rows: list[UnitSlider] = []
+        self.step_count: int | None = None  # the sample's denoising steps (None: the model has none)
         self.local = QCheckBox("Only inside the mask")
         self.local.setToolTip("Apply the edits only inside the painted mask (local relighting)")
         self.local.toggled.connect(self.local_changed)
@@ -240,6 +248,12 @@ class SliderPanel(QWidget):
     def edits(self) -> list[UnitEdit]:
         return [row.edit() for row in self.rows]
 
+    def set_step_count(self, steps: int | None) -> None:
+        """The current sample's denoising steps: each row offers its window over them (None hides the windows)."""
+        self.step_count = steps
+        for row in self.rows:
+            row.steps.set_total(steps)
+
     def row(self, layer: str, unit: int) -> UnitSlider | None:
         return next((r for r in self.rows if (r.layer, r.unit) == (layer, unit)), None)
 
@@ -281,7 +295,8 @@ class SliderPanel(QWidget):
             if row is None:
                 row = UnitSlider(layer, int(unit))
                 self._add_row(row)
-            row.set_edit(UnitEdit(layer, int(unit), op, float(value)))  # type: ignore[arg-type]
+            window = row.steps.steps()  # the row's step window stays
+            row.set_edit(UnitEdit(layer, int(unit), op, float(value), steps=window))  # type: ignore[arg-type]
         if units:
             self.edits_changed.emit(self.edits())
 
@@ -297,6 +312,7 @@ class SliderPanel(QWidget):
         self.edits_changed.emit(self.edits())
 
     def _add_row(self, row: UnitSlider) -> None:
+        row.steps.set_total(self.step_count)
         row.changed.connect(lambda: self.edits_changed.emit(self.edits()))
         row.remove_requested.connect(self._remove)
         row.focused.connect(lambda unit, layer=row.layer: self.unit_focused.emit(layer, unit))

@@ -14,6 +14,7 @@ from studio.knobs import (DEFAULT_PART_PATTERN, DEFAULT_PART_UNITS, DEFAULT_PATT
                           learn_knob, load_knob, save_knob)
 
 from .common import add_model_args, no_grad, open_from_args
+from .edit import parse_steps
 
 
 def parse_example(text: str, generator, prompt: str | None) -> Example:
@@ -81,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     apply.add_argument("--knob", "-k", required=True, help="the knob file (.safetensors)")
     apply.add_argument("--mask", required=True, help="mask image (white = where the knob applies)")
     apply.add_argument("--strength", type=float, default=1.0, help="(default: 1)")
+    apply.add_argument("--steps", help="diffusion only: apply the knob in denoising steps START:STOP (default: all)")
     apply.add_argument("--output", "-o", required=True, help="output image path (.png)")
     apply.set_defaults(run=run_apply)
 
@@ -110,7 +112,7 @@ def run_apply(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     sample = generator.sample(args.seed, args.prompt)
     with no_grad(), generator.editor() as editor:
-        editor.set_knobs([KnobEdit(knob, mask.to(generator.device), args.strength)])
+        editor.set_knobs([KnobEdit(knob, mask.to(generator.device), args.strength, parse_steps(args.steps))])
         image = generator.render([sample])
     check_finite(image)
     save_image(image[0], args.output)

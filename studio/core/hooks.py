@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Literal, Mapping, Sequence
 
 import torch
@@ -93,6 +93,12 @@ def check_unit(layer: str, unit: int, units: int) -> None:
     if not 0 <= unit < units:
         raise StudioError(f"Unit {unit} is out of range: {layer} has units 0..{units - 1}.")
 
+def check_steps(steps: tuple[int, int] | None) -> None:
+    """Raise :class:`StudioError` (one sentence) unless ``steps`` is None or a half-open window ``start < stop``."""
+    if steps is not None and not (len(steps) == 2 and 0 <= steps[0] < steps[1]):
+        raise StudioError(f"Step window {tuple(steps)} is empty: give start < stop, both from 0.")
+
+
 class StopForward(Exception):
     """Raised by a stopping Trace once every traced layer has run; swallowed by the Trace."""
 
@@ -154,8 +160,7 @@ class UnitEdit:
     def __post_init__(self) -> None:
         if self.op not in OPS:
             raise StudioError(f"Unknown unit edit '{self.op}': use one of {', '.join(OPS)}.")
-        if self.steps is not None and not (0 <= self.steps[0] < self.steps[1]):
-            raise StudioError(f"Step window {self.steps} is empty: give start < stop, both from 0.")
+        check_steps(self.steps)
 
     def gain_offset(self) -> tuple[float, float]:
         """The per-unit affine map ``x -> gain * x + offset`` this edit stands for."""
@@ -297,6 +302,7 @@ class UnitTargets:
     ``relative`` (K,) in [0, 1]: a unit with 1 has its pattern measured from the unit's mean on the ring just outside
     the mask's box (:func:`surround_mean`), so its target follows this image's surroundings (a wall's own colour)
     instead of the examples' average; 0 (the default) is an absolute value.
+    ``steps=(start, stop)`` limits it to those denoising steps, as for a :class:`UnitEdit` (None: every step).
     """
 
     layer: str
@@ -305,8 +311,13 @@ class UnitTargets:
     mask: torch.Tensor  # (H, W) in [0, 1] at image resolution
     strength: float = 1.0
     relative: torch.Tensor | None = None  # (K,) in [0, 1]; None: every unit absolute
+    steps: tuple[int, int] | None = None
+    #: The mask's box and, per activation shape, the placed target and the mask at that size: they depend on the
+    #: pattern and the mask only, so :meth:`Editor.set_knobs` shares one dict between the frames of a drag.
+    placements: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        check_steps(self.steps)
         self.units = torch.as_tensor(self.units, dtype=torch.long).reshape(-1)
         if self.pattern.dim() != 3 or self.pattern.shape[0] != len(self.units):
             raise StudioError(f"A target pattern for {len(self.units)} units must be (K, P, Q), "
@@ -318,24 +329,35 @@ class UnitTargets:
                                   f"not {len(self.relative)}.")
             if not bool(self.relative.any()):
                 self.relative = None
-        self._box = mask_box(self.mask)
-        self._placed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def box(self) -> tuple[float, float, float, float] | None:
+        """The mask's box (see :func:`mask_box`), found once per placements dict."""
+        if "box" not in self.placements:
+            self.placements["box"] = mask_box(self.mask)
+        return self.placements["box"]
 
     def _at(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K, h, w) target and (1, 1, h, w) weight ``strength * m`` for an activation like ``x`` (cached)."""
+        """(K, h, w) target and (1, 1, h, w) mask ``m`` for an activation like ``x`` (cached in ``placements``)."""
         key = (tuple(x.shape[-2:]), x.device, x.dtype)
-        if key not in self._placed:
+        if key not in self.placements:
             size = x.shape[-2:]
-            target = place_pattern(self.pattern.to(x.device), self._box, size).to(x.dtype)
-            weight = resize_mask(self.mask.to(x.device, torch.float32), size).to(x.dtype) * float(self.strength)
-            self._placed[key] = (target, weight)
-        return self._placed[key]
+            target = place_pattern(self.pattern.to(x.device), self.box, size).to(x.dtype)
+            m = resize_mask(self.mask.to(x.device, torch.float32), size).to(x.dtype)
+            self.placements[key] = (target, m)
+        return self.placements[key]
+
+    def active(self, step: int | None) -> bool:
+        """Whether this applies at denoising ``step`` (None, as in a GAN: always)."""
+        return step is None or self.steps is None or self.steps[0] <= step < self.steps[1]
 
     def blend(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, C, h, w) with the units pulled towards the placed target inside the mask."""
-        if self._box is None or self.strength == 0 or x.dim() != 4:
+        """``x`` (B, C, h, w) with the units pulled towards the placed target inside the mask (any step: the
+        caller checks :meth:`active`)."""
+        if self.strength == 0 or x.dim() != 4 or self.box is None:
             return x
-        target, weight = self._at(x)
+        target, m = self._at(x)
+        weight = m * float(self.strength)
         units = self.units.to(x.device)
         chosen = x[:, units]
         target = target[None]
@@ -402,8 +424,10 @@ class LayerEdit:
         """This layer's edit applied to an activation (used by the hook and by partial re-renders): unit edits
         first, then unit targets in order."""
         x = self._apply_units(x)
+        step = self.clock.step if self.clock is not None else None
         for targets in self.targets:
-            x = targets.blend(x)
+            if targets.active(step):
+                x = targets.blend(x)
         return x
 
     def _apply_units(self, x: torch.Tensor) -> torch.Tensor:
@@ -433,6 +457,7 @@ class Editor:
         self.root, self.units, self.clock = root, dict(units), clock
         self.layers: dict[str, LayerEdit] = {}
         self.mask: torch.Tensor | None = None
+        self._placements: dict[tuple, tuple] = {}  # (layer, id(pattern), id(mask)) -> (pattern, mask, placements)
 
     def __enter__(self) -> "Editor":
         return self
@@ -478,8 +503,24 @@ class Editor:
             self.layer(t.layer).targets.append(t)
 
     def set_knobs(self, knob_edits: Iterable) -> None:
-        """Replace every knob edit (each has ``targets() -> list[UnitTargets]``, e.g. ``studio.knobs.KnobEdit``)."""
-        self.set_targets([t for edit in knob_edits for t in edit.targets()])
+        """Replace every knob edit (each has ``targets() -> list[UnitTargets]``, e.g. ``studio.knobs.KnobEdit``).
+
+        Each frame of a strength drag makes new targets; those of the same layer, pattern and mask share the
+        placements of earlier calls (pattern placed, mask resized once per drag, not per frame). Only placements on
+        the masks this call uses are kept (both patterns of a knob whose strength crosses 0), so a new mask places
+        anew and the old one's placements go."""
+        targets = [t for edit in knob_edits for t in edit.targets()]
+        masks = {id(t.mask): t.mask for t in targets}
+        kept = {key: entry for key, entry in self._placements.items() if masks.get(key[2]) is entry[1]}
+        for t in targets:
+            key = (t.layer, id(t.pattern), id(t.mask))
+            entry = self._placements.get(key)
+            if entry is None or entry[0] is not t.pattern or entry[1] is not t.mask:  # held, so ids stay theirs
+                entry = (t.pattern, t.mask, t.placements)
+            kept[key] = entry
+            t.placements = entry[2]
+        self._placements = kept
+        self.set_targets(targets)
 
     def clear(self) -> None:
         """No edits, hooks kept (cheap: an unedited hook returns at once)."""
@@ -495,3 +536,4 @@ class Editor:
         for layer in self.layers.values():
             layer.remove()
         self.layers.clear()
+        self._placements = {}
