@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +18,9 @@ from PIL import Image
 from models.registry import open_model
 from studio.cli import main
 from studio.core.errors import Cancelled, StudioError
+import studio.dissect
 from studio.dissect import (IOU_FLOOR, Plan, dissect, gallery_image, gallery_tiles, load_dissection, merge_stats,
-                            sketch_quantile, task_stats)
+                            run_task, sketch_quantile, task_stats)
 from studio.segments import examples_segmenter, rooms_segmenter
 
 LAYER = "blocks.0"
@@ -162,3 +169,40 @@ def test_iou_counts_equal_upsampling_every_unit():
     got = task_iou(acts, masks, level, (16, 16))
     assert torch.equal(got["inter"], want) and torch.equal(got["on"], on.sum(dim=(0, 2, 3)))
     assert torch.equal(got["area"], masks.sum(dim=(0, 2, 3)))
+
+
+def test_a_killed_cli_run_resumes_to_the_same_table(tmp_path, capsys, monkeypatch):
+    """SIGKILL a ``dissect`` process once some tasks are saved; ``--resume`` finishes it to the uninterrupted file."""
+    root = Path(__file__).resolve().parent.parent
+    args = ["dissect", "--layer", LAYER, "--samples", "16", "--first-seed", "5", "--concepts", "rooms", "--top", "3",
+            "--task-size", "2", "--device", "cpu", "--json"]
+    whole_file, killed_file = tmp_path / "whole.safetensors", tmp_path / "killed.safetensors"
+    partial = tmp_path / "killed.partial.safetensors"
+    # one torch thread there as here: float sums round by thread count, and the tables must be equal
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "studio", *args, "-o", str(killed_file)], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not partial.exists():
+            assert proc.poll() is None, "the dissection ended before saving a partial result"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    saved = load_dissection(partial)  # written atomically: whole, whenever the kill came
+    assert 1 <= saved.done < saved.total and not killed_file.exists()
+    assert main([*args, "-o", str(whole_file)]) == 0
+    whole_table = json.loads(capsys.readouterr().out)
+    ran = []
+    monkeypatch.setattr(studio.dissect, "run_task", lambda *a: ran.append(a[3].index) or run_task(*a))
+    assert main([*args, "--resume", "-o", str(killed_file)]) == 0
+    assert ran == list(range(saved.done, saved.total))  # only the tasks the killed run had not saved
+    resumed_table = json.loads(capsys.readouterr().out)
+    assert not partial.exists()
+    same(load_dissection(killed_file), load_dissection(whole_file))
+    assert resumed_table == whole_table and any(row["concept"] for row in whole_table[LAYER])
