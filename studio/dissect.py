@@ -230,7 +230,7 @@ def run_task(generator, plan: Plan, segmenter: Segmenter | None, task: Task,
             if task.phase == "stats":
                 result = merge_stats(result, task_stats(acts, seeds, size, plan.top), plan.top)
             else:
-                masks = torch.stack([segmenter.masks(s, size) for s in seeds])
+                masks = segmenter.masks_of(generator, seeds, samples, size)
                 result = merge_iou(result, task_iou(acts, masks, thresholds, size))
     return result
 

@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", "-l", default=None, help="layer(s), comma-separated (default: blocks.1 for rooms)")
     p.add_argument("--samples", "-n", type=int, default=2000, help="number of seeds (default: 2000)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (default: 0)")
-    p.add_argument("--concepts", default=None, help="'rooms' (the world's truth masks) or an examples JSON file")
+    p.add_argument("--concepts", default=None,
+                   help="'rooms' (the world's truth masks), 'faces' (facial parts found on each image: the optional "
+                        "faces extra) or an examples JSON file")
     p.add_argument("--top", type=int, default=12, help="gallery samples kept per unit (default: 12)")
     p.add_argument("--task-size", type=int, default=250, help="samples per task (default: 250)")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
