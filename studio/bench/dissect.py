@@ -17,7 +17,9 @@ On the Rooms model (layer ``blocks.1``, Rooms truth concepts):
   Ray: 2 workers of 1 CPU and 1 thread each), everything the user of ``--ray`` waits for included: the local
   cluster's start, the actors' start (a Python with torch and a model copy each) and the run; the worst of
   ``--repeat`` back-to-back pairs. ``ray_overhead_joined`` leaves the cluster start out (``--ray ADDRESS`` joins
-  a running one); ``samples_per_s``: samples dissected per second in-process (both phases);
+  a running one); ``ray_over_1_thread``: the last pair's Ray total over an in-process run at 1 thread right after
+  it (on a loaded machine torch's 2 spinning threads can be slower than 1); ``samples_per_s``: samples dissected
+  per second in-process (both phases);
 - ``memory_growth``: peak resident memory of a dissection of ``--memory`` samples over one of a tenth as many,
   minus 1, each in its own process.
 """
@@ -144,7 +146,7 @@ def timing_pair(generator, plan: Plan) -> tuple[dict, object, object]:
     figures = {"load_average": round(os.getloadavg()[0], 2), "in_process_s": round(here_wall, 2),
                "ray_cluster_start_s": round(cluster - start, 2),
                "ray_actor_start_s": round(actors - cluster, 2), "ray_run_s": round(end - actors, 2),
-               "ray_overhead": round((end - start) / here_wall, 3),
+               "ray_total_s": round(end - start, 2), "ray_overhead": round((end - start) / here_wall, 3),
                "ray_overhead_joined": round((end - cluster) / here_wall, 3)}
     return figures, here, there
 
@@ -174,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
                         {k: v for k, v in reference.tensors().items() if k.rsplit("/", 1)[1] in floats},
                         here.tensors()),
                     "timing_pairs": pairs, "in_process_1_thread_s": round(one_thread, 2),
+                    "ray_over_1_thread": round(pairs[-1]["ray_total_s"] / one_thread, 3),
                     "samples_per_s": round(args.samples / pairs[0]["in_process_s"], 2), "targets": TARGETS})
     if args.memory:
         (few, small), (many, large) = (memory_peak(args.memory // 10, args.memory_layer),
