@@ -206,3 +206,47 @@ def test_a_killed_cli_run_resumes_to_the_same_table(tmp_path, capsys, monkeypatc
     assert not partial.exists()
     same(load_dissection(killed_file), load_dissection(whole_file))
     assert resumed_table == whole_table and any(row["concept"] for row in whole_table[LAYER])
+
+
+def test_units_tiles_render_each_seed_once_and_match_one_units_gallery(gen, whole, monkeypatch):
+    from studio.dissect import units_tiles
+
+    rendered = []
+    real = gen.render
+    monkeypatch.setattr(gen, "render", lambda samples: rendered.append(len(samples)) or real(samples))
+    tiles = units_tiles(gen, whole, LAYER, [3, 7, 3], count=3, tile=16)
+    seeds = {s for u in (3, 7) for s in whole.stats[LAYER]["top_seeds"][u, :3].tolist()}
+    assert list(tiles) == [3, 7] and set(rendered) == {len(seeds)}  # batches of the distinct seeds, each once
+    for unit in (3, 7):
+        alone = gallery_tiles(gen, whole, LAYER, unit, count=3, tile=16)
+        assert len(tiles[unit]) == 3
+        for a, b in zip(tiles[unit], alone):  # another batch may round a pixel differently, no more
+            assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_a_knob_of_units_switches_them_off_at_1_and_draws_their_pattern_at_minus_1(gen, whole):
+    from studio.core.hooks import UnitEdit
+    from studio.dissect import knob_from_units
+    from studio.knobs import KnobEdit, KnobError
+
+    knob = knob_from_units(gen, whole, LAYER, [7, 3])
+    assert knob.units[LAYER].tolist() == [3, 7] and knob.name == f"{LAYER} units 3, 7"
+    knob.check(gen)
+    sample = rooms_segmenter().sample(gen, 5)
+    everywhere = torch.ones(tuple(gen.resolution))
+    with torch.inference_mode(), gen.editor() as editor:
+        editor.set_knobs([KnobEdit(knob, everywhere, 1.0)])
+        by_knob = gen.render([sample])
+        editor.set_knobs([])
+        editor.set([UnitEdit(LAYER, 3, "off"), UnitEdit(LAYER, 7, "off")])
+        switched_off = gen.render([sample])
+        editor.set([])
+        plain = gen.render([sample])
+        editor.set_knobs([KnobEdit(knob, everywhere, -1.0)])
+        drawn = gen.trace([sample], [LAYER])[LAYER][0, [3, 7]]
+    assert torch.allclose(by_knob, switched_off, atol=1e-5) and not torch.allclose(by_knob, plain, atol=1e-3)
+    # at -1 the units take the pattern learned from where they fire in their galleries: strong, like their peaks
+    peaks = whole.stats[LAYER]["top_values"][[3, 7], 0]
+    assert (drawn.amax(dim=(1, 2)) > 0.3 * peaks).all()
+    with pytest.raises(KnobError, match="Select one or more units"):
+        knob_from_units(gen, whole, LAYER, [])
