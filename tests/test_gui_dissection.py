@@ -74,6 +74,7 @@ def test_rows_show_gallery_thumbnails_rendered_on_demand_once(window, qtbot, mon
         return table.item(row, ub.GALLERY).icon()
 
     qtbot.waitUntil(lambda: not icon_of(0).isNull(), timeout=30_000)
+    assert not table.horizontalScrollBar().isVisible()  # thumbnails and all columns fit the tab
     assert sorted(asked) == sorted(in_view)
     strip = icon_of(0).pixmap(table.iconSize()).toImage()
     assert strip.width() > 2 * strip.height()  # a strip of crops side by side

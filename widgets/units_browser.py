@@ -13,7 +13,7 @@ scroll asks for the new ones) and kept for the dissection shown.
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton,
                                QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from studio.core.progress import ProgressUpdate
@@ -63,6 +63,10 @@ class UnitsBrowser(QWidget):
         strip = QSize(THUMB_TILES * (THUMB_SIZE + 1) + 1, THUMB_SIZE + 2)
         self.table.setIconSize(strip)
         self.table.verticalHeader().setDefaultSectionSize(strip.height() + 4)
+        header = self.table.horizontalHeader()  # the columns share the tab's width: nothing scrolls sideways
+        header.setMinimumSectionSize(36)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(GALLERY, QHeaderView.ResizeMode.Fixed)
         self.table.setColumnWidth(GALLERY, strip.width() + 8)
         self.table.itemSelectionChanged.connect(self._on_selected)
         self.table.verticalScrollBar().valueChanged.connect(lambda _: self.request_thumbnails())
