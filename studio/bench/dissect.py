@@ -71,7 +71,8 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=1, help="back-to-back in-process / Ray timing pairs (default: 1)")
     p.add_argument("--check", type=int, default=8, help="lit-lamp seeds for the causal checks (default: 8)")
     p.add_argument("--top", type=int, default=20, help="ranked units recall is measured against (default: 20)")
-    p.add_argument("--memory", type=int, default=5000, help="samples of the large memory run (default: 5000; 0: no memory runs)")
+    p.add_argument("--memory", type=int, default=5000,
+                   help="samples of the large memory run (default: 5000; 0: no memory runs)")
     p.add_argument("--memory-layer", default=LAYER, help=f"layer of the memory runs (default: {LAYER})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         if many * (args.memory // 10) != few * args.memory:  # flat memory by skipping samples is no streaming
             raise StudioError(f"The memory runs counted {few} and {many} values per unit, not 1:10: "
                               "a run skipped samples.")
-        figures.update({"memory_growth": round(large / small - 1, 4), "memory_samples": [args.memory // 10, args.memory],
-                        "peak_rss_kb": [small, large]})
+        figures.update({"memory_growth": round(large / small - 1, 4),
+                        "memory_samples": [args.memory // 10, args.memory], "peak_rss_kb": [small, large]})
     print(json.dumps(figures) if args.json else json.dumps(figures, indent=1))
     return 0
