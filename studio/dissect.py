@@ -32,8 +32,10 @@ from torch import Tensor
 
 from .core.atomic import atomic_path
 from .core.errors import StudioError
+from .core.hooks import box_grid, mask_box
 from .core.images import to_uint8
 from .core.progress import ProgressCallback, Ticker
+from .knobs import Knob, KnobError, model_layout
 from .segments import Segmenter, open_segmenter
 
 FORMAT = "neuron-studio/dissection"
@@ -228,7 +230,7 @@ def run_task(generator, plan: Plan, segmenter: Segmenter | None, task: Task,
             if task.phase == "stats":
                 result = merge_stats(result, task_stats(acts, seeds, size, plan.top), plan.top)
             else:
-                masks = torch.stack([segmenter.masks(s, size) for s in seeds])
+                masks = segmenter.masks_of(generator, seeds, samples, size)
                 result = merge_iou(result, task_iou(acts, masks, thresholds, size))
     return result
 
@@ -423,32 +425,95 @@ def dissect(generator, plan: Plan, *, partial: str | Path | None = None, resume:
 
 
 # -- galleries -------------------------------------------------------------------------------------------------------
+def _layer_stats(result: "Dissection", layer: str, units: Sequence[int]) -> dict[str, Tensor]:
+    stats = result.stats.get(layer)
+    if stats is None:
+        raise StudioError(f"This dissection has no statistics for {layer}; it holds {', '.join(result.stats)}.")
+    count = stats["mean"].shape[0]
+    for unit in units:
+        if not 0 <= unit < count:
+            raise StudioError(f"{layer} has units 0 to {count - 1}, not {unit}.")
+    return stats
+
+
+def _top_samples(generator, result: "Dissection", layer: str, units: Sequence[int], count: int | None):
+    """The gallery seeds of ``units`` (each its first ``count``), every distinct one traced and rendered once."""
+    stats = _layer_stats(result, layer, units)
+    k = stats["top_seeds"].shape[1] if count is None else min(count, stats["top_seeds"].shape[1])
+    seeds = {unit: stats["top_seeds"][unit, :k].tolist() for unit in units}
+    distinct = sorted({s for unit in units for s in seeds[unit]})
+    segmenter = open_segmenter(result.plan.concepts) if result.plan.concepts == "rooms" else None
+    samples = [plan_sample(generator, result.plan, segmenter, s) for s in distinct]
+    return stats, k, seeds, {s: i for i, s in enumerate(distinct)}, samples
+
+
+def units_tiles(generator, result: Dissection, layer: str, units: Sequence[int], count: int | None = None,
+                tile: int = 96) -> dict[int, list[np.ndarray]]:
+    """Each unit's top ``count`` samples (all kept ones by default) re-rendered, its 'on' region bright and the rest
+    dimmed, cropped to the peak box: {unit: [(tile, tile, 3) uint8, strongest first]}. A sample in several units'
+    galleries is rendered once."""
+    units = list(dict.fromkeys(int(u) for u in units))
+    stats, k, seeds, index, samples = _top_samples(generator, result, layer, units, count)
+    if not samples:
+        return {unit: [] for unit in units}
+    with torch.inference_mode():
+        images = generator.render(samples).float().cpu().clamp(0, 1)
+        acts = generator.trace(samples, [layer])[layer].float().cpu()
+    levels = result.thresholds(layer)
+    size = tuple(generator.resolution)
+    out = {}
+    for unit in units:
+        tiles = []
+        for seed, (y0, x0, y1, x1) in zip(seeds[unit], stats["top_boxes"][unit, :k].tolist()):
+            i = index[seed]
+            on = unit_maps(acts[i:i + 1, unit:unit + 1], size)[0] > levels[unit]
+            crop = to_uint8((images[i] * (0.35 + 0.65 * on.float()))[:, y0:y1, x0:x1])
+            tiles.append(np.asarray(Image.fromarray(crop).resize((tile, tile), Image.NEAREST)))
+        out[unit] = tiles
+    return out
+
+
 def gallery_tiles(generator, result: Dissection, layer: str, unit: int, count: int | None = None,
                   tile: int = 96) -> list[np.ndarray]:
     """The unit's top samples re-rendered, its 'on' region outlined bright and the rest dimmed, cropped to the peak
     box: a list of (tile, tile, 3) uint8 images, strongest first."""
-    stats = result.stats.get(layer)
-    if stats is None:
-        raise StudioError(f"This dissection has no statistics for {layer}; it holds {', '.join(result.stats)}.")
-    units = stats["mean"].shape[0]
-    if not 0 <= unit < units:
-        raise StudioError(f"{layer} has units 0 to {units - 1}, not {unit}.")
-    segmenter = open_segmenter(result.plan.concepts) if result.plan.concepts == "rooms" else None
-    k = stats["top_seeds"].shape[1] if count is None else min(count, stats["top_seeds"].shape[1])
-    seeds = stats["top_seeds"][unit, :k].tolist()
-    boxes = stats["top_boxes"][unit, :k].tolist()
-    threshold = result.thresholds(layer)[unit:unit + 1]
-    samples = [plan_sample(generator, result.plan, segmenter, s) for s in seeds]
+    return units_tiles(generator, result, layer, [unit], count, tile)[int(unit)]
+
+
+def knob_from_units(generator, result: Dissection, layer: str, units: Sequence[int], name: str | None = None,
+                    count: int | None = None, pattern: int = 6) -> Knob:
+    """A knob made of dissected units: strength 1 switches them off where it is painted, -1 pulls them towards how
+    they fire in their galleries (each unit's activation over the box of its 'on' region in its top ``count``
+    samples, as a ``pattern`` x ``pattern`` grid, averaged), so a lamp unit's knob at -1 draws what it fires on.
+
+    >>> knob = knob_from_units(gen, result, "blocks.1", [12, 40], name="lamp units")
+    """
+    units = sorted(dict.fromkeys(int(u) for u in units))
+    if not units:
+        raise KnobError("Select one or more units of the dissection to make a knob of.")
+    stats, k, seeds, index, samples = _top_samples(generator, result, layer, units, count)
+    if not samples:
+        raise KnobError("These units have no gallery samples to learn how they fire from.")
     with torch.inference_mode():
-        images = generator.render(samples).float().cpu().clamp(0, 1)
-        acts = generator.trace(samples, [layer])[layer][:, unit:unit + 1].float().cpu()
-    on = unit_maps(acts, tuple(generator.resolution)) > threshold
-    shown = images * (0.35 + 0.65 * on.float())
-    tiles = []
-    for image, (y0, x0, y1, x1) in zip(shown, boxes):
-        crop = to_uint8(image[:, y0:y1, x0:x1])
-        tiles.append(np.asarray(Image.fromarray(crop).resize((tile, tile), Image.NEAREST)))
-    return tiles
+        acts = generator.trace(samples, [layer])[layer].float().cpu()
+    levels = result.thresholds(layer)
+    size = tuple(generator.resolution)
+    present = []
+    for unit in units:
+        crops = []
+        for seed in seeds[unit]:
+            act = acts[index[seed]:index[seed] + 1, unit:unit + 1]
+            box = mask_box((unit_maps(act, size)[0, 0] > levels[unit]).float())
+            if box is not None:  # a top sample always fires above the level; an empty one adds nothing
+                grid = box_grid(box, (pattern, pattern))
+                crops.append(F.grid_sample(act, grid, mode="bilinear", padding_mode="border",
+                                           align_corners=False)[0, 0])
+        present.append(torch.stack(crops).mean(0) if crops else torch.zeros(pattern, pattern))
+    present_t = torch.stack(present)
+    label = name.strip() if name and name.strip() else f"{layer} units {', '.join(map(str, units[:6]))}" + (
+        "..." if len(units) > 6 else "")
+    return Knob(label, model_layout(generator), {layer: torch.tensor(units, dtype=torch.long)},
+                {layer: torch.zeros_like(present_t)}, {layer: present_t})
 
 
 def gallery_image(tiles: Sequence[np.ndarray], columns: int = 6, gap: int = 2) -> np.ndarray:

@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +18,9 @@ from PIL import Image
 from models.registry import open_model
 from studio.cli import main
 from studio.core.errors import Cancelled, StudioError
+import studio.dissect
 from studio.dissect import (IOU_FLOOR, Plan, dissect, gallery_image, gallery_tiles, load_dissection, merge_stats,
-                            sketch_quantile, task_stats)
+                            run_task, sketch_quantile, task_stats)
 from studio.segments import examples_segmenter, rooms_segmenter
 
 LAYER = "blocks.0"
@@ -162,3 +169,84 @@ def test_iou_counts_equal_upsampling_every_unit():
     got = task_iou(acts, masks, level, (16, 16))
     assert torch.equal(got["inter"], want) and torch.equal(got["on"], on.sum(dim=(0, 2, 3)))
     assert torch.equal(got["area"], masks.sum(dim=(0, 2, 3)))
+
+
+def test_a_killed_cli_run_resumes_to_the_same_table(tmp_path, capsys, monkeypatch):
+    """SIGKILL a ``dissect`` process once some tasks are saved; ``--resume`` finishes it to the uninterrupted file."""
+    root = Path(__file__).resolve().parent.parent
+    args = ["dissect", "--layer", LAYER, "--samples", "16", "--first-seed", "5", "--concepts", "rooms", "--top", "3",
+            "--task-size", "2", "--device", "cpu", "--json"]
+    whole_file, killed_file = tmp_path / "whole.safetensors", tmp_path / "killed.safetensors"
+    partial = tmp_path / "killed.partial.safetensors"
+    # one torch thread there as here: float sums round by thread count, and the tables must be equal
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "studio", *args, "-o", str(killed_file)], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not partial.exists():
+            assert proc.poll() is None, "the dissection ended before saving a partial result"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    saved = load_dissection(partial)  # written atomically: whole, whenever the kill came
+    assert 1 <= saved.done < saved.total and not killed_file.exists()
+    assert main([*args, "-o", str(whole_file)]) == 0
+    whole_table = json.loads(capsys.readouterr().out)
+    ran = []
+    monkeypatch.setattr(studio.dissect, "run_task", lambda *a: ran.append(a[3].index) or run_task(*a))
+    assert main([*args, "--resume", "-o", str(killed_file)]) == 0
+    assert ran == list(range(saved.done, saved.total))  # only the tasks the killed run had not saved
+    resumed_table = json.loads(capsys.readouterr().out)
+    assert not partial.exists()
+    same(load_dissection(killed_file), load_dissection(whole_file))
+    assert resumed_table == whole_table and any(row["concept"] for row in whole_table[LAYER])
+
+
+def test_units_tiles_render_each_seed_once_and_match_one_units_gallery(gen, whole, monkeypatch):
+    from studio.dissect import units_tiles
+
+    rendered = []
+    real = gen.render
+    monkeypatch.setattr(gen, "render", lambda samples: rendered.append(len(samples)) or real(samples))
+    tiles = units_tiles(gen, whole, LAYER, [3, 7, 3], count=3, tile=16)
+    seeds = {s for u in (3, 7) for s in whole.stats[LAYER]["top_seeds"][u, :3].tolist()}
+    assert list(tiles) == [3, 7] and set(rendered) == {len(seeds)}  # batches of the distinct seeds, each once
+    for unit in (3, 7):
+        alone = gallery_tiles(gen, whole, LAYER, unit, count=3, tile=16)
+        assert len(tiles[unit]) == 3
+        for a, b in zip(tiles[unit], alone):  # another batch may round a pixel differently, no more
+            assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_a_knob_of_units_switches_them_off_at_1_and_draws_their_pattern_at_minus_1(gen, whole):
+    from studio.core.hooks import UnitEdit
+    from studio.dissect import knob_from_units
+    from studio.knobs import KnobEdit, KnobError
+
+    knob = knob_from_units(gen, whole, LAYER, [7, 3])
+    assert knob.units[LAYER].tolist() == [3, 7] and knob.name == f"{LAYER} units 3, 7"
+    knob.check(gen)
+    sample = rooms_segmenter().sample(gen, 5)
+    everywhere = torch.ones(tuple(gen.resolution))
+    with torch.inference_mode(), gen.editor() as editor:
+        editor.set_knobs([KnobEdit(knob, everywhere, 1.0)])
+        by_knob = gen.render([sample])
+        editor.set_knobs([])
+        editor.set([UnitEdit(LAYER, 3, "off"), UnitEdit(LAYER, 7, "off")])
+        switched_off = gen.render([sample])
+        editor.set([])
+        plain = gen.render([sample])
+        editor.set_knobs([KnobEdit(knob, everywhere, -1.0)])
+        drawn = gen.trace([sample], [LAYER])[LAYER][0, [3, 7]]
+    assert torch.allclose(by_knob, switched_off, atol=1e-5) and not torch.allclose(by_knob, plain, atol=1e-3)
+    # at -1 the units take the pattern learned from where they fire in their galleries: strong, like their peaks
+    peaks = whole.stats[LAYER]["top_values"][[3, 7], 0]
+    assert (drawn.amax(dim=(1, 2)) > 0.3 * peaks).all()
+    with pytest.raises(KnobError, match="Select one or more units"):
+        knob_from_units(gen, whole, LAYER, [])

@@ -209,6 +209,7 @@ class MainWindow(QMainWindow):
         self.dissection = UnitsBrowser(self.jobs)
         self.dissection.message.connect(self.show_error)
         self.dissection.add_slider.connect(lambda layer, unit: self.sliders.add_units(layer, [unit]))
+        self.dissection.knob_made.connect(self._knob_from_dissection)
         self.ranking.layers.layer_changed.connect(self.dissection.set_layer)
         self.tabs.addTab(self.dissection, "Dissection")
         self.tabs.currentChanged.connect(lambda _: self._browse_seeds_if_visible())
@@ -226,6 +227,11 @@ class MainWindow(QMainWindow):
         self.frame_label = QLabel("")
         self.statusBar().addPermanentWidget(self.frame_label)
         self.statusBar().addPermanentWidget(self.device_label)
+
+    def _knob_from_dissection(self, knob) -> None:
+        self.knobs.add_knob(knob)
+        self.statusBar().showMessage(f"Knob '{knob.name}' is in the Knobs tab: paint where, then Apply "
+                                     "(1 switches its units off there, -1 draws what they fire on).", 10000)
 
     def _add_knob_panel(self) -> None:
         """The Knobs tab (first: the app's answer to "switch this off") and the examples beside the seed grid."""

@@ -30,12 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", "-l", default=None, help="layer(s), comma-separated (default: blocks.1 for rooms)")
     p.add_argument("--samples", "-n", type=int, default=2000, help="number of seeds (default: 2000)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (default: 0)")
-    p.add_argument("--concepts", default=None, help="'rooms' (the world's truth masks) or an examples JSON file")
+    p.add_argument("--concepts", default=None,
+                   help="'rooms' (the world's truth masks), 'faces' (facial parts found on each image: the optional "
+                        "faces extra) or an examples JSON file")
     p.add_argument("--top", type=int, default=12, help="gallery samples kept per unit (default: 12)")
     p.add_argument("--task-size", type=int, default=250, help="samples per task (default: 250)")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run the tasks on a Ray cluster (a local one when no address is given)")
     p.add_argument("--workers", type=int, default=2, help="Ray workers (CPUs of a local cluster; default: 2)")
+    p.add_argument("--worker-cpus", type=int, default=1,
+                   help="CPUs each Ray worker asks for, and its torch threads (default: 1)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT's .partial file")
     p.add_argument("--unit", "-u", type=int, default=None, help="show: the unit")
     p.add_argument("--json", action="store_true", help="print the unit-label table as JSON")
@@ -55,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     layers = args.layer.split(",") if args.layer else [_default_layer(generator)]
     plan = Plan(generator.source, layers, args.samples, args.first_seed, args.prompt, args.concepts, args.top,
                 args.task_size)
-    runner, close = (None, None) if args.ray is None else ray_runner(plan, args.ray or None, args.workers)
+    runner, close = (None, None) if args.ray is None else ray_runner(plan, args.ray or None, args.workers,
+                                                                             cpus_per_worker=args.worker_cpus)
     partial = partial_path(args.output)
     try:
         result = dissect(generator, plan, partial=partial, resume=args.resume, runner=runner,
