@@ -223,9 +223,10 @@ def _caption_neighbours(sample: Sample) -> list[Sample]:
             continue
         rows = [z]
         if n > f.lamps:  # the new lamps' slots: a few positions, lit and unlit
-            rows = placed([{f"lamp{k}_x": x for k in range(f.lamps, n)} | {f"lamp{k}_lit": lit for k in range(f.lamps, n)}
+            rows = placed([{f"lamp{k}_{key}": value for k in range(f.lamps, n)
+                            for key, value in (("x", x), ("lit", lit), ("height", height))}
                            for x in (-0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8)
-                           for lit in (-1.0, 1.0)])
+                           for lit in (-1.0, 1.0) for height in (-0.6, 0.0, 0.6)])
         near.append((replace(f, lamps=n), rows))
     return [Sample(sample.seed, world.caption(fields), {**sample.options, "latent": [float(v) for v in row]})
             for fields, rows in near for row in rows]
