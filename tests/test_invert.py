@@ -14,6 +14,7 @@ from models.registry import open_model
 from studio.cli import main
 from studio.core.errors import Cancelled, StudioError
 from studio.invert import Inversion, InvertError, invert, prepare_image, psnr
+from tests.faces_files import tiny_dcgan, write_weights_tar
 from tests.stylegan_files import tiny_net, write_nvidia_pickle
 
 
@@ -145,3 +146,18 @@ def test_the_cli_renders_an_inverted_picture(sg2, sg2_target, tmp_path, capsys):
     assert "PSNR" in capsys.readouterr().err
     made = np.asarray(Image.open(out), np.float32) / 255
     assert psnr(torch.from_numpy(made), sg2_target.permute(1, 2, 0)) > 25
+
+
+def test_a_tiny_dcgan_reproduces_an_image_it_made(tmp_path):
+    gen = open_model(str(write_weights_tar(tmp_path / "weights.tar", tiny_dcgan())), device="cpu")
+    with torch.inference_mode():
+        target = gen.render([gen.sample(11)])[0].clone()
+        assert max(psnr(gen.render([s])[0], target) for s in gen.inversion_space().starts) < 15
+    inv = invert(gen, target, steps=100)
+    assert inv.psnr > 35 and "z" in inv.sample.options
+
+
+def test_rank_refuses_an_image_and_seeds_together(tmp_path, capsys):
+    assert main(["rank", "--image", str(tmp_path / "photo.png"), "--seeds", "1,2", "--mask", "m.png",
+                 "--layer", "blocks.1"]) != 0
+    assert "--image or --seeds" in capsys.readouterr().err
