@@ -102,7 +102,7 @@ def test_rooms_finds_the_caption_and_the_scene_of_its_own_render():
         target = gen.render([gen.sample(7, caption)])[0].clone()
     space = gen.inversion_space()
     # every caption, with one scene draw each (not two), and one coarse sweep: the search, made cheaper
-    cheaper = replace(space, starts=space.starts[::2], sweeps=1, coordinates=(-0.6, 0.0, 0.6))
+    cheaper = replace(space, starts=space.starts[::2], keep=1, sweeps=1, coordinates=(-0.6, 0.0, 0.6))
     inv = invert(gen, target, steps=30, space=cheaper)
     assert inv.caption == caption and "green walls" in inv.note
     assert inv.psnr > 28 and len(inv.sample.options["latent"]) == 22
