@@ -15,6 +15,7 @@ bed and window geometry); the prompt says wall colour, bed, window and lamp coun
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -27,12 +28,19 @@ from studio.core.rooms import text as rtext
 from studio.core.rooms import world
 from studio.core.rooms.model import FORMAT, Conditioning, RoomsGenerator, load_weights
 
-from .base import CrossAttention, FileProbe, Generator, LayerInfo, ModelEntry, PromptEncoding, Sample
+from .base import (CrossAttention, FileProbe, Generator, InversionSpace, LayerInfo, ModelEntry, PromptEncoding,
+                   Sample)
 
 #: The committed weights of the built-in.
 WEIGHTS = RESOURCES / "rooms" / "rooms.safetensors"
 #: What the app shows before the user types a prompt.
 DEFAULT_PROMPT = world.caption(world.CaptionFields("blue", True, True, 2))
+#: Every caption the vocabulary allows, in the canonical style: what an inversion tries for a user's image.
+CAPTIONS = tuple(world.caption(world.CaptionFields(wall, bed, window, lamps)) for wall in world.WALL_COLOURS
+                 for bed in (True, False) for window in (True, False) for lamps in range(1, world.MAX_LAMPS + 1))
+#: Scene draws (seeds of the prior) each caption is screened with when an inversion starts: two layouts of the
+#: lamp slots, so a room whose lamps stand left or right both find a start near them.
+INVERSION_DRAWS = (0, 1)
 
 
 class RoomsModel(Generator):
@@ -136,6 +144,34 @@ class RoomsModel(Generator):
             self._cond_key = key
         return self._cond
 
+    # -- inversion ----------------------------------------------------------------------------------------------
+    def inversion_space(self) -> InversionSpace:
+        """The scene latent (continuous, kept in [-1, 1]) and the caption (discrete: each caption of
+        :data:`CAPTIONS` is screened with a few scene draws; after optimising, the captions one fact away are
+        tried with the latent found). The inverted sample keeps both: ``prompt`` and ``options['latent']``."""
+        starts = [Sample(seed, text, {"latent": [float(v) for v in world.sample_latent(seed)]})
+                  for text in CAPTIONS for seed in INVERSION_DRAWS]
+
+        def init(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+            return {"latent": self.latents(samples).clone()}
+
+        def render(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> torch.Tensor:
+            return self.net(tensors["latent"], self.tokens(samples))
+
+        def to_samples(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> list[Sample]:
+            rows = tensors["latent"].detach().to("cpu", torch.float32).numpy()
+            return [Sample(s.seed, s.prompt, {**s.options, "latent": [float(v) for v in row]})
+                    for s, row in zip(samples, rows)]
+
+        def project(tensors: dict[str, torch.Tensor]) -> None:
+            with torch.no_grad():
+                tensors["latent"].clamp_(-1.0, 1.0)
+
+        return InversionSpace(starts, init, render, to_samples, alternatives=_caption_neighbours,
+                              project=project, learning_rate=0.04, keep=2,
+                              coordinates=(-0.9, -0.5, -0.1, 0.3, 0.7), sweeps=3,
+                              description="the scene latent and the caption")
+
     # -- text conditioning --------------------------------------------------------------------------------------
     def cross_attention(self) -> list[CrossAttention]:
         return [CrossAttention(name, attn.to_k, attn.to_v) for name, attn in self.net.cross_attentions().items()]
@@ -153,6 +189,65 @@ class RoomsModel(Generator):
         data.update({"layers": len(self.net.blocks), "trained_steps": self.meta.get("steps"),
                      "default_prompt": self.default_prompt})
         return data
+
+
+_GRID = (-0.6, 0.0, 0.6)
+
+
+def _caption_neighbours(sample: Sample) -> list[Sample]:
+    """The sample with each caption one fact away (another wall colour, bed or window toggled, another lamp count).
+
+    A fact that brings something new into the room (a bed, a window, one more lamp) comes with a few placements of
+    it in the latent: the latent found so far never had a reason to place what the caption lacked.
+    """
+    try:
+        f = world.parse_caption(sample.prompt or DEFAULT_PROMPT)
+    except ValueError:
+        return []
+    z = np.asarray(sample.option("latent", world.sample_latent(sample.seed)), np.float32)
+    index = {name: i for i, name in enumerate(world.LATENT_NAMES)}
+
+    def placed(changes: list[dict[str, float]]) -> list[np.ndarray]:
+        out = []
+        for change in changes:
+            row = z.copy()
+            for name, value in change.items():
+                row[index[name]] = value
+            out.append(row)
+        return out
+
+    near: list[tuple[world.CaptionFields, list[np.ndarray]]] = [
+        (replace(f, wall=w), [z]) for w in world.WALL_COLOURS if w != f.wall]
+    grid = [(a, b) for a in _GRID for b in _GRID]
+    near.append((replace(f, bed=not f.bed), placed([{"bed_x": a, "bed_width": b} for a, b in grid])
+                 if not f.bed else [z]))
+    near.append((replace(f, window=not f.window), placed([{"window_x": a, "window_width": b} for a, b in grid])
+                 if not f.window else [z]))
+    for n in range(1, world.MAX_LAMPS + 1):
+        if n == f.lamps:
+            continue
+        rows = [z]
+        if n == f.lamps - 1:  # one lamp fewer: any of the shown lamps may be the one that is not there
+            rows = [_slot_to_spare(z, k, f.lamps) for k in range(f.lamps)]
+        elif n > f.lamps:  # the new lamps' slots: a few positions, lit and unlit, low and high
+            rows = placed([{f"lamp{k}_{key}": value for k in range(f.lamps, n)
+                            for key, value in (("x", x), ("lit", lit), ("height", height))}
+                           for x in (-0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8)
+                           for lit in (-1.0, 1.0) for height in (-0.6, 0.0, 0.6)])
+        near.append((replace(f, lamps=n), rows))
+    return [Sample(sample.seed, world.caption(fields), {**sample.options, "latent": [float(v) for v in row]})
+            for fields, rows in near for row in rows]
+
+
+def _slot_to_spare(z: np.ndarray, slot: int, shown: int) -> np.ndarray:
+    """The latent with lamp slot ``slot`` moved behind the ``shown`` lamps (the others keep their order), so a
+    caption with one lamp fewer hides that lamp rather than the last one."""
+    width = 5  # a slot's entries in world.LATENT_NAMES: x, height, size, tone, lit
+    order = [k for k in range(shown) if k != slot] + [slot] + list(range(shown, world.MAX_LAMPS))
+    out = z.copy()
+    for new, old in enumerate(order):
+        out[new * width:(new + 1) * width] = z[old * width:(old + 1) * width]
+    return out
 
 
 def _latent_key(sample: Sample) -> tuple[float, ...] | None:

@@ -17,6 +17,7 @@ BENCHES: list[str] = [
     "rooms",
     "dissect",
     "gui",
+    "invert",
 ]
 
 
