@@ -15,6 +15,7 @@ are written once for every family, so a fix in one lands in all::
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import weakref
 from abc import ABC, abstractmethod
@@ -26,8 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from studio.core import payload
 from studio.core.errors import LayerNotFound, StudioError, UnsupportedOperation
-from studio.core.hooks import Editor, StepClock, Trace, check_unit
+from studio.core.hooks import Editor, StepClock, Trace, check_unit, first_tensor, get_module, replace_first
+
+#: Payload tensors named ``RESIDUAL + layer`` are added to that layer's output (see :meth:`Generator.corrections`).
+RESIDUAL = "residual/"
 
 
 def seed_z(seed: int, dim: int) -> np.ndarray:
@@ -198,6 +203,8 @@ class InversionSpace:
     coordinates: Sequence[float] | None = None
     sweeps: int = 2
     description: str = ""
+    #: Adam steps of named tensors that differ from ``learning_rate`` (StyleGAN: its unit-variance noise maps)
+    rates: dict[str, float] = field(default_factory=dict)
 
 
 class Generator(ABC):
@@ -211,6 +218,9 @@ class Generator(ABC):
     shares_denoising_prefix: ClassVar[bool] = False
     #: The layer the app opens on (measured best for the model's typical masks); None: a middle spatial layer.
     start_layer: ClassVar[str | None] = None
+    #: True when render and forward_from apply each sample's payload residuals (:meth:`corrections`), so an
+    #: inversion can fine-tune a layer's activation for this family.
+    applies_corrections: ClassVar[bool] = False
 
     def __init__(self, module: nn.Module, *, name: str, device: torch.device, dtype: torch.dtype,
                  resolution: tuple[int, int], source: str | None = None) -> None:
@@ -325,6 +335,29 @@ class Generator(ABC):
         return sorted({name for e in editors for name in e.edited_layers})
 
     # -- inversion: a user's own image --------------------------------------------------------------
+    def corrections(self, samples: Sequence[Sample]) -> contextlib.AbstractContextManager:
+        """While open, each sample's payload residuals (``studio.core.payload``, tensors named ``residual/LAYER``,
+        the shape of one row of that layer's output) are added to their layers' outputs, row by row.
+
+        The hooks are registered at the front of each module's hooks when the pass begins, so they run before
+        every unit/knob edit and before a ``before_edits`` trace: edits act on the corrected activation, and the
+        live renderer's cached activation includes it. A family's ``render`` and ``forward_from`` open it (set
+        :attr:`applies_corrections`); a pass without residuals registers nothing::
+
+            with self.corrections(samples):
+                return self._image(self.net(...))
+        """
+        residuals = [payload.named(s.options, RESIDUAL) for s in samples]
+        layers = sorted({name for r in residuals for name in r})
+        if not layers:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        for name in layers:
+            rows = [r.get(name) for r in residuals]
+            module = get_module(self.module, name)
+            stack.callback(module.register_forward_hook(_add_rows(name, rows), prepend=True).remove)
+        return stack
+
     def inversion_space(self) -> InversionSpace | None:
         """What ``studio.invert`` optimises to reproduce an image (:class:`InversionSpace`); None (the default)
         when this family has no latent to optimise (then :meth:`invert_image` may invert in its own way)."""
@@ -390,6 +423,22 @@ class Generator(ABC):
         return {"family": self.family, "name": self.name, "source": self.source, "device": str(self.device),
                 "dtype": str(self.dtype).removeprefix("torch."), "resolution": list(self.resolution),
                 "takes_prompt": self.takes_prompt}
+
+
+def _add_rows(name: str, rows: list[torch.Tensor | None]):
+    """A forward hook adding ``rows[i]`` (or nothing, where None) to row i of the layer's output."""
+    def hook(module: nn.Module, args: object, output: object) -> object:
+        x = first_tensor(output)
+        if x.shape[0] != len(rows):
+            raise StudioError(f"Layer {name} ran on {x.shape[0]} rows for {len(rows)} samples: its residual "
+                              "cannot be matched to the samples.")
+        shape = tuple(x.shape[1:])
+        delta = torch.stack([r.to(x.device, x.dtype) if r is not None else x.new_zeros(shape) for r in rows])
+        if tuple(delta.shape[1:]) != shape:
+            raise StudioError(f"The sample's residual for {name} has shape {tuple(delta.shape[1:])}, the layer's "
+                              f"output {shape}: it was made with another model.")
+        return replace_first(output, x + delta)
+    return hook
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,7 @@ class DCGANFaces(Generator):
     """A DCGAN generator (64 px faces for the built-in) on a device."""
 
     family = "dcgan"
+    applies_corrections = True  # render and forward_from open self.corrections(samples)
     supports_half = True
     takes_prompt = False
 
@@ -156,7 +157,8 @@ class DCGANFaces(Generator):
         return ((img.to(torch.float32)[:, :3] + 1) / 2).clamp(0, 1)
 
     def render(self, samples: Sequence[Sample]) -> torch.Tensor:
-        return self._image(self.net(self.latents(samples)))
+        with self.corrections(samples):
+            return self._image(self.net(self.latents(samples)))
 
     def inversion_space(self) -> InversionSpace:
         """z (a DCGAN has no W), from the best of 8 seeds' draws, held near the prior's shell (mean square 1) by a
@@ -182,7 +184,8 @@ class DCGANFaces(Generator):
         index = self.net.block_names.index(self.layer(layer).name)
         if activation.shape[0] != len(samples):
             raise StudioError(f"{activation.shape[0]} activations were given for {len(samples)} samples.")
-        return self._image(self.net.forward_from(index, activation.to(self.device, self.dtype)))
+        with self.corrections(samples):
+            return self._image(self.net.forward_from(index, activation.to(self.device, self.dtype)))
 
     @torch.no_grad()
     def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:

@@ -253,6 +253,7 @@ class MobileStyleGANModel(Generator):
     """A MobileStyleGAN on a device: layers ``mapping`` and the synthesis stages, all re-renderable from."""
 
     family = "mobilestylegan"
+    applies_corrections = True  # render and forward_from open self.corrections(samples)
     supports_half = True
     takes_prompt = False
 
@@ -315,7 +316,8 @@ class MobileStyleGANModel(Generator):
     def render(self, samples: Sequence[Sample]) -> torch.Tensor:
         style = self.styles(samples)
         self._noise(samples)
-        return self._image(self.net.synthesis(style))
+        with self.corrections(samples):
+            return self._image(self.net.synthesis(style))
 
     def inversion_space(self) -> InversionSpace:
         """The style (this family's W: one vector every layer reads), from the mapping's mean style; the result is
@@ -348,11 +350,12 @@ class MobileStyleGANModel(Generator):
         if activation.shape[0] != len(samples):
             raise StudioError(f"{activation.shape[0]} activations were given for {len(samples)} samples.")
         self._noise(samples)
-        if info.name == "mapping":
-            return self._image(self.net.synthesis(activation.to(self.device, torch.float32)))
-        style = self.styles(samples)
-        name = info.name[len("synthesis."):]
-        return self._image(self.net.synthesis(style, start=name, x=activation.to(self.device)))
+        with self.corrections(samples):
+            if info.name == "mapping":
+                return self._image(self.net.synthesis(activation.to(self.device, torch.float32)))
+            style = self.styles(samples)
+            name = info.name[len("synthesis."):]
+            return self._image(self.net.synthesis(style, start=name, x=activation.to(self.device)))
 
     @torch.no_grad()
     def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:

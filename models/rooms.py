@@ -47,6 +47,7 @@ class RoomsModel(Generator):
     """The Rooms generator behind the model contract; layers are ``blocks.0`` ... ``blocks.N``."""
 
     family = "rooms"
+    applies_corrections = True  # render and forward_from open self.corrections(samples)
     supports_half = False  # 3 M parameters on the CPU: fp32 is both faster and exact
     takes_prompt = True
     # Best for lamps, the masks this model is for: on the 8 tuning rooms the quick all-layer estimate ranks blocks.1
@@ -121,13 +122,16 @@ class RoomsModel(Generator):
 
     # -- rendering ----------------------------------------------------------------------------------------------
     def render(self, samples: Sequence[Sample]) -> torch.Tensor:
-        return self.net(self.latents(samples), self.tokens(samples))
+        with self.corrections(samples):
+            return self.net(self.latents(samples), self.tokens(samples))
 
     def forward_from(self, layer: str, activation: torch.Tensor, samples: Sequence[Sample]) -> torch.Tensor:
         index = self._block_index(layer)
         if activation.shape[0] != len(samples):
             raise ValueError(f"{activation.shape[0]} activations for {len(samples)} samples")
-        return self.net.forward_from(index, activation.to(self.device, torch.float32), cond=self._conditioning(samples))
+        with self.corrections(samples):
+            return self.net.forward_from(index, activation.to(self.device, torch.float32),
+                                         cond=self._conditioning(samples))
 
     def _conditioning(self, samples: Sequence[Sample]) -> Conditioning:
         """``prepare`` for these samples, cached: a slider frame re-runs only the blocks, not the 8 MB stem matmul.

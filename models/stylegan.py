@@ -27,8 +27,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from studio.core import payload
 from studio.core.atomic import atomic_path
 from studio.core.device import pick_dtype
 from studio.core.errors import ModelOpenError, StudioError
@@ -43,6 +45,17 @@ NOISE_MODES = ("const", "random", "none")
 #: What a StyleGAN model writes besides the studio's own formats.
 ROSINALITY = NativeFormat("stylegan-pt", "StyleGAN2 checkpoint in rosinality/stylegan2-pytorch's layout", ".pt")
 _MAX_REMEMBERED = 16  # samples whose skip-path carries are kept for partial re-renders
+#: Payload tensors named ``NOISE + layer`` (the synthesis layer's own name, ``b8.conv0``) are that layer's noise map
+#: (r x r) for the sample, in place of its noise mode's: an inversion's optimised noise.
+NOISE = "noise/"
+#: Weight of the noise regularisation against the inversion loss (mean-square pixel + feature loss). NVIDIA's projector
+#: weighs it 1e5 against a summed squared LPIPS distance; here, measured on a tiny StyleGAN2 (150 steps, its own
+#: images): 1e3 held the maps to white noise but cost 10-17 dB, while 1 to 10 reached 32-34 dB, near the 37 dB of
+#: frozen noise, with the maps' penalty still under 1e-5 per map (white noise scores about 1/pixels).
+NOISE_WEIGHT = 10.0
+#: Adam step for the noise maps (unit variance). NVIDIA's projector steps them at 0.1 over 1000 steps; over a few
+#: hundred steps 0.1 overshot (23 dB on the same tiny StyleGAN) and 0.01 did not (33.6 dB).
+NOISE_RATE = 0.01
 
 
 def _key(sample: Sample) -> str:
@@ -53,6 +66,7 @@ class StyleGANModel(Generator):
     """A StyleGAN2/3 network (ours, holding the checkpoint's tensors) on a device."""
 
     family = "stylegan"
+    applies_corrections = True  # render and forward_from open self.corrections(samples)
     supports_half = True
     takes_prompt = False
 
@@ -145,22 +159,29 @@ class StyleGANModel(Generator):
         return ws
 
     def _noise(self, samples: Sequence[Sample]):
-        """The per-layer noise source: the stored constants, seeded random fields, or none."""
+        """The per-layer noise source: a sample's own maps (its payload's ``noise/LAYER``, an inversion's), else
+        the stored constants, seeded random fields, or none, as its noise mode says."""
         modes = [s.option("noise", "const") for s in samples]
         synthesis = self.net.synthesis
         order = {name: i for i, (name, _) in enumerate(self.net.noise_layers())}
-        if all(m == "none" for m in modes) or not order:  # trained with use_noise=False: no layer takes noise
+        own = [payload.named(s.options, NOISE) for s in samples]
+        if not order:  # trained with use_noise=False: no layer takes noise
             return lambda name, batch, res: None
-        if all(m == "const" for m in modes):
-            return lambda name, batch, res: synthesis.layer(name).noise_const if name in order else None
+        if not any(own):
+            if all(m == "none" for m in modes):
+                return lambda name, batch, res: None
+            if all(m == "const" for m in modes):
+                return lambda name, batch, res: synthesis.layer(name).noise_const if name in order else None
 
         def noise(name: str, batch: int, res: int) -> torch.Tensor | None:
             if name not in order:
                 return None
             cache: dict[int, torch.Tensor] = {}
             rows = []
-            for s, mode in zip(samples, modes):
-                if mode == "const":
+            for s, mode, maps in zip(samples, modes, own):
+                if name in maps:
+                    rows.append(maps[name][None])
+                elif mode == "const":
                     rows.append(synthesis.layer(name).noise_const.cpu()[None])
                 elif mode == "none":
                     rows.append(torch.zeros(1, res, res))
@@ -184,7 +205,8 @@ class StyleGANModel(Generator):
         ws = self.ws(samples)
         record: dict[str, dict] = {}
         try:
-            img = self.net.synthesis(ws, self._noise(samples), record=record)
+            with self.corrections(samples):
+                img = self.net.synthesis(ws, self._noise(samples), record=record)
         finally:  # also when a stopping Trace ended the pass: the carries up to its layer are valid
             self._remember(samples, record)
         return self._image(img)
@@ -193,13 +215,15 @@ class StyleGANModel(Generator):
         info = self.layer(layer)
         if activation.shape[0] != len(samples):
             raise StudioError(f"{activation.shape[0]} activations were given for {len(samples)} samples.")
-        if info.name == "mapping":
-            ws = self._broadcast(activation.to(self.device), samples)
-            return self._image(self.net.synthesis(ws, self._noise(samples)))
-        name = info.name[len("synthesis."):]
-        ws = self.ws(samples)
-        carry = self._carry(name, samples, ws) if self.arch == "stylegan2" else {}
-        img = self.net.synthesis(ws, self._noise(samples), start=name, x=activation.to(self.device), carry=carry)
+        with self.corrections(samples):
+            if info.name == "mapping":
+                ws = self._broadcast(activation.to(self.device), samples)
+                return self._image(self.net.synthesis(ws, self._noise(samples)))
+            name = info.name[len("synthesis."):]
+            ws = self.ws(samples)
+            carry = self._carry(name, samples, ws) if self.arch == "stylegan2" else {}
+            img = self.net.synthesis(ws, self._noise(samples), start=name, x=activation.to(self.device),
+                                     carry=carry)
         return self._image(img)
 
     def _remember(self, samples: Sequence[Sample], record: dict[str, dict]) -> None:
@@ -239,12 +263,14 @@ class StyleGANModel(Generator):
 
     # -- inversion ----------------------------------------------------------------------------------------------
     def inversion_space(self) -> InversionSpace:
-        """W from the mean w (``w_avg``), then W+ (one w per layer) for the second half, as NVIDIA's projector.
+        """W from the mean w (``w_avg``), then W+ (one w per layer) for the second half, as NVIDIA's projector;
+        where the network takes noise, every noise map is optimised too, with NVIDIA's noise regularisation (see
+        :func:`noise_penalty`; each map renormalised to zero mean and unit variance after every step).
 
-        The result is a sample with ``psi`` 1 and an explicit ``ws`` (JSON rows of w_dim floats: 14 x 512 for a
-        256 px FFHQ model, small enough for a session). Noise stays at the model's stored constants (``noise
-        'const'``) rather than being optimised: optimised noise maps would have to travel in the sample (hundreds of
-        thousands of numbers at 1024 px), and without them no noise regularisation is needed.
+        The result is a sample with ``psi`` 1, an explicit ``ws`` (JSON rows of w_dim floats: 14 x 512 for a 256 px
+        FFHQ model) and, with noise, its maps in the sample's payload (``studio.core.payload``, tensors
+        ``noise/LAYER``: too many numbers for JSON options, hundreds of thousands at 1024 px); they start from the
+        model's stored constants, so the first renders are the model's own.
         """
         cfg = self.net.config
         w_avg = self.net.mapping.w_avg.detach().to(self.device, torch.float32)
@@ -255,32 +281,61 @@ class StyleGANModel(Generator):
                 c[:, 0] = 1
             spread = float(((self.net.mapping(z, c) - w_avg) ** 2).mean().sqrt())
         starts = [Sample(0, None, {"psi": 1.0, "noise": "const", "w": w_avg.cpu().tolist()})]
+        layers = [name for name, _ in self.net.noise_layers()]
+        synthesis = self.net.synthesis
 
         def init(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
             if all(s.option("ws") is not None for s in samples):
-                return {"ws": self.ws(samples).detach().clone()}
-            return {"w": self.ws(samples)[:, 0].detach().clone()}
+                tensors = {"ws": self.ws(samples).detach().clone()}
+            else:
+                tensors = {"w": self.ws(samples)[:, 0].detach().clone()}
+            for name in layers:
+                rows = []
+                for s in samples:
+                    own = payload.named(s.options, NOISE).get(name)
+                    rows.append(own if own is not None else synthesis.layer(name).noise_const.detach().cpu())
+                tensors[NOISE + name] = torch.stack(rows).to(self.device, torch.float32)
+            return tensors
 
         def render(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> torch.Tensor:
             ws = tensors["ws"] if "ws" in tensors else self.net.broadcast(tensors["w"])
-            return self._image(self.net.synthesis(ws, self._noise(samples)))
+            if layers:
+                noise = lambda name, batch, res: tensors[NOISE + name][:, None] if NOISE + name in tensors else None
+            else:
+                noise = self._noise(samples)
+            return self._image(self.net.synthesis(ws, noise))
 
         def to_samples(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> list[Sample]:
             key = "ws" if "ws" in tensors else "w"
             rows = tensors[key].detach().to("cpu", torch.float32)
             out = []
-            for s, row in zip(samples, rows):
-                options = {k: v for k, v in s.options.items() if k not in ("w", "ws")}
-                out.append(Sample(s.seed, None, {**options, "psi": 1.0, "noise": "const", key: row.tolist()}))
+            for i, (s, row) in enumerate(zip(samples, rows)):
+                options = {k: v for k, v in s.options.items() if k not in ("w", "ws", payload.OPTION)}
+                options.update({"psi": 1.0, "noise": "const", key: row.tolist()})
+                if layers:  # a fine-tune's residual belonged to the old latent: only the noise rides on
+                    options[payload.OPTION] = payload.put({NOISE + name: tensors[NOISE + name][i] for name in layers})
+                out.append(Sample(s.seed, None, options))
             return out
 
         def widen(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if "ws" in tensors:
                 return tensors
-            return {"ws": self.net.broadcast(tensors["w"].detach()).clone()}
+            rest = {k: v for k, v in tensors.items() if k != "w"}
+            return {"ws": self.net.broadcast(tensors["w"].detach()).clone(), **rest}
 
+        def regularise(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+            return NOISE_WEIGHT * sum(noise_penalty(tensors[NOISE + name]) for name in layers)
+
+        def project(tensors: dict[str, torch.Tensor]) -> None:
+            with torch.no_grad():
+                for name in layers:
+                    normalise_noise_(tensors[NOISE + name])
+
+        rates = {NOISE + name: NOISE_RATE for name in layers}
         return InversionSpace(starts, init, render, to_samples, widen=widen, widen_at=0.5,
-                              learning_rate=0.1 * max(spread, 1e-3), keep=1, description="W, then W+")
+                              regularise=regularise if layers else None, project=project if layers else None,
+                              learning_rate=0.1 * max(spread, 1e-3), keep=1, rates=rates,
+                              description="W, then W+, and the noise maps" if layers else "W, then W+")
 
     # -- export -------------------------------------------------------------------------------------------------
     def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:
@@ -312,6 +367,28 @@ class StyleGANModel(Generator):
         data.update({"arch": cfg.arch, "format": self.file_format, "z_dim": cfg.z_dim, "w_dim": cfg.w_dim,
                      "c_dim": cfg.c_dim, "num_ws": self.net.num_ws, "config": cfg.to_json()})
         return data
+
+
+# -- noise regularisation (inversion) ----------------------------------------------------------------------------
+def noise_penalty(maps: torch.Tensor) -> torch.Tensor:
+    """NVIDIA's projector's noise regularisation for (B, r, r) noise maps, per row (B,): at every scale, from r down
+    to 8 pixels by 2x2 averaging, the squared mean of the map times itself shifted one pixel across, and the same
+    shifted one pixel down (wrapping round). White noise scores near 0; a map that has learnt part of the image
+    (smooth, so correlated with its neighbours) scores high."""
+    x = maps[:, None].to(torch.float32)
+    total = x.new_zeros(x.shape[0])
+    while True:
+        total = total + (x * torch.roll(x, 1, dims=3)).mean(dim=(1, 2, 3)) ** 2
+        total = total + (x * torch.roll(x, 1, dims=2)).mean(dim=(1, 2, 3)) ** 2
+        if x.shape[2] <= 8:
+            return total
+        x = F.avg_pool2d(x, kernel_size=2)
+
+
+def normalise_noise_(maps: torch.Tensor) -> None:
+    """Each (r, r) row of ``maps`` to zero mean and unit variance, in place (NVIDIA's projector, after each step)."""
+    maps -= maps.mean(dim=(1, 2), keepdim=True)
+    maps *= maps.square().mean(dim=(1, 2), keepdim=True).clamp_min(1e-12).rsqrt()
 
 
 # -- weights behind units (for exporters) ----------------------------------------------------------------------

@@ -33,9 +33,11 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from models.base import Generator, InversionSpace, Sample
+from models.base import RESIDUAL, Generator, InversionSpace, Sample
 
+from .core import payload
 from .core.errors import StudioError, UnsupportedOperation
+from .core.hooks import first_tensor, get_module, replace_first
 from .core.progress import ProgressCallback, Ticker
 
 #: Optimisation steps when the caller names none (about 30 s for a Rooms image on one CPU core).
@@ -53,6 +55,15 @@ FEATURE_WEIGHT = 0.05
 #: Steps between two preview calls.
 PREVIEW_EVERY = 10
 FEATURE_SEED = 20_261_202
+#: Fine-tune steps when the caller names a layer but no count.
+DEFAULT_FINETUNE_STEPS = 60
+#: The fine-tune's Adam step, as a share of the layer activation's spread (root mean square).
+FINETUNE_RATE = 0.05
+#: Weight of the fine-tune's penalty on the correction's size (relative to the activation's mean square): small, so
+#: the correction reproduces the image, but not zero, so entries the image does not constrain stay at zero.
+FINETUNE_DECAY = 1e-3
+#: Where an inversion's tensors (its sample's payload) sit among :meth:`Inversion.to_tensors`.
+SAMPLE_TENSORS = "sample/"
 VERSION = 1
 
 
@@ -233,6 +244,9 @@ class Inversion:
     seconds: float = 0.0
     stopped: bool = False  # cancel() ended it before its steps were done
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the fine-tune of a layer's activation, when one was asked: {"layer", "steps", "psnr_before", "psnr_after"}
+    #: (``psnr_before``: the latent search's reconstruction; ``psnr_after`` equals ``psnr``); None otherwise
+    finetune: dict[str, Any] | None = None
 
     @property
     def caption(self) -> str | None:
@@ -244,11 +258,15 @@ class Inversion:
         return {"format": "neuron-studio-inversion", "version": VERSION, "sample": self.sample.to_json(),
                 "psnr": round(float(self.psnr), 4), "steps": int(self.steps),
                 "losses": [float(v) for v in self.losses], "note": self.note, "model": self.model,
-                "seconds": round(float(self.seconds), 3), "stopped": bool(self.stopped), "extra": dict(self.extra)}
+                "seconds": round(float(self.seconds), 3), "stopped": bool(self.stopped), "extra": dict(self.extra),
+                "finetune": dict(self.finetune) if self.finetune is not None else None}
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        """The target image, which :func:`invert` needs to continue (a session stores it with the JSON)."""
-        return {"target": self.target.detach().to("cpu", torch.float32).contiguous()}
+        """The target image, which :func:`invert` needs to continue, and the sample's payload (StyleGAN noise maps,
+        the fine-tuned correction) under ``sample/``: a session stores them with the JSON."""
+        tensors = {"target": self.target.detach().to("cpu", torch.float32).contiguous()}
+        tensors.update({SAMPLE_TENSORS + k: v for k, v in payload.of(self.sample.options).items()})
+        return tensors
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], tensors: Mapping[str, torch.Tensor] | None = None) -> "Inversion":
@@ -261,19 +279,50 @@ class Inversion:
             target = (tensors or {}).get("target")
             if target is None:
                 target = torch.zeros(0)
-            return cls(Sample.from_json(data["sample"]), float(data["psnr"]), int(data["steps"]),
+            sample = Sample.from_json(data["sample"])
+            _load_payload(sample, {k[len(SAMPLE_TENSORS):]: v for k, v in (tensors or {}).items()
+                                   if k.startswith(SAMPLE_TENSORS)})
+            finetune = data.get("finetune")
+            return cls(sample, float(data["psnr"]), int(data["steps"]),
                        [float(v) for v in data.get("losses", [])], str(data.get("note", "")),
                        target.detach().to("cpu", torch.float32), str(data.get("model", "")),
-                       float(data.get("seconds", 0.0)), bool(data.get("stopped", False)), dict(data.get("extra") or {}))
+                       float(data.get("seconds", 0.0)), bool(data.get("stopped", False)), dict(data.get("extra") or {}),
+                       dict(finetune) if finetune is not None else None)
         except (KeyError, TypeError, ValueError) as error:
             raise InvertError(f"The saved inversion cannot be read ({error}); invert the image again.") from error
+
+
+def _load_payload(sample: Sample, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Put the saved payload tensors back in the store, checking they are the ones the sample names."""
+    key = sample.options.get(payload.OPTION)
+    if key is None:
+        return
+    if not tensors:
+        raise ValueError("its sample needs tensors (noise maps or a fine-tuned correction) that were not saved")
+    if payload.key_of(tensors) != key:
+        raise ValueError("its saved tensors are not the ones its sample was made with")
+    payload.put(tensors)
+
+
+def without_residuals(sample: Sample) -> Sample:
+    """``sample`` without the fine-tuned corrections in its payload (the noise maps stay): what a new latent search
+    or fine-tune starts from, since a correction fits only the latent it was learnt on."""
+    tensors = payload.of(sample.options)
+    kept = {k: v for k, v in tensors.items() if not k.startswith(RESIDUAL)}
+    if len(kept) == len(tensors):
+        return sample
+    options = {k: v for k, v in sample.options.items() if k != payload.OPTION}
+    if kept:
+        options[payload.OPTION] = payload.put(kept)
+    return Sample(sample.seed, sample.prompt, options)
 
 
 # -- the optimisation ---------------------------------------------------------------------------------------------
 def invert(generator: Generator, image: Any, *, prompt: str | None = None, steps: int = DEFAULT_STEPS,
            progress: ProgressCallback | None = None, cancel: Callable[[], bool] | None = None,
            preview: Callable[[int, torch.Tensor], Any] | None = None, start: Inversion | None = None,
-           fit: str = "crop", space: InversionSpace | None = None) -> Inversion:
+           fit: str = "crop", space: InversionSpace | None = None, finetune_layer: str | None = None,
+           finetune_steps: int = DEFAULT_FINETUNE_STEPS) -> Inversion:
     """Find the sample of ``generator`` that reproduces ``image`` (anything :func:`prepare_image` takes).
 
     ``prompt``: text models only, the prompt to invert under (Rooms: otherwise the caption is searched too).
@@ -284,6 +333,8 @@ def invert(generator: Generator, image: Any, *, prompt: str | None = None, steps
     ``start``: an earlier :class:`Inversion` of the same image to continue from (its target is used when
     ``image`` is None). ``space``: search this :class:`InversionSpace` instead of the family's own (a cheaper
     search, e.g. ``dataclasses.replace(gen.inversion_space(), sweeps=1)``).
+    ``finetune_layer``: after the latent search, learn a correction added to this layer's activation for
+    ``finetune_steps`` steps (:func:`finetune`), so edits of that layer act on a closer reconstruction.
     """
     began = time.perf_counter()
     steps = int(steps)
@@ -296,17 +347,109 @@ def invert(generator: Generator, image: Any, *, prompt: str | None = None, steps
     else:
         target, prep_note = prepare_image(image, generator.resolution, fit=fit)
     device = generator.device
-    ticker = Ticker(steps, progress, unit="steps", message="starting")
+    tuning = 0
+    if finetune_layer is not None:
+        tuning = int(finetune_steps)
+        _check_finetune(generator, finetune_layer, tuning)
+    ticker = Ticker(steps + tuning, progress, unit="steps", message="starting")
     ticker.report()
+    if start is not None:  # the old correction fits the old latent: the search moves it, so it is learnt again
+        start = replace(start, sample=without_residuals(start.sample))
+    inversion = None
     if start is None and space is None:
         own = generator.invert_image(target.to(device), prompt, steps, progress, cancel)
         if own is not None:
-            return _finish(generator, own, target, steps, [], prep_note, began, False, "the family's own inversion")
-    space = space or generator.inversion_space()
-    if space is None:
-        raise UnsupportedOperation(f"{generator.name} cannot invert an image: its family declares no latent to "
-                                   "optimise and no inversion of its own.")
-    return _optimise(generator, space, target, prompt, steps, ticker, cancel, preview, start, prep_note, began)
+            inversion = _finish(generator, own, target, steps, [], prep_note, began, False,
+                                "the family's own inversion")
+    if inversion is None:
+        space = space or generator.inversion_space()
+        if space is None:
+            raise UnsupportedOperation(f"{generator.name} cannot invert an image: its family declares no latent to "
+                                       "optimise and no inversion of its own.")
+        inversion = _optimise(generator, space, target, prompt, steps, ticker, cancel, preview, start, prep_note,
+                              began)
+    if finetune_layer is None or inversion.stopped:
+        return inversion
+    return finetune(generator, inversion, finetune_layer, tuning, ticker=ticker, cancel=cancel, preview=preview)
+
+
+def _check_finetune(generator: Generator, layer: str, steps: int) -> None:
+    if steps < 1:
+        raise InvertError(f"A fine-tune needs at least one step, not {steps}.")
+    if not generator.applies_corrections:
+        raise UnsupportedOperation(f"{generator.name} cannot fine-tune a layer's activation: its renders do not "
+                                   "apply a sample's corrections.")
+    info = generator.layer(layer)  # LayerNotFound names the nearest layers
+    if not info.partial and info.kind != "conv":
+        raise InvertError(f"{layer} is not a layer whose activation can be fine-tuned.")
+
+
+def finetune(generator: Generator, inversion: Inversion, layer: str, steps: int = DEFAULT_FINETUNE_STEPS, *,
+             ticker: Ticker | None = None, progress: ProgressCallback | None = None,
+             cancel: Callable[[], bool] | None = None,
+             preview: Callable[[int, torch.Tensor], Any] | None = None) -> Inversion:
+    """``inversion`` with a learnt correction added to ``layer``'s activation: Adam on one additive tensor the
+    shape of that layer's output for the sample (the loss of the search, a small penalty on the correction's size),
+    the best point kept. The correction rides in the sample's payload as ``residual/LAYER``; the family's render
+    adds it ahead of every edit hook, so unit and knob edits of that layer act on the corrected activation.
+    ``finetune`` records the PSNR before and after; ``cancel()`` stops early and keeps the best so far.
+    """
+    steps = int(steps)
+    _check_finetune(generator, layer, steps)
+    began = time.perf_counter()
+    if ticker is None:
+        ticker = Ticker(steps, progress, unit="steps", message="fine-tuning")
+    base = without_residuals(inversion.sample)
+    device = generator.device
+    goal = inversion.target.to(device, torch.float32)[None]
+    if goal.numel() == 0:
+        raise InvertError("There is no image to fine-tune towards: the inversion kept no target.")
+    features = FeatureLoss().to(device)
+    with torch.no_grad():
+        goal_features = features.features(goal)
+        activation = generator.trace([base], [layer])[layer]
+        before = psnr(generator.render([base])[0], inversion.target)
+    spread = float(activation.float().pow(2).mean().sqrt()) + 1e-6
+    delta = torch.zeros(activation.shape[1:], device=device, dtype=torch.float32, requires_grad=True)
+    optimiser = torch.optim.Adam([delta], lr=FINETUNE_RATE * spread, betas=(0.9, 0.999))
+    def add(module, args, output):
+        x = first_tensor(output)
+        return replace_first(output, x + delta.to(x.dtype)[None])
+
+    handle = get_module(generator.module, layer).register_forward_hook(add, prepend=True)
+    kept_loss, kept = math.inf, torch.zeros_like(delta)
+    done = 0
+    ticker.message = f"fine-tuning {layer}"
+    try:
+        for step in range(steps):
+            if cancel is not None and cancel():
+                break
+            for group in optimiser.param_groups:
+                group["lr"] = FINETUNE_RATE * spread * _schedule(step / steps)
+            images = generator.render([base])
+            fit = ((images - goal) ** 2).mean() + FEATURE_WEIGHT * features(images, goal_features)[0]
+            if float(fit.detach()) < kept_loss:
+                kept_loss, kept = float(fit.detach()), delta.detach().clone()
+            loss = fit + FINETUNE_DECAY * delta.pow(2).mean() / spread ** 2
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            done = step + 1
+            if preview is not None and (done % PREVIEW_EVERY == 0 or done == steps):
+                preview(inversion.steps + done, images.detach()[0].to("cpu", torch.float32).clamp(0, 1))
+            ticker.advance(1, f"fine-tune loss {float(fit.detach()):.5f}")
+    finally:
+        handle.remove()
+    tensors = dict(payload.of(base.options))
+    tensors[RESIDUAL + layer] = kept
+    options = {**base.options, payload.OPTION: payload.put(tensors)}
+    sample = Sample(base.seed, base.prompt, options)
+    with torch.inference_mode():
+        after = psnr(generator.render([sample])[0], inversion.target)
+    record = {"layer": layer, "steps": done, "psnr_before": round(before, 4), "psnr_after": round(after, 4)}
+    note = (f"{inversion.note} Fine-tuning {layer} for {done} steps took it from {before:.1f} to {after:.1f} dB.")
+    return replace(inversion, sample=sample, psnr=after, note=note, finetune=record,
+                   seconds=inversion.seconds + time.perf_counter() - began)
 
 
 def _optimise(generator: Generator, space: InversionSpace, target: torch.Tensor, prompt: str | None, steps: int,
@@ -349,7 +492,7 @@ def _optimise(generator: Generator, space: InversionSpace, target: torch.Tensor,
     losses: list[float] = list(start.losses) if start is not None else []
     explore = 0 if start is not None or len(samples) == 1 else max(1, int(steps * EXPLORE_SHARE))
     widen_step = None if space.widen is None or start is not None else max(explore, int(steps * space.widen_at))
-    optimiser, params = _optimiser(tensors, space.learning_rate)
+    optimiser, params = _optimiser(tensors, space.learning_rate, space.rates)
     stopped = False
     done = 0
     best = 0
@@ -363,13 +506,13 @@ def _optimise(generator: Generator, space: InversionSpace, target: torch.Tensor,
             samples, tensors = [samples[best_row]], {k: v.detach()[best_row:best_row + 1].clone()
                                                      for k, v in tensors.items()}
             samples, tensors = _try_alternatives(space, alternatives, tensors, samples, loss_of)
-            optimiser, params = _optimiser(tensors, space.learning_rate)
+            optimiser, params = _optimiser(tensors, space.learning_rate, space.rates)
         if widen_step is not None and step == widen_step:
             tensors = {k: v.detach().clone() for k, v in space.widen(tensors).items()}
-            optimiser, params = _optimiser(tensors, space.learning_rate)
-        lr = space.learning_rate * _schedule(step / steps)
+            optimiser, params = _optimiser(tensors, space.learning_rate, space.rates)
+        factor = _schedule(step / steps)
         for group in optimiser.param_groups:
-            group["lr"] = lr
+            group["lr"] = group["base_lr"] * factor
         images = space.render(tensors, samples)
         per_row = loss_of(images)
         if space.regularise is not None:
@@ -410,13 +553,16 @@ def _schedule(t: float) -> float:
     return max(up * down, 0.02)
 
 
-def _optimiser(tensors: dict[str, torch.Tensor], lr: float):
-    params = []
+def _optimiser(tensors: dict[str, torch.Tensor], lr: float, rates: Mapping[str, float] | None = None):
+    """Adam over the tensors (made leaves in place), one group each so a tensor may have its own step."""
+    groups, params = [], []
     for key, value in tensors.items():
         leaf = value.detach().clone().requires_grad_(True)
         tensors[key] = leaf
         params.append(leaf)
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999)), params
+        rate = float((rates or {}).get(key, lr))
+        groups.append({"params": [leaf], "lr": rate, "base_lr": rate})
+    return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999)), params
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from studio.core.device import CHOICES, describe
 from studio.core.errors import StudioError
 from studio.core.progress import TextProgressBar
 from studio.exported import open_model
-from studio.invert import DEFAULT_STEPS, invert
+from studio.invert import DEFAULT_FINETUNE_STEPS, DEFAULT_STEPS, invert
 from studio.seeds import parse_seeds  # noqa: F401  (the subcommands read seeds the way the app does)
 
 
@@ -45,6 +45,11 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
                             "--prompt is given")
     group.add_argument("--invert-steps", type=int, default=DEFAULT_STEPS, metavar="N",
                        help=f"optimisation steps of the inversion (default: {DEFAULT_STEPS})")
+    group.add_argument("--invert-finetune", default=None, metavar="LAYER",
+                       help="after the inversion, fine-tune a correction of this layer's activation so edits of "
+                            "it act on a closer reconstruction (e.g. blocks.1 for Rooms)")
+    group.add_argument("--invert-finetune-steps", type=int, default=DEFAULT_FINETUNE_STEPS, metavar="N",
+                       help=f"steps of that fine-tune (default: {DEFAULT_FINETUNE_STEPS})")
 
 
 def add_sample_option_args(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +96,8 @@ def inverted_sample(generator, args: argparse.Namespace):
     inversion = getattr(args, "inversion_result", None)
     if inversion is None:
         inversion = invert(generator, args.image, prompt=args.prompt, steps=args.invert_steps,
-                           progress=TextProgressBar("invert"))
+                           progress=TextProgressBar("invert"), finetune_layer=getattr(args, "invert_finetune", None),
+                           finetune_steps=getattr(args, "invert_finetune_steps", DEFAULT_FINETUNE_STEPS))
         print(f"note: {inversion.note}", file=sys.stderr)
         args.inversion_result = inversion
     return inversion.sample
