@@ -20,7 +20,7 @@ import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -154,6 +154,46 @@ class PromptEncoding:
     content: torch.Tensor  # (T,) bool: rows that are words of the prompt (not start/end/padding)
 
 
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class InversionSpace:
+    """What ``studio.invert`` optimises to make this model reproduce a given image (a GAN's latent).
+
+    The continuous part is a dict of batch-first tensors (``init``); the discrete part, where a family has one (the
+    Rooms caption), is the choice among ``starts`` and ``alternatives``. ``render`` must be differentiable in the
+    tensors and equal ``Generator.render(to_samples(tensors, samples))`` (no edits active), so the inverted image is
+    a sample like any other::
+
+        space = gen.inversion_space()
+        tensors = space.init(space.starts[:2])                  # {"latent": (2, 22)}
+        image = space.render(tensors, space.starts[:2])         # (2, 3, H, W) in [0, 1], with gradients
+        samples = space.to_samples(tensors, space.starts[:2])   # render() of these equals image
+
+    ``starts``: starting samples screened by loss before optimising (Rooms: every caption the vocabulary allows,
+    each with a few scene draws; StyleGAN: the mean w). ``alternatives(sample)``: other discrete choices worth
+    trying with the same tensors (Rooms: captions one fact away), or None. ``widen(tensors)``: a larger space to
+    continue in after the first ``widen_at`` share of the steps (StyleGAN: W to W+, as NVIDIA's projector), or
+    None. ``regularise(tensors)``: a (B,) penalty added to the loss (noise regularisation), or None. ``project``:
+    puts the tensors back in their valid range in place after each step (Rooms: [-1, 1]), or None.
+    """
+
+    starts: Sequence[Sample]
+    init: Callable[[Sequence[Sample]], Tensors]
+    render: Callable[[Tensors, Sequence[Sample]], torch.Tensor]
+    to_samples: Callable[[Tensors, Sequence[Sample]], list[Sample]]
+    alternatives: Callable[[Sample], list[Sample]] | None = None
+    widen: Callable[[Tensors], Tensors] | None = None
+    widen_at: float = 0.5
+    regularise: Callable[[Tensors], torch.Tensor] | None = None
+    project: Callable[[Tensors], None] | None = None
+    learning_rate: float = 0.05
+    #: starting samples kept after screening and optimised side by side for the first share of the steps
+    keep: int = 4
+    description: str = ""
+
+
 class Generator(ABC):
     """A loaded generator on a device. Subclasses fill in the family specifics."""
 
@@ -270,6 +310,19 @@ class Generator(ABC):
         kept_ids = {id(e) for e in self._kept}
         editors = self._kept if kept else [e for e in list(self._editors) if id(e) not in kept_ids]
         return sorted({name for e in editors for name in e.edited_layers})
+
+    # -- inversion: a user's own image --------------------------------------------------------------
+    def inversion_space(self) -> InversionSpace | None:
+        """What ``studio.invert`` optimises to reproduce an image (:class:`InversionSpace`); None (the default)
+        when this family has no latent to optimise (then :meth:`invert_image` may invert in its own way)."""
+        return None
+
+    def invert_image(self, image: torch.Tensor, prompt: str | None = None, steps: int = 50, progress: Any = None,
+                     cancel: Callable[[], bool] | None = None) -> Sample | None:
+        """A sample whose render reproduces ``image`` ((3, H, W) in [0, 1] at :attr:`resolution`) found in the
+        family's own way (diffusion: DDIM inversion under ``prompt``); None (the default) when the family has none,
+        and then ``studio.invert`` optimises :meth:`inversion_space`."""
+        return None
 
     # -- text conditioning ------------------------------------------------------------------------
     def cross_attention(self) -> list[CrossAttention]:

@@ -15,6 +15,7 @@ bed and window geometry); the prompt says wall colour, bed, window and lamp coun
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -27,12 +28,19 @@ from studio.core.rooms import text as rtext
 from studio.core.rooms import world
 from studio.core.rooms.model import FORMAT, Conditioning, RoomsGenerator, load_weights
 
-from .base import CrossAttention, FileProbe, Generator, LayerInfo, ModelEntry, PromptEncoding, Sample
+from .base import (CrossAttention, FileProbe, Generator, InversionSpace, LayerInfo, ModelEntry, PromptEncoding,
+                   Sample)
 
 #: The committed weights of the built-in.
 WEIGHTS = RESOURCES / "rooms" / "rooms.safetensors"
 #: What the app shows before the user types a prompt.
 DEFAULT_PROMPT = world.caption(world.CaptionFields("blue", True, True, 2))
+#: Every caption the vocabulary allows, in the canonical style: what an inversion tries for a user's image.
+CAPTIONS = tuple(world.caption(world.CaptionFields(wall, bed, window, lamps)) for wall in world.WALL_COLOURS
+                 for bed in (True, False) for window in (True, False) for lamps in range(1, world.MAX_LAMPS + 1))
+#: Scene draws (seeds of the prior) each caption is screened with when an inversion starts: two layouts of the
+#: lamp slots, so a room whose lamps stand left or right both find a start near them.
+INVERSION_DRAWS = (0, 1)
 
 
 class RoomsModel(Generator):
@@ -131,6 +139,33 @@ class RoomsModel(Generator):
             self._cond_key = key
         return self._cond
 
+    # -- inversion ----------------------------------------------------------------------------------------------
+    def inversion_space(self) -> InversionSpace:
+        """The scene latent (continuous, kept in [-1, 1]) and the caption (discrete: each caption of
+        :data:`CAPTIONS` is screened with a few scene draws; after optimising, the captions one fact away are
+        tried with the latent found). The inverted sample keeps both: ``prompt`` and ``options['latent']``."""
+        starts = [Sample(seed, text, {"latent": [float(v) for v in world.sample_latent(seed)]})
+                  for text in CAPTIONS for seed in INVERSION_DRAWS]
+
+        def init(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+            return {"latent": self.latents(samples).clone()}
+
+        def render(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> torch.Tensor:
+            return self.net(tensors["latent"], self.tokens(samples))
+
+        def to_samples(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> list[Sample]:
+            rows = tensors["latent"].detach().to("cpu", torch.float32).numpy()
+            return [Sample(s.seed, s.prompt, {**s.options, "latent": [float(v) for v in row]})
+                    for s, row in zip(samples, rows)]
+
+        def project(tensors: dict[str, torch.Tensor]) -> None:
+            with torch.no_grad():
+                tensors["latent"].clamp_(-1.0, 1.0)
+
+        return InversionSpace(starts, init, render, to_samples, alternatives=_caption_neighbours,
+                              project=project, learning_rate=0.04, keep=4,
+                              description="the scene latent and the caption")
+
     # -- text conditioning --------------------------------------------------------------------------------------
     def cross_attention(self) -> list[CrossAttention]:
         return [CrossAttention(name, attn.to_k, attn.to_v) for name, attn in self.net.cross_attentions().items()]
@@ -148,6 +183,18 @@ class RoomsModel(Generator):
         data.update({"layers": len(self.net.blocks), "trained_steps": self.meta.get("steps"),
                      "default_prompt": self.default_prompt})
         return data
+
+
+def _caption_neighbours(sample: Sample) -> list[Sample]:
+    """The sample with each caption one fact away (another wall colour, bed or window toggled, another lamp count)."""
+    try:
+        f = world.parse_caption(sample.prompt or DEFAULT_PROMPT)
+    except ValueError:
+        return []
+    near = [replace(f, wall=w) for w in world.WALL_COLOURS if w != f.wall]
+    near += [replace(f, bed=not f.bed), replace(f, window=not f.window)]
+    near += [replace(f, lamps=n) for n in range(1, world.MAX_LAMPS + 1) if n != f.lamps]
+    return [Sample(sample.seed, world.caption(n), dict(sample.options)) for n in near]
 
 
 def _latent_key(sample: Sample) -> tuple[float, ...] | None:

@@ -1,0 +1,456 @@
+"""Your own image as a sample: find the model input that reproduces it, then rank, slide, knob and dissect it.
+
+    target, note = prepare_image("photo.png", gen.resolution)        # (3, H, W) in [0, 1]; note: cropped, ...
+    inv = invert(gen, target, steps=200, progress=bar, preview=show)  # preview(step, image) every few steps
+    inv.sample, inv.psnr, inv.caption                                 # a models.base.Sample, dB against the target
+    gen.render([inv.sample])                                          # the reconstruction, through the normal path
+    more = invert(gen, target, steps=100, start=inv)                  # continue optimising
+    data, tensors = inv.to_json(), inv.to_tensors()                   # a session keeps both
+    same = Inversion.from_json(data, tensors)
+
+Families that invert in their own way (diffusion: DDIM inversion) answer :meth:`models.base.Generator.invert_image`;
+the others declare an :class:`models.base.InversionSpace` (a GAN's latent, the Rooms caption) and :func:`invert`
+optimises it: the starting points are screened by loss, the best few optimised side by side, the best of them
+optimised on (in a wider space when the family has one: StyleGAN's W, then W+), and the family's discrete
+alternatives (the Rooms captions one fact away) tried with the latent found.
+
+The loss is the pixel mean squared error plus a feature loss from a small fixed network made here from a fixed seed
+(random-weight convolutions at four scales, each map compared after normalising by the target's spread): random conv
+features track edges and layout much as a trained perceptual network does, and nothing is downloaded or trained.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from models.base import Generator, InversionSpace, Sample
+
+from .core.errors import Cancelled, StudioError, UnsupportedOperation
+from .core.progress import ProgressCallback, Ticker
+
+#: Optimisation steps when the caller names none (about 30 s for a Rooms image on one CPU core).
+DEFAULT_STEPS = 200
+#: The smallest side an image may have: below this there is too little of the picture to reproduce.
+MIN_SIDE = 16
+#: Pixel spread (standard deviation, in [0, 1]) under which an image counts as one flat colour.
+FLAT_STD = 2.0 / 255
+#: Aspect ratios closer than this (relative) are resized without cropping.
+ASPECT_TOLERANCE = 0.01
+#: Share of the steps the best few starting points are optimised side by side before one is kept.
+EXPLORE_SHARE = 0.25
+#: Weight of the feature loss against the pixel loss.
+FEATURE_WEIGHT = 0.05
+#: Steps between two preview calls.
+PREVIEW_EVERY = 10
+FEATURE_SEED = 20_261_202
+VERSION = 1
+
+
+class InvertError(StudioError):
+    """An image that cannot be inverted (unreadable, flat, tiny), or an inversion record that cannot be read."""
+
+
+# -- the target image ---------------------------------------------------------------------------------------------
+def prepare_image(image: Any, size: Sequence[int], *, fit: str = "crop") -> tuple[torch.Tensor, str]:
+    """``image`` (a path, PIL image, (H, W, 3) array in [0, 1] or 0..255, or (3, H, W) tensor in [0, 1]) as the
+    model's (3, H, W) float32 tensor in [0, 1] at ``size`` (h, w), and a note saying what was done to it ("" when
+    nothing but a resize).
+
+    Another aspect ratio is centre-cropped (``fit="crop"``) or padded with the border's mean colour (``"pad"``);
+    an unreadable file, an image under :data:`MIN_SIDE` pixels or one flat colour raise :class:`InvertError`.
+    """
+    if fit not in ("crop", "pad"):
+        raise InvertError(f"fit is 'crop' or 'pad', not {fit!r}.")
+    name, array = _read(image)
+    h, w = int(size[0]), int(size[1])
+    ih, iw = array.shape[:2]
+    if min(ih, iw) < MIN_SIDE:
+        raise InvertError(f"{name} is only {iw}x{ih} pixels: give an image at least {MIN_SIDE} pixels on each side.")
+    notes = []
+    if abs(iw * h - ih * w) > ASPECT_TOLERANCE * max(iw * h, ih * w):
+        if fit == "crop":
+            if iw * h > ih * w:  # wider than the model's images: cut the sides
+                cw = max(1, round(ih * w / h))
+                x0 = (iw - cw) // 2
+                array = array[:, x0:x0 + cw]
+                where = "left and right"
+            else:
+                ch = max(1, round(iw * h / w))
+                y0 = (ih - ch) // 2
+                array = array[y0:y0 + ch]
+                where = "top and bottom"
+            notes.append(f"{name} is {iw}x{ih} and the model makes {w}x{h} images, so its centre "
+                         f"{array.shape[1]}x{array.shape[0]} was used (cut at the {where}).")
+        else:
+            border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]]).mean(axis=0)
+            if iw * h > ih * w:
+                ph = round(iw * h / w)
+                top = (ph - ih) // 2
+                canvas = np.broadcast_to(border, (ph, iw, 3)).copy()
+                canvas[top:top + ih] = array
+                where = "above and below"
+            else:
+                pw = round(ih * w / h)
+                left = (pw - iw) // 2
+                canvas = np.broadcast_to(border, (ih, pw, 3)).copy()
+                canvas[:, left:left + iw] = array
+                where = "left and right"
+            array = canvas
+            notes.append(f"{name} is {iw}x{ih} and the model makes {w}x{h} images, so it was padded {where} "
+                         "with its border colour.")
+    if array.shape[:2] != (h, w):
+        pil = Image.fromarray((np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8))
+        array = np.asarray(pil.resize((w, h), Image.LANCZOS), np.float32) / 255.0
+    if float(array.std()) < FLAT_STD:
+        raise InvertError(f"{name} is one flat colour: there is nothing in it to reproduce; give a picture.")
+    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), np.float32))
+    return tensor, " ".join(notes)
+
+
+def _read(image: Any) -> tuple[str, np.ndarray]:
+    """(a name for messages, (H, W, 3) float32 in [0, 1])."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        try:
+            with Image.open(path) as img:
+                img.load()
+                array = _rgb(img)
+        except FileNotFoundError as error:
+            raise InvertError(f"No image file at {path}.") from error
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise InvertError(f"{path.name} is not a readable image: open a PNG, JPEG or WebP file.") from error
+        return path.name, array
+    if isinstance(image, Image.Image):
+        return "The image", _rgb(image)
+    if isinstance(image, torch.Tensor):
+        t = image.detach().float().cpu()
+        if t.dim() == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
+            raise InvertError(f"The image tensor has shape {tuple(image.shape)}; give (3, H, W) in [0, 1].")
+        t = t[:3] if t.shape[0] != 1 else t.repeat(3, 1, 1)
+        array = t.permute(1, 2, 0).numpy()
+    else:
+        array = np.asarray(image, np.float32)
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=2)
+        if array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise InvertError(f"The image array has shape {array.shape}; give (H, W, 3).")
+        array = array[..., :3]
+        if array.max() > 1.0:
+            array = array / 255.0
+    if not np.isfinite(array).all():
+        raise InvertError("The image holds NaN or infinite values; give a picture.")
+    return "The image", np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
+def _rgb(img: Image.Image) -> np.ndarray:
+    """RGB in [0, 1]; transparent pixels are laid on white, as a viewer shows them."""
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("RGB"), np.float32) / 255.0
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two images in [0, 1] (as the benchmarks score them)."""
+    mse = float(torch.mean((a.detach().float().cpu() - b.detach().float().cpu()) ** 2))
+    return 10 * math.log10(1 / max(mse, 1e-10))
+
+
+# -- the loss -----------------------------------------------------------------------------------------------------
+class FeatureLoss(nn.Module):
+    """Distance of two images in the features of a fixed random-weight conv pyramid (made from
+    :data:`FEATURE_SEED`, never trained nor downloaded): four stride-2 3x3 conv + ReLU stages; each stage's map is
+    compared after dividing by the target's per-channel spread, so every scale weighs alike.
+
+        loss = FeatureLoss().to(device)
+        feats = loss.features(target[None])
+        value = loss(image, feats)          # (B,)
+    """
+
+    WIDTHS = (3, 16, 32, 48, 64)
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(FEATURE_SEED)
+        self.convs = nn.ModuleList()
+        for cin, cout in zip(self.WIDTHS, self.WIDTHS[1:]):
+            conv = nn.Conv2d(cin, cout, 3, stride=2, padding=1)
+            with torch.no_grad():
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * math.sqrt(2.0 / (cin * 9)))
+                conv.bias.zero_()
+            conv.requires_grad_(False)
+            self.convs.append(conv)
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x, out = images * 2 - 1, []
+        for conv in self.convs:
+            x = F.relu(conv(x))
+            out.append(x)
+        return out
+
+    def forward(self, images: torch.Tensor, target: list[torch.Tensor]) -> torch.Tensor:
+        total = images.new_zeros(images.shape[0])
+        for f, t in zip(self.features(images), target):
+            spread = t.std(dim=(0, 2, 3), keepdim=True) + 1e-3
+            total = total + (((f - t) / spread) ** 2).mean(dim=(1, 2, 3))
+        return total / len(target)
+
+
+# -- the result ---------------------------------------------------------------------------------------------------
+@dataclass
+class Inversion:
+    """A found input: ``sample`` renders the reconstruction through the model's normal paths (render, trace,
+    forward_from), so ranking, sliders, knobs and dissection take it like a seed's sample.
+
+    ``psnr``: the reconstruction against ``target`` in dB; ``steps``: optimisation steps so far (continuations
+    add up); ``losses``: the loss after each step; ``note``: one or two sentences for the user; ``model``: the
+    name of the model it was made with; ``seconds``: time spent (all runs).
+    """
+
+    sample: Sample
+    psnr: float
+    steps: int
+    losses: list[float]
+    note: str
+    target: torch.Tensor  # (3, H, W) float32 in [0, 1] on the CPU
+    model: str = ""
+    seconds: float = 0.0
+    stopped: bool = False  # cancel() ended it before its steps were done
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def caption(self) -> str | None:
+        """The prompt found or used (Rooms: the caption chosen among those its vocabulary allows)."""
+        return self.sample.prompt
+
+    def to_json(self) -> dict:
+        """Everything but the target image (see :meth:`to_tensors`), as JSON-ready data."""
+        return {"format": "neuron-studio-inversion", "version": VERSION, "sample": self.sample.to_json(),
+                "psnr": round(float(self.psnr), 4), "steps": int(self.steps),
+                "losses": [float(v) for v in self.losses], "note": self.note, "model": self.model,
+                "seconds": round(float(self.seconds), 3), "stopped": bool(self.stopped), "extra": dict(self.extra)}
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """The target image, which :func:`invert` needs to continue (a session stores it with the JSON)."""
+        return {"target": self.target.detach().to("cpu", torch.float32).contiguous()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], tensors: Mapping[str, torch.Tensor] | None = None) -> "Inversion":
+        """The inversion :meth:`to_json` (and :meth:`to_tensors`) wrote; InvertError names what is wrong."""
+        try:
+            if data.get("format") != "neuron-studio-inversion":
+                raise ValueError(f"format is {data.get('format')!r}")
+            if int(data.get("version", 0)) > VERSION:
+                raise ValueError(f"version {data.get('version')} is newer than this Neuron Studio's {VERSION}")
+            target = (tensors or {}).get("target")
+            if target is None:
+                target = torch.zeros(0)
+            return cls(Sample.from_json(data["sample"]), float(data["psnr"]), int(data["steps"]),
+                       [float(v) for v in data.get("losses", [])], str(data.get("note", "")),
+                       target.detach().to("cpu", torch.float32), str(data.get("model", "")),
+                       float(data.get("seconds", 0.0)), bool(data.get("stopped", False)), dict(data.get("extra") or {}))
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvertError(f"The saved inversion cannot be read ({error}); invert the image again.") from error
+
+
+# -- the optimisation ---------------------------------------------------------------------------------------------
+def invert(generator: Generator, image: Any, *, prompt: str | None = None, steps: int = DEFAULT_STEPS,
+           progress: ProgressCallback | None = None, cancel: Callable[[], bool] | None = None,
+           preview: Callable[[int, torch.Tensor], Any] | None = None, start: Inversion | None = None,
+           fit: str = "crop") -> Inversion:
+    """Find the sample of ``generator`` that reproduces ``image`` (anything :func:`prepare_image` takes).
+
+    ``prompt``: text models only, the prompt to invert under (Rooms: otherwise the caption is searched too).
+    ``progress``: a :data:`studio.core.progress.ProgressCallback` over the steps; returning False raises
+    :class:`Cancelled` (nothing is kept, as with every long job). ``cancel()``: polled each step; True stops
+    early and returns what was found so far (``stopped``), which the user may continue. ``preview(step, image)``:
+    called every :data:`PREVIEW_EVERY` steps with the current best reconstruction ((3, H, W) on the CPU).
+    ``start``: an earlier :class:`Inversion` of the same image to continue from (its target is used when
+    ``image`` is None).
+    """
+    began = time.perf_counter()
+    steps = int(steps)
+    if steps < 1:
+        raise InvertError(f"An inversion needs at least one step, not {steps}.")
+    if image is None:
+        if start is None or start.target.numel() == 0:
+            raise InvertError("There is no image to invert: open one first.")
+        target, prep_note = start.target, ""
+    else:
+        target, prep_note = prepare_image(image, generator.resolution, fit=fit)
+    device = generator.device
+    ticker = Ticker(steps, progress, unit="steps", message="starting")
+    ticker.report()
+    if start is None:
+        own = generator.invert_image(target.to(device), prompt, steps, progress, cancel)
+        if own is not None:
+            return _finish(generator, own, target, steps, [], prep_note, began, False, "the family's own inversion")
+    space = generator.inversion_space()
+    if space is None:
+        raise UnsupportedOperation(f"{generator.name} cannot invert an image: its family declares no latent to "
+                                   "optimise and no inversion of its own.")
+    return _optimise(generator, space, target, prompt, steps, ticker, cancel, preview, start, prep_note, began)
+
+
+def _optimise(generator: Generator, space: InversionSpace, target: torch.Tensor, prompt: str | None, steps: int,
+              ticker: Ticker, cancel, preview, start: Inversion | None, prep_note: str, began: float) -> Inversion:
+    device = generator.device
+    goal = target.to(device, torch.float32)[None]
+    features = FeatureLoss().to(device)
+    with torch.no_grad():
+        goal_features = features.features(goal)
+
+    def loss_of(images: torch.Tensor) -> torch.Tensor:  # (B,)
+        pixel = ((images - goal) ** 2).mean(dim=(1, 2, 3))
+        return pixel + FEATURE_WEIGHT * features(images, goal_features)
+
+    alternatives = space.alternatives
+    if start is not None:
+        samples = [start.sample]
+    else:
+        starts = list(space.starts)
+        if prompt and generator.takes_prompt:  # the caller's prompt: only the continuous part is searched
+            unique = {}
+            for s in starts:
+                unique.setdefault(repr(sorted(s.options.items())), replace(s, prompt=prompt))
+            starts, alternatives = list(unique.values()), None
+        ticker.message = f"screening {len(starts)} starting points"
+        ticker.report()
+        samples = _screen(space, starts, loss_of, space.keep)
+    tensors = space.init(samples)
+    if start is not None and space.widen is not None:
+        tensors = space.widen(tensors)
+    losses: list[float] = list(start.losses) if start is not None else []
+    explore = 0 if start is not None or len(samples) == 1 else max(1, int(steps * EXPLORE_SHARE))
+    widen_step = None if space.widen is None or start is not None else max(explore, int(steps * space.widen_at))
+    optimiser, params = _optimiser(tensors, space.learning_rate)
+    stopped = False
+    done = 0
+    best = 0
+    for step in range(steps):
+        if cancel is not None and cancel():
+            stopped = True
+            break
+        if step == explore and len(samples) > 1:  # keep the best of the side-by-side runs
+            best_row = _best_row(space, tensors, samples, loss_of)
+            samples, tensors = [samples[best_row]], {k: v.detach()[best_row:best_row + 1].clone()
+                                                     for k, v in tensors.items()}
+            samples, tensors = _try_alternatives(space, alternatives, tensors, samples, loss_of)
+            optimiser, params = _optimiser(tensors, space.learning_rate)
+        if widen_step is not None and step == widen_step:
+            tensors = {k: v.detach().clone() for k, v in space.widen(tensors).items()}
+            optimiser, params = _optimiser(tensors, space.learning_rate)
+        lr = space.learning_rate * _schedule(step / steps)
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+        images = space.render(tensors, samples)
+        per_row = loss_of(images)
+        if space.regularise is not None:
+            per_row = per_row + space.regularise(tensors)
+        optimiser.zero_grad(set_to_none=True)
+        per_row.sum().backward()
+        optimiser.step()
+        if space.project is not None:
+            space.project(tensors)
+        best = int(torch.argmin(per_row.detach()))
+        losses.append(float(per_row.detach()[best]))
+        done = step + 1
+        if preview is not None and (done % PREVIEW_EVERY == 0 or done == steps):
+            preview(len(losses), images.detach()[best].to("cpu", torch.float32).clamp(0, 1))
+        ticker.advance(1, f"loss {losses[-1]:.4f}")
+    if len(samples) > 1:
+        best_row = _best_row(space, tensors, samples, loss_of)
+        samples, tensors = [samples[best_row]], {k: v.detach()[best_row:best_row + 1] for k, v in tensors.items()}
+    if not stopped:
+        samples, tensors = _try_alternatives(space, alternatives, tensors, samples, loss_of)
+    sample = space.to_samples({k: v.detach() for k, v in tensors.items()}, samples)[0]
+    earlier = start.steps if start is not None else 0
+    inversion = _finish(generator, sample, target, earlier + done, losses, prep_note, began, stopped,
+                        space.description, seconds_before=start.seconds if start is not None else 0.0)
+    return inversion
+
+
+def _schedule(t: float) -> float:
+    """Learning-rate factor at share ``t`` of the run: a short ramp up, flat, then a cosine ramp down over the
+    last quarter (NVIDIA's projector does the same)."""
+    up = min(1.0, t / 0.05)
+    down = 1.0 if t < 0.75 else 0.5 * (1 + math.cos(math.pi * (t - 0.75) / 0.25))
+    return max(up * down, 0.02)
+
+
+def _optimiser(tensors: dict[str, torch.Tensor], lr: float):
+    params = []
+    for key, value in tensors.items():
+        leaf = value.detach().clone().requires_grad_(True)
+        tensors[key] = leaf
+        params.append(leaf)
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999)), params
+
+
+@torch.no_grad()
+def _losses(space: InversionSpace, tensors: dict[str, torch.Tensor], samples: Sequence[Sample], loss_of) -> torch.Tensor:
+    return loss_of(space.render({k: v.detach() for k, v in tensors.items()}, samples))
+
+
+def _best_row(space, tensors, samples, loss_of) -> int:
+    return int(torch.argmin(_losses(space, tensors, samples, loss_of)))
+
+
+def _screen(space: InversionSpace, starts: Sequence[Sample], loss_of, keep: int, batch: int = 16) -> list[Sample]:
+    """The ``keep`` starting samples with the lowest loss (rendered in batches, no gradients)."""
+    scores = []
+    for i in range(0, len(starts), batch):
+        chunk = list(starts[i:i + batch])
+        scores.append(_losses(space, space.init(chunk), chunk, loss_of).cpu())
+    order = torch.argsort(torch.cat(scores))[:max(1, keep)]
+    return [starts[int(i)] for i in order]
+
+
+def _try_alternatives(space, alternatives, tensors, samples, loss_of):
+    """Switch to a discrete alternative (another caption) when it reproduces the image better with these tensors;
+    repeated until none is better (each round moves one fact)."""
+    if alternatives is None or len(samples) != 1:
+        return samples, tensors
+    current = float(_losses(space, tensors, samples, loss_of)[0])
+    seen = {samples[0].prompt}
+    for _ in range(8):
+        options = [a for a in alternatives(space.to_samples(tensors, samples)[0]) if a.prompt not in seen]
+        if not options:
+            break
+        seen.update(a.prompt for a in options)
+        rows = {k: v.detach().expand(len(options), *v.shape[1:]) for k, v in tensors.items()}
+        scores = _losses(space, rows, options, loss_of)
+        i = int(torch.argmin(scores))
+        if float(scores[i]) >= current:
+            break
+        current = float(scores[i])
+        samples = [replace(samples[0], prompt=options[i].prompt)]
+    return samples, tensors
+
+
+def _finish(generator: Generator, sample: Sample, target: torch.Tensor, steps: int, losses: list[float],
+            prep_note: str, began: float, stopped: bool, what: str, seconds_before: float = 0.0) -> Inversion:
+    """Render the sample through the normal path and score it: the figure is what the user will see."""
+    with torch.inference_mode():
+        image = generator.render([sample])[0]
+    value = psnr(image, target)
+    caption = f" The caption found: '{sample.prompt}'." if sample.prompt and generator.takes_prompt else ""
+    how = f"stopped after {steps} steps, as asked" if stopped else f"{steps} steps"
+    note = f"Inverted into {what} ({how}): {value:.1f} dB PSNR against the image.{caption}"
+    if prep_note:
+        note = f"{prep_note} {note}"
+    return Inversion(sample, value, steps, losses, note, target.detach().to("cpu", torch.float32), generator.name,
+                     seconds_before + time.perf_counter() - began, stopped)
