@@ -250,16 +250,17 @@ class DiffusionModel(Generator):
         return next((i for i in range(plan.steps) if i * plan.full_steps // plan.steps >= window_start), plan.steps)
 
     # -- inversion ----------------------------------------------------------------------------------------------
-    def invert_image(self, image: torch.Tensor, prompt: str | None = None, *, steps: int = 40,
-                     denoise_steps: int | None = None, progress: ProgressCallback | None = None,
-                     cancel: Callable[[], bool] | None = None,
-                     preview: Callable[[int, torch.Tensor], None] | None = None,
+    def invert_image(self, image: torch.Tensor, prompt: str | None = None, steps: int = 40,
+                     progress: ProgressCallback | None = None, cancel: Callable[[], bool] | None = None, *,
+                     denoise_steps: int | None = None, preview: Callable[[int, torch.Tensor], None] | None = None,
                      start: Sample | None = None) -> Sample:
         """A sample whose DDIM render under ``prompt`` redraws ``image`` ((3, H, W) in [0, 1]), by DDIM inversion
         (models/sd_invert.py): ``steps`` Adam steps fit the VAE latent, then ``denoise_steps`` (default the
         sample default, 25) DDIM steps run backwards with fixed-point refinement.
 
         ``start``: an inverted sample to continue from (its latent is fitted ``steps`` more, then inverted again).
+        ``progress`` returning False raises Cancelled; ``cancel()`` True ends the fit early (the latent so far is
+        inverted and returned, as ``studio.invert`` stops early).
         ``preview(i, image)`` sees the decoded latent while it is fitted. :attr:`last_inversion` keeps the figures.
         """
         if image.dim() == 4:
@@ -279,8 +280,6 @@ class DiffusionModel(Generator):
         denoise_steps = int(denoise_steps or DEFAULT_STEPS)
 
         def report(update):
-            if cancel is not None and cancel():
-                return False
             return progress(update) if progress is not None else True
 
         ticker = Ticker(max(0, int(steps)) + denoise_steps * (2 if start is not None else 1), report, unit="steps")
@@ -291,7 +290,7 @@ class DiffusionModel(Generator):
             else:
                 begin = encode(self.pipe, image)
         decode = lambda z: self.sampler.decode(z.to(self.dtype), clamp=False)  # noqa: E731
-        clean, losses = fit_latent(decode, image, begin, int(steps), ticker, preview)
+        clean, losses = fit_latent(decode, image, begin, int(steps), ticker, preview, cancel)
         sample = self.invert_latent(clean, prompt, denoise_steps, ticker=ticker,
                                     seed=start.seed if start is not None else 0)
         self.last_inversion.vae_losses = losses

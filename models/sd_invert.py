@@ -86,18 +86,23 @@ def encode(pipe, image: torch.Tensor) -> torch.Tensor:
 
 
 def fit_latent(decode: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, start: torch.Tensor, steps: int,
-               ticker: Ticker, preview: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, list]:
-    """``steps`` Adam steps on the latent so that ``decode(latent)`` matches ``image`` (MSE); the losses."""
+               ticker: Ticker, preview: Callable[[int, torch.Tensor], None] | None = None,
+               cancel: Callable[[], bool] | None = None) -> tuple[torch.Tensor, list]:
+    """Up to ``steps`` Adam steps on the latent so that ``decode(latent)`` matches ``image`` (:func:`clamped_mse`);
+    the best latent seen and the losses. ``cancel()`` True ends it early."""
     with torch.inference_mode(False):  # a caller's inference mode would forbid the gradients (clones leave it)
-        return _fit(decode, image.detach().clone().float(), start.detach().clone().float(), steps, ticker, preview)
+        return _fit(decode, image.detach().clone().float(), start.detach().clone().float(), steps, ticker, preview,
+                    cancel)
 
 
-def _fit(decode, target, start, steps, ticker, preview):
+def _fit(decode, target, start, steps, ticker, preview, cancel):
     latent = start.requires_grad_(True)
     optimiser = torch.optim.Adam([latent], lr=LATENT_LR)
     losses: list[float] = []
     best, best_loss = latent.detach().clone(), float("inf")
     for i in range(steps):
+        if cancel is not None and cancel():
+            break
         with torch.enable_grad():
             decoded = decode(latent)
             loss = clamped_mse(decoded, target)
@@ -110,7 +115,7 @@ def _fit(decode, target, start, steps, ticker, preview):
         if preview is not None and (i % 4 == 0 or i == steps - 1):
             preview(i, decoded.detach()[0].clamp(0, 1))
         ticker.advance(message=f"fitting the latent {i + 1}/{steps}")
-    if steps:
+    if losses:
         with torch.no_grad():
             last = float(clamped_mse(decode(latent), target))
         if last < best_loss:

@@ -144,6 +144,17 @@ def save_png_with_meta(image: torch.Tensor | np.ndarray | Image.Image, path: str
     return path
 
 
+def has_settings(path: str | os.PathLike) -> bool:
+    """Whether the PNG at ``path`` carries settings :func:`read_png_meta` restores (our recipe or a "parameters"
+    chunk); False for a plain picture and for a file that cannot be read (then the caller says why)."""
+    try:
+        with Image.open(path) as image:
+            text = dict(getattr(image, "text", {}) or {})  # PIL reads the text chunks before the pixels
+    except (OSError, ValueError, UnidentifiedImageError):
+        return False
+    return STUDIO_KEY in text or PARAMETERS_KEY in text
+
+
 def read_png_meta(path: str | os.PathLike) -> ImageMeta:
     """The settings stored in a PNG: ours in full, or the seed and prompt of another tool's "parameters"."""
     path = Path(path)

@@ -101,8 +101,8 @@ def test_continuing_fits_further_and_cancelling_stops(sd):
     assert sd.last_inversion.vae_losses[-1] < sd.last_inversion.vae_losses[0]
     calls = []
     with pytest.raises(Cancelled):
-        sd.invert_image(image, sample.prompt, steps=10, denoise_steps=STEPS, cancel=lambda: len(calls) > 3,
-                        progress=lambda update: calls.append(update.done))
+        sd.invert_image(image, sample.prompt, steps=10, denoise_steps=STEPS, cancel=None,
+                        progress=lambda update: calls.append(update.done) or len(calls) < 4)
 
 
 def test_bad_latents_and_images_are_one_sentence(sd):

@@ -1,0 +1,130 @@
+"""Your own image in the app, as the issue's "Done means" says: open a PNG of a room the Rooms WORLD rendered (never a
+model output), wait for the inversion (progress, the reconstruction shown live), paint its lamp, switch it off with
+the shipped lamp-off knob: the world's detector reads it unlit; save, reopen: the image and edits are back and no
+inversion runs. Bad input: one banner sentence, nothing changed. All with real mouse and keyboard events.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtWidgets import QFileDialog
+
+from studio.core.images import save_image
+from studio.core.rooms import world
+from tests.gui_support import drag, open_window
+from widgets import invert_actions
+
+SEED = 2_000_000_000  # a held-out scene (training seeds lie below 10**9): both lamps lit
+STEPS = 40  # inversion steps: enough for the lamps, small enough for seconds
+
+
+def natural_scene(seed: int = SEED) -> world.Scene:
+    return world.sample_scene(np.random.default_rng(seed))
+
+
+def lamp_box(scene: world.Scene, lamp: int, pad: int = 3) -> tuple[int, int, int, int]:
+    masks = world.truth(scene).masks
+    ys, xs = np.nonzero(masks[f"lamp{lamp}"] | masks[f"glow{lamp}"])
+    return max(xs.min() - pad, 0), max(ys.min() - pad, 0), min(xs.max() + pad, 127), min(ys.max() + pad, 127)
+
+
+def paint_box(canvas, box, step: int = 5) -> None:
+    x0, y0, x1, y1 = box
+    canvas.brush_size = step + 4
+    for y in range(y0, y1 + 1, step):
+        drag(canvas, [canvas.to_widget(QPointF(x, y)).toPoint() for x in range(x0, x1 + 1, step)])
+
+
+def lit(window, scene: world.Scene) -> list[bool]:
+    image = window.last_frame.image.permute(1, 2, 0).numpy()
+    return [world.detect_lit(image, scene, i) for i in range(len(scene.lamps))]
+
+
+def wait_frame(window, qtbot, predicate=lambda: True) -> None:
+    qtbot.waitUntil(lambda: window.worker.mailbox.stamp == window._shown and predicate(), timeout=60_000)
+
+
+def open_image_by_keyboard(window, qtbot, monkeypatch, path) -> None:
+    """Ctrl+Shift+O, and the file dialog answers ``path`` (a real modal dialog would block the test)."""
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(path), ""))
+    window.activateWindow()
+    qtbot.keyClick(window, Qt.Key.Key_O, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    w = open_window(qtbot, tmp_path, model="rooms")
+    w.inversions.steps = STEPS
+    yield w
+    w.close()
+
+
+def test_open_a_world_render_invert_it_switch_its_lamp_off_and_reopen_the_session(window, qtbot, tmp_path,
+                                                                                     monkeypatch):
+    scene = natural_scene()
+    photo = tmp_path / "room.png"
+    save_image(world.render(scene, 128), photo)  # a plain PNG: no settings chunks, so it is inverted
+    previews: list[int] = []
+    window.inversions.previewed.connect(previews.append)
+    seen_progress: list[int] = []
+    window.inversions.progress.valueChanged.connect(seen_progress.append)
+    with qtbot.waitSignal(window.inversions.finished, timeout=180_000) as finished:
+        open_image_by_keyboard(window, qtbot, monkeypatch, photo)
+    inversion = finished.args[0]
+    assert previews and max(seen_progress) >= STEPS // 2  # shown live, with progress
+    assert window.state.inversion is inversion and window.state.sample == inversion.sample
+    wait_frame(window, qtbot, lambda: window.last_frame.sample == inversion.sample)
+    assert f"{inversion.psnr:.1f} dB" in window.inversions.label.text()
+    assert window.inversions.continue_button.isVisible() and window.inversions.continue_action.isEnabled()
+    lamp = next(i for i, on in enumerate(lit(window, scene)) if on)  # a lamp the reconstruction shows lit
+    assert scene.lamps[lamp].lit
+
+    paint_box(window.canvas, lamp_box(scene, lamp))
+    assert window.knobs.chosen() is not None and "off" in window.knobs.chosen().name  # the shipped lamp-off knob
+    qtbot.mouseClick(window.knobs.apply_button, Qt.MouseButton.LeftButton)
+    wait_frame(window, qtbot, lambda: len(window.state.knobs) == 1)
+    assert not lit(window, scene)[lamp]  # the world's detector reads it dark
+    edited = window.last_frame.image.clone()
+
+    path = tmp_path / "mine.nstudio"
+    with qtbot.waitSignal(window.jobs.finished, timeout=30_000):
+        window.sessions.save(path)
+    window.close()
+
+    def no_inversion(*args, **kwargs):
+        raise AssertionError("reopening a session must not invert again")
+
+    monkeypatch.setattr(invert_actions, "invert", no_inversion)
+    second = open_window(qtbot, tmp_path / "again", model="rooms")
+    try:
+        second.sessions.open(path)
+        wait_frame(second, qtbot, lambda: second.state.inversion is not None and len(second.state.knobs) == 1)
+        assert second.state.sample == inversion.sample and second.state.inversion.psnr == pytest.approx(inversion.psnr)
+        assert torch.equal(second.state.inversion.target, inversion.target)
+        assert torch.allclose(second.last_frame.image, edited, atol=1e-6)
+        assert not lit(second, scene)[lamp]
+        assert second.inversions.continue_action.isEnabled() and not second.inversions.running
+    finally:
+        second.close()
+
+
+@pytest.mark.parametrize("kind", ["unreadable", "flat", "tiny"])
+def test_bad_images_are_one_sentence_and_change_nothing(window, qtbot, tmp_path, monkeypatch, kind):
+    path = tmp_path / f"{kind}.png"
+    if kind == "unreadable":
+        path.write_bytes(b"this is not a picture")
+    elif kind == "flat":
+        Image.new("RGB", (128, 128), (128, 128, 128)).save(path)
+    else:
+        Image.new("RGB", (8, 8), (10, 200, 30)).save(path)
+    before = window.state.sample
+    with qtbot.waitSignal(window.jobs.finished, timeout=30_000):
+        open_image_by_keyboard(window, qtbot, monkeypatch, path)
+    text = window.banner.text()
+    assert window.banner.isVisible() and window.banner.error
+    assert text.count(". ") == 0 and text.endswith(".")  # one sentence
+    assert window.state.sample == before and window.state.inversion is None
+    assert not window.inversions.bar.isVisible()
