@@ -43,6 +43,20 @@ def lit(window, scene: world.Scene) -> list[bool]:
     return [world.detect_lit(image, scene, i) for i in range(len(scene.lamps))]
 
 
+def nearer_lit_truth(window, scene: world.Scene, lamp: int) -> bool:
+    """Whether the shown image's lamp region is nearer (mean abs) the world's lit render than its unlit one: the
+    detector alone reads a shade's colour, which a reconstruction without that lamp can match by chance."""
+    region = lamp_region(scene, lamp)
+    image = window.last_frame.image.permute(1, 2, 0).numpy()
+    on, off = world.render(scene, 128), world.render(world.with_lamp(scene, lamp, lit=False), 128)
+    return float(np.abs(image - on)[region].mean()) < float(np.abs(image - off)[region].mean())
+
+
+def lamp_region(scene: world.Scene, lamp: int) -> np.ndarray:
+    masks = world.truth(scene).masks
+    return masks[f"lamp{lamp}"] | masks[f"glow{lamp}"]
+
+
 def wait_frame(window, qtbot, predicate=lambda: True) -> None:
     qtbot.waitUntil(lambda: window.worker.mailbox.stamp == window._shown and predicate(), timeout=60_000)
 
@@ -71,7 +85,7 @@ def test_open_a_world_render_invert_it_switch_its_lamp_off_and_reopen_the_sessio
     window.inversions.previewed.connect(previews.append)
     seen_progress: list[int] = []
     window.inversions.progress.valueChanged.connect(seen_progress.append)
-    with qtbot.waitSignal(window.inversions.finished, timeout=180_000) as finished:
+    with qtbot.waitSignal(window.inversions.finished, timeout=180_000, raising=True) as finished:
         open_image_by_keyboard(window, qtbot, monkeypatch, photo)
     inversion = finished.args[0]
     assert previews and max(seen_progress) >= STEPS // 2  # shown live, with progress
@@ -79,14 +93,19 @@ def test_open_a_world_render_invert_it_switch_its_lamp_off_and_reopen_the_sessio
     wait_frame(window, qtbot, lambda: window.last_frame.sample == inversion.sample)
     assert f"{inversion.psnr:.1f} dB" in window.inversions.label.text()
     assert window.inversions.continue_button.isVisible() and window.inversions.continue_action.isEnabled()
-    lamp = next(i for i, on in enumerate(lit(window, scene)) if on)  # a lamp the reconstruction shows lit
+    # a lamp the reconstruction shows lit where the world has it (at few steps it may miss one: not that one)
+    lamp = next(i for i, on in enumerate(lit(window, scene)) if on and nearer_lit_truth(window, scene, i))
     assert scene.lamps[lamp].lit
+    before = window.last_frame.image.clone()
 
     paint_box(window.canvas, lamp_box(scene, lamp))
     assert window.knobs.chosen() is not None and "off" in window.knobs.chosen().name  # the shipped lamp-off knob
     qtbot.mouseClick(window.knobs.apply_button, Qt.MouseButton.LeftButton)
     wait_frame(window, qtbot, lambda: len(window.state.knobs) == 1)
-    assert not lit(window, scene)[lamp]  # the world's detector reads it dark
+    assert not lit(window, scene)[lamp]  # the world's detector reads it dark ...
+    assert not nearer_lit_truth(window, scene, lamp)  # ... and it is nearer the world's unlit render there
+    outside = torch.from_numpy(~lamp_region(scene, lamp))
+    assert float((window.last_frame.image - before).abs().mean(0)[outside].mean()) < 0.02  # the rest stays
     edited = window.last_frame.image.clone()
 
     path = tmp_path / "mine.nstudio"
@@ -102,7 +121,7 @@ def test_open_a_world_render_invert_it_switch_its_lamp_off_and_reopen_the_sessio
     try:
         second.sessions.open(path)
         wait_frame(second, qtbot, lambda: second.state.inversion is not None and len(second.state.knobs) == 1)
-        assert second.state.sample == inversion.sample and second.state.inversion.psnr == pytest.approx(inversion.psnr)
+        assert second.state.sample == inversion.sample and second.state.inversion.psnr == pytest.approx(inversion.psnr, abs=1e-4)  # saved to 4 places
         assert torch.equal(second.state.inversion.target, inversion.target)
         assert torch.allclose(second.last_frame.image, edited, atol=1e-6)
         assert not lit(second, scene)[lamp]

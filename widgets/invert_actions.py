@@ -124,9 +124,10 @@ class InvertActions(QObject):
             own_way = generator.inversion_space() is None  # diffusion: DDIM inversion under the typed prompt
             if start is not None and own_way:
                 return _continue_own_way(generator, start, steps, keep_going, stop.is_set)
-            return invert(generator, path if start is None else None, prompt=typed if own_way else None,
-                          steps=steps, progress=keep_going, cancel=stop.is_set, start=start,
-                          preview=lambda step, image: self._preview.emit(step, image))
+            with torch.enable_grad():  # jobs run without gradients; the optimisation needs them
+                return invert(generator, path if start is None else None, prompt=typed if own_way else None,
+                              steps=steps, progress=keep_going, cancel=stop.is_set, start=start,
+                              preview=lambda step, image: self._preview.emit(step, image))
 
         self.label.setText(what)
         self.progress.setRange(0, steps)
