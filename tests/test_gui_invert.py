@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QFileDialog
 
 from studio.core.images import save_image
@@ -128,6 +129,29 @@ def test_open_a_world_render_invert_it_switch_its_lamp_off_and_reopen_the_sessio
         assert second.inversions.continue_action.isEnabled() and not second.inversions.running
     finally:
         second.close()
+
+
+def test_a_dropped_picture_is_inverted_cancel_keeps_what_was_found_and_continue_goes_on(window, qtbot, tmp_path):
+    photo = tmp_path / "room.png"
+    save_image(world.render(natural_scene(SEED + 1), 128), photo)
+    window.inversions.steps = 400  # far more than it will run: Cancel stops it
+    window.inversions.continue_steps = 30
+    data = QMimeData()
+    data.setUrls([QUrl.fromLocalFile(str(photo))])
+    with qtbot.waitSignal(window.inversions.previewed, timeout=60_000):  # the first live reconstruction
+        window.dropEvent(QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton,
+                                    Qt.KeyboardModifier.NoModifier))
+    assert window.inversions.bar.isVisible() and window.inversions.cancel_button.isVisible()
+    with qtbot.waitSignal(window.inversions.finished, timeout=60_000) as finished:
+        qtbot.mouseClick(window.inversions.cancel_button, Qt.MouseButton.LeftButton)
+    stopped = finished.args[0]
+    assert stopped.stopped and 0 < stopped.steps < 400 and window.state.sample == stopped.sample
+    with qtbot.waitSignal(window.inversions.finished, timeout=120_000) as finished:
+        qtbot.mouseClick(window.inversions.continue_button, Qt.MouseButton.LeftButton)
+    more = finished.args[0]
+    assert more.steps == stopped.steps + 30 and not more.stopped and len(more.losses) > len(stopped.losses)
+    assert more.psnr >= stopped.psnr - 0.05  # continuing does not end worse than where it began
+    assert window.state.inversion is more and window.state.sample == more.sample
 
 
 @pytest.mark.parametrize("kind", ["unreadable", "flat", "tiny"])

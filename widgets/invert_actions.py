@@ -47,6 +47,7 @@ class InvertActions(QObject):
         super().__init__(window)
         self.window = window
         self.steps = DEFAULT_STEPS
+        self.continue_steps = CONTINUE_STEPS
         self.job = None
         self._stop = threading.Event()
         self.open_action = QAction("Open image…", self)
@@ -99,7 +100,7 @@ class InvertActions(QObject):
         inversion = self.window.state.inversion
         if inversion is None or self.running:
             return
-        self._run(None, inversion, CONTINUE_STEPS, "Continuing the inversion…")
+        self._run(None, inversion, self.continue_steps, "Continuing the inversion…")
 
     def cancel(self) -> None:
         """Stop the running inversion at its next step; what it found so far comes back."""
