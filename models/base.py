@@ -175,7 +175,8 @@ class InversionSpace:
     each with a few scene draws; StyleGAN: the mean w). ``alternatives(sample)``: other discrete choices worth
     trying with the same tensors (Rooms: captions one fact away), or None. ``widen(tensors)``: a larger space to
     continue in after the first ``widen_at`` share of the steps (StyleGAN: W to W+, as NVIDIA's projector), or
-    None. ``regularise(tensors)``: a (B,) penalty added to the loss (noise regularisation), or None. ``project``:
+    None. ``coordinates``: values each tensor entry is tried at in ``sweeps`` coordinate sweeps before the
+    gradient steps, or None. ``regularise(tensors)``: a (B,) penalty added to the loss (noise regularisation), or None. ``project``:
     puts the tensors back in their valid range in place after each step (Rooms: [-1, 1]), or None.
     """
 
@@ -191,6 +192,11 @@ class InversionSpace:
     learning_rate: float = 0.05
     #: starting samples kept after screening and optimised side by side for the first share of the steps
     keep: int = 4
+    #: values every entry of the tensors is tried at, one entry at a time, before the gradient steps (a coordinate
+    #: sweep: Rooms' lamp positions and lit flags sit in separate basins that gradients alone do not cross); None:
+    #: no sweep (a StyleGAN w has too many entries for one)
+    coordinates: Sequence[float] | None = None
+    sweeps: int = 2
     description: str = ""
 
 

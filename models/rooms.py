@@ -163,7 +163,8 @@ class RoomsModel(Generator):
                 tensors["latent"].clamp_(-1.0, 1.0)
 
         return InversionSpace(starts, init, render, to_samples, alternatives=_caption_neighbours,
-                              project=project, learning_rate=0.04, keep=4,
+                              project=project, learning_rate=0.04, keep=2,
+                              coordinates=(-0.9, -0.5, -0.1, 0.3, 0.7), sweeps=3,
                               description="the scene latent and the caption")
 
     # -- text conditioning --------------------------------------------------------------------------------------
@@ -185,16 +186,49 @@ class RoomsModel(Generator):
         return data
 
 
+_GRID = (-0.6, 0.0, 0.6)
+
+
 def _caption_neighbours(sample: Sample) -> list[Sample]:
-    """The sample with each caption one fact away (another wall colour, bed or window toggled, another lamp count)."""
+    """The sample with each caption one fact away (another wall colour, bed or window toggled, another lamp count).
+
+    A fact that brings something new into the room (a bed, a window, one more lamp) comes with a few placements of
+    it in the latent: the latent found so far never had a reason to place what the caption lacked.
+    """
     try:
         f = world.parse_caption(sample.prompt or DEFAULT_PROMPT)
     except ValueError:
         return []
-    near = [replace(f, wall=w) for w in world.WALL_COLOURS if w != f.wall]
-    near += [replace(f, bed=not f.bed), replace(f, window=not f.window)]
-    near += [replace(f, lamps=n) for n in range(1, world.MAX_LAMPS + 1) if n != f.lamps]
-    return [Sample(sample.seed, world.caption(n), dict(sample.options)) for n in near]
+    z = np.asarray(sample.option("latent", world.sample_latent(sample.seed)), np.float32)
+    index = {name: i for i, name in enumerate(world.LATENT_NAMES)}
+
+    def placed(changes: list[dict[str, float]]) -> list[np.ndarray]:
+        out = []
+        for change in changes:
+            row = z.copy()
+            for name, value in change.items():
+                row[index[name]] = value
+            out.append(row)
+        return out
+
+    near: list[tuple[world.CaptionFields, list[np.ndarray]]] = [
+        (replace(f, wall=w), [z]) for w in world.WALL_COLOURS if w != f.wall]
+    grid = [(a, b) for a in _GRID for b in _GRID]
+    near.append((replace(f, bed=not f.bed), placed([{"bed_x": a, "bed_width": b} for a, b in grid])
+                 if not f.bed else [z]))
+    near.append((replace(f, window=not f.window), placed([{"window_x": a, "window_width": b} for a, b in grid])
+                 if not f.window else [z]))
+    for n in range(1, world.MAX_LAMPS + 1):
+        if n == f.lamps:
+            continue
+        rows = [z]
+        if n > f.lamps:  # the new lamps' slots: a few positions, lit and unlit
+            rows = placed([{f"lamp{k}_x": x for k in range(f.lamps, n)} | {f"lamp{k}_lit": lit for k in range(f.lamps, n)}
+                           for x in (-0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8)
+                           for lit in (-1.0, 1.0)])
+        near.append((replace(f, lamps=n), rows))
+    return [Sample(sample.seed, world.caption(fields), {**sample.options, "latent": [float(v) for v in row]})
+            for fields, rows in near for row in rows]
 
 
 def _latent_key(sample: Sample) -> tuple[float, ...] | None:

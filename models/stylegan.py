@@ -33,7 +33,8 @@ from studio.core.atomic import atomic_path
 from studio.core.device import pick_dtype
 from studio.core.errors import ModelOpenError, StudioError
 
-from .base import FileProbe, Generator, LayerInfo, ModelEntry, NativeFormat, NativeWrite, Sample, SampleOption, seed_z
+from .base import (FileProbe, Generator, InversionSpace, LayerInfo, ModelEntry, NativeFormat, NativeWrite, Sample,
+                   SampleOption, seed_z)
 from .safe_pickle import clipped, load_network_pickle, refused_by_torch
 from .stylegan_formats import from_record, from_rosinality, rosinality_args, to_rosinality_checkpoint
 
@@ -235,6 +236,51 @@ class StyleGANModel(Generator):
                 fresh[k] = {n: (t[j: j + 1] if t is not None else None) for n, t in part.items()}
         entries = [fresh.get(k) or self._carries[k][name] for k in keys]
         return {n: (torch.cat([e[n] for e in entries]) if entries[0][n] is not None else None) for n in entries[0]}
+
+    # -- inversion ----------------------------------------------------------------------------------------------
+    def inversion_space(self) -> InversionSpace:
+        """W from the mean w (``w_avg``), then W+ (one w per layer) for the second half, as NVIDIA's projector.
+
+        The result is a sample with ``psi`` 1 and an explicit ``ws`` (JSON rows of w_dim floats: 14 x 512 for a
+        256 px FFHQ model, small enough for a session). Noise stays at the model's stored constants (``noise
+        'const'``) rather than being optimised: optimised noise maps would have to travel in the sample (hundreds of
+        thousands of numbers at 1024 px), and without them no noise regularisation is needed.
+        """
+        cfg = self.net.config
+        w_avg = self.net.mapping.w_avg.detach().to(self.device, torch.float32)
+        with torch.no_grad():  # the spread of w, for the step size (NVIDIA's projector measures it the same way)
+            z = torch.randn(256, cfg.z_dim, generator=torch.Generator().manual_seed(0)).to(self.device)
+            c = torch.zeros(256, cfg.c_dim, device=self.device)
+            if cfg.c_dim:
+                c[:, 0] = 1
+            spread = float(((self.net.mapping(z, c) - w_avg) ** 2).mean().sqrt())
+        starts = [Sample(0, None, {"psi": 1.0, "noise": "const", "w": w_avg.cpu().tolist()})]
+
+        def init(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+            if all(s.option("ws") is not None for s in samples):
+                return {"ws": self.ws(samples).detach().clone()}
+            return {"w": self.ws(samples)[:, 0].detach().clone()}
+
+        def render(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> torch.Tensor:
+            ws = tensors["ws"] if "ws" in tensors else self.net.broadcast(tensors["w"])
+            return self._image(self.net.synthesis(ws, self._noise(samples)))
+
+        def to_samples(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> list[Sample]:
+            key = "ws" if "ws" in tensors else "w"
+            rows = tensors[key].detach().to("cpu", torch.float32)
+            out = []
+            for s, row in zip(samples, rows):
+                options = {k: v for k, v in s.options.items() if k not in ("w", "ws")}
+                out.append(Sample(s.seed, None, {**options, "psi": 1.0, "noise": "const", key: row.tolist()}))
+            return out
+
+        def widen(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            if "ws" in tensors:
+                return tensors
+            return {"ws": self.net.broadcast(tensors["w"].detach()).clone()}
+
+        return InversionSpace(starts, init, render, to_samples, widen=widen, widen_at=0.5,
+                              learning_rate=0.1 * max(spread, 1e-3), keep=1, description="W, then W+")
 
     # -- export -------------------------------------------------------------------------------------------------
     def bake_unit_scale(self, layer: str, unit: int, gain: float) -> bool:

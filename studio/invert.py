@@ -15,7 +15,7 @@ optimised on (in a wider space when the family has one: StyleGAN's W, then W+), 
 alternatives (the Rooms captions one fact away) tried with the latent found.
 
 The loss is the pixel mean squared error plus a feature loss from a small fixed network made here from a fixed seed
-(random-weight convolutions at four scales, each map compared after normalising by the target's spread): random conv
+(random-weight convolutions at four scales, each map compared after normalising by the target's magnitude): random conv
 features track edges and layout much as a trained perceptual network does, and nothing is downloaded or trained.
 """
 from __future__ import annotations
@@ -173,7 +173,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 class FeatureLoss(nn.Module):
     """Distance of two images in the features of a fixed random-weight conv pyramid (made from
     :data:`FEATURE_SEED`, never trained nor downloaded): four stride-2 3x3 conv + ReLU stages; each stage's map is
-    compared after dividing by the target's per-channel spread, so every scale weighs alike.
+    compared after dividing by the target's feature magnitude there, so every scale weighs alike.
 
         loss = FeatureLoss().to(device)
         feats = loss.features(target[None])
@@ -202,11 +202,14 @@ class FeatureLoss(nn.Module):
         return out
 
     def forward(self, images: torch.Tensor, target: list[torch.Tensor]) -> torch.Tensor:
-        total = images.new_zeros(images.shape[0])
+        total, used = images.new_zeros(images.shape[0]), 0
         for f, t in zip(self.features(images), target):
-            spread = t.std(dim=(0, 2, 3), keepdim=True) + 1e-3
-            total = total + (((f - t) / spread) ** 2).mean(dim=(1, 2, 3))
-        return total / len(target)
+            if min(t.shape[-2:]) < 2:  # a stage smaller than 2x2 (tiny images) compares nothing spatial
+                break
+            scale = float(t.pow(2).mean().sqrt()) + 1e-3  # the target's feature magnitude at this stage
+            total = total + (((f - t) / scale) ** 2).mean(dim=(1, 2, 3))
+            used += 1
+        return total / max(used, 1)
 
 
 # -- the result ---------------------------------------------------------------------------------------------------
@@ -333,6 +336,15 @@ def _optimise(generator: Generator, space: InversionSpace, target: torch.Tensor,
     tensors = space.init(samples)
     if start is not None and space.widen is not None:
         tensors = space.widen(tensors)
+    if start is None and space.coordinates:
+        for sweep in range(max(1, space.sweeps)):
+            ticker.message = f"coordinate sweep {sweep + 1} of {space.sweeps}"
+            ticker.report()
+            tensors = _sweep(space, tensors, samples, loss_of, space.coordinates, cancel)
+            if len(samples) > 1:
+                row = _best_row(space, tensors, samples, loss_of)
+                samples, tensors = [samples[row]], {k: v[row:row + 1].clone() for k, v in tensors.items()}
+            samples, tensors = _try_alternatives(space, alternatives, tensors, samples, loss_of)
     losses: list[float] = list(start.losses) if start is not None else []
     explore = 0 if start is not None or len(samples) == 1 else max(1, int(steps * EXPLORE_SHARE))
     widen_step = None if space.widen is None or start is not None else max(explore, int(steps * space.widen_at))
@@ -340,6 +352,7 @@ def _optimise(generator: Generator, space: InversionSpace, target: torch.Tensor,
     stopped = False
     done = 0
     best = 0
+    kept_loss, kept = math.inf, None
     for step in range(steps):
         if cancel is not None and cancel():
             stopped = True
@@ -360,6 +373,9 @@ def _optimise(generator: Generator, space: InversionSpace, target: torch.Tensor,
         per_row = loss_of(images)
         if space.regularise is not None:
             per_row = per_row + space.regularise(tensors)
+        if len(samples) == 1 and float(per_row.detach()[0]) < kept_loss:  # the best point so far, before stepping
+            kept_loss = float(per_row.detach()[0])
+            kept = ({k: v.detach().clone() for k, v in tensors.items()}, samples)
         optimiser.zero_grad(set_to_none=True)
         per_row.sum().backward()
         optimiser.step()
@@ -374,6 +390,8 @@ def _optimise(generator: Generator, space: InversionSpace, target: torch.Tensor,
     if len(samples) > 1:
         best_row = _best_row(space, tensors, samples, loss_of)
         samples, tensors = [samples[best_row]], {k: v.detach()[best_row:best_row + 1] for k, v in tensors.items()}
+    if kept is not None and float(_losses(space, tensors, samples, loss_of)[0]) > kept_loss:
+        tensors, samples = kept  # Adam's last steps may overshoot: the best point seen is the result
     if not stopped:
         samples, tensors = _try_alternatives(space, alternatives, tensors, samples, loss_of)
     sample = space.to_samples({k: v.detach() for k, v in tensors.items()}, samples)[0]
@@ -409,6 +427,31 @@ def _best_row(space, tensors, samples, loss_of) -> int:
     return int(torch.argmin(_losses(space, tensors, samples, loss_of)))
 
 
+@torch.no_grad()
+def _sweep(space: InversionSpace, tensors: dict[str, torch.Tensor], samples: Sequence[Sample], loss_of,
+           values: Sequence[float], cancel=None) -> dict[str, torch.Tensor]:
+    """One coordinate sweep: each entry of each row, in turn, set to each of ``values`` (and kept as it is), the
+    others fixed; the value with the lowest loss stays. One batched render per entry."""
+    tensors = {k: v.detach().clone() for k, v in tensors.items()}
+    rows = len(samples)
+    tries = torch.tensor([float(v) for v in values])
+    count = len(values) + 1  # the current value is a candidate too
+    batch_samples = [s for s in samples for _ in range(count)]
+    for key, value in tensors.items():
+        flat = value.reshape(rows, -1)
+        for j in range(flat.shape[1]):
+            if cancel is not None and cancel():
+                return tensors
+            trial = {k: v.repeat_interleave(count, dim=0) for k, v in tensors.items()}
+            t = trial[key].reshape(rows * count, -1)
+            grid = torch.cat([flat[:, j:j + 1], tries.to(flat).expand(rows, -1)], dim=1)  # (rows, count)
+            t[:, j] = grid.reshape(-1)
+            scores = loss_of(space.render(trial, batch_samples)).reshape(rows, count)
+            flat[:, j] = grid[torch.arange(rows), scores.argmin(dim=1)]
+        tensors[key] = flat.reshape(value.shape)
+    return tensors
+
+
 def _screen(space: InversionSpace, starts: Sequence[Sample], loss_of, keep: int, batch: int = 16) -> list[Sample]:
     """The ``keep`` starting samples with the lowest loss (rendered in batches, no gradients)."""
     scores = []
@@ -420,24 +463,26 @@ def _screen(space: InversionSpace, starts: Sequence[Sample], loss_of, keep: int,
 
 
 def _try_alternatives(space, alternatives, tensors, samples, loss_of):
-    """Switch to a discrete alternative (another caption) when it reproduces the image better with these tensors;
-    repeated until none is better (each round moves one fact)."""
+    """Switch to a discrete alternative (another caption, with the tensors its sample carries) when it reproduces
+    the image better; repeated until none is better (each round moves one fact)."""
     if alternatives is None or len(samples) != 1:
         return samples, tensors
     current = float(_losses(space, tensors, samples, loss_of)[0])
     seen = {samples[0].prompt}
     for _ in range(8):
-        options = [a for a in alternatives(space.to_samples(tensors, samples)[0]) if a.prompt not in seen]
+        now = space.to_samples({k: v.detach() for k, v in tensors.items()}, samples)[0]
+        options = [a for a in alternatives(now) if a.prompt not in seen]
         if not options:
             break
         seen.update(a.prompt for a in options)
-        rows = {k: v.detach().expand(len(options), *v.shape[1:]) for k, v in tensors.items()}
-        scores = _losses(space, rows, options, loss_of)
+        scores = torch.cat([_losses(space, space.init(options[i:i + 16]), options[i:i + 16], loss_of).cpu()
+                            for i in range(0, len(options), 16)])
         i = int(torch.argmin(scores))
         if float(scores[i]) >= current:
             break
         current = float(scores[i])
-        samples = [replace(samples[0], prompt=options[i].prompt)]
+        samples = [options[i]]
+        tensors = {k: v.detach().clone() for k, v in space.init(samples).items()}
     return samples, tensors
 
 

@@ -16,6 +16,7 @@ BENCHES: list[str] = [
     "rank",
     "rooms",
     "dissect",
+    "invert",
 ]
 
 
