@@ -171,3 +171,27 @@ def test_bad_images_are_one_sentence_and_change_nothing(window, qtbot, tmp_path,
     assert text.count(". ") == 0 and text.endswith(".")  # one sentence
     assert window.state.sample == before and window.state.inversion is None
     assert not window.inversions.bar.isVisible()
+
+
+def test_main_image_opens_the_picture_once_the_model_has_loaded(toy_registry, qtbot, tmp_path):
+    """``python main.py --image photo.png``: the window inverts it as soon as its model is there (the toy model has
+    no latent to invert, so its one sentence says so: the picture went the whole way)."""
+    from PySide6.QtCore import QSettings
+
+    import main
+    from widgets.main_window import MainWindow
+
+    assert main.parse_args(["--image", "photo.png"]).image == "photo.png"
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)).save(photo)
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow("toy", "cpu", settings=settings, config_dir=str(tmp_path / "config"))
+    qtbot.addWidget(window)
+    window.confirm_close = False
+    window.show()
+    main.open_image_when_loaded(window, str(photo))  # before the model has loaded, as main() calls it
+    try:
+        qtbot.waitUntil(lambda: "cannot invert" in window.banner.text() and window.banner.error, timeout=30_000)
+        assert window.state.inversion is None
+    finally:
+        window.close()
