@@ -8,11 +8,18 @@ import torch
 
 from models.base import Sample
 from models.registry import open_model
+from models import sd_invert
 from models.sd_invert import encode, pack_latent, unpack_latent
 from studio.core.errors import Cancelled, StudioError
 from studio.core.hooks import UnitEdit
 
 STEPS = 4  # denoising steps: few, so the test takes seconds; the inversion's hardest step is the noisiest one
+
+
+@pytest.fixture
+def quick(monkeypatch):
+    """No gradient refinement of stalled steps: for the tests about paths and files, not about closeness."""
+    monkeypatch.setattr(sd_invert, "GRADIENT_STEPS", 0)
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +54,11 @@ def test_inverting_the_models_own_latent_redraws_its_image(sd):
 def test_an_image_the_model_made_is_inverted_and_redrawn_within_the_stated_tolerance(sd):
     """The whole path, from pixels: the random test VAE's encoder is far from its decoder's inverse (its encoding of
     the image decodes to mean abs 0.19 off), so Adam fits the latent first; the fit's loss must fall, and the redraw
-    stays within max abs 0.8 and mean abs 0.12 of the image (measured: max 0.62, mean 0.098, for 4 steps and 80 fitting
-    steps), closer than the encoder's latent alone. The fitted latent is off the random UNet's own paths, and there
-    the noisiest step's fixed-point refinement stalls (its forward step misses by ~0.7 where the others miss by
-    <0.02): that step, not the VAE fit, dominates the max. A real SD VAE's encoder starts far closer."""
+    stays within max abs 0.6 and mean abs 0.1 of the image (measured: max 0.40, mean 0.081, for 4 steps and 80
+    fitting steps), closer than the encoder's latent alone. The fitted latent lies off the random UNet's own paths,
+    and there the noisiest step's fixed-point refinement stalls (its forward step misses by 0.73); the gradient
+    refinement brings that to 0.11 (the other steps miss by under 0.02), and without it the redraw is max 0.62,
+    mean 0.098 off. A real SD VAE's encoder starts far closer."""
     sample, image = made(sd)
     previews: list[int] = []
     inverted = sd.invert_image(image, sample.prompt, steps=80, denoise_steps=STEPS,
@@ -63,11 +71,12 @@ def test_an_image_the_model_made_is_inverted_and_redrawn_within_the_stated_toler
         again = sd.render([inverted])[0]
         encoded_only = sd.sampler.decode(encode(sd.pipe, image[None]))[0]
     difference = (again - image).abs()
-    assert float(difference.max()) < 0.8 and float(difference.mean()) < 0.12
+    assert float(difference.max()) < 0.6 and float(difference.mean()) < 0.1
+    assert max(figures.residuals) < 0.3  # the stalled step was refined by gradients
     assert float(difference.mean()) < float((encoded_only - image).abs().mean())
 
 
-def test_the_inverted_sample_is_json_exact_and_edits_apply_in_their_step_window(sd):
+def test_the_inverted_sample_is_json_exact_and_edits_apply_in_their_step_window(sd, quick):
     sample, image = made(sd)
     inverted = sd.invert_image(image, sample.prompt, steps=5, denoise_steps=STEPS)
     back = Sample.from_json(json.loads(json.dumps(inverted.to_json())))
@@ -89,7 +98,7 @@ def test_the_inverted_sample_is_json_exact_and_edits_apply_in_their_step_window(
     assert (preview.height, preview.width) == (32, 32)  # a preview keeps the inverted latent's size
 
 
-def test_continuing_fits_further_and_cancelling_stops(sd):
+def test_continuing_fits_further_and_cancelling_stops(sd, quick):
     sample, image = made(sd, seed=5)
     first = sd.invert_image(image, sample.prompt, steps=10, denoise_steps=STEPS)
     more = sd.invert_image(image, steps=10, start=first)  # starts from where the first result's path ends
@@ -105,7 +114,7 @@ def test_continuing_fits_further_and_cancelling_stops(sd):
                         progress=lambda update: calls.append(update.done) or len(calls) < 4)
 
 
-def test_bad_latents_and_images_are_one_sentence(sd):
+def test_bad_latents_and_images_are_one_sentence(sd, quick):
     with pytest.raises(StudioError, match="damaged"):
         unpack_latent({"shape": [4, 16, 16], "float32": "not base64!"})
     wrong = Sample(0, "a red house", {"steps": STEPS, "scheduler": "ddim",

@@ -19,7 +19,7 @@ Faces: ``faces`` is the DCGAN of the optional package gan-face-generate; without
 Diffusion: :func:`bench_diffusion` on the tiny random SD 1.x pipeline (models/sd_random.py, 32 px, 4 DDIM steps):
 an image the model made is inverted from its pixels (``DiffusionModel.invert_image``: the VAE latent fitted, then DDIM
 run backwards with fixed-point refinement) and redrawn; ``roundtrip_max_abs`` / ``roundtrip_mean_abs`` compare the
-redraw with the image (tests/test_diffusion_invert.py states the tolerance: max 0.8, mean 0.12; the random VAE's
+redraw with the image (tests/test_diffusion_invert.py states the tolerance: max 0.6, mean 0.1; the random VAE's
 encoder is far from its decoder's inverse), ``ddim_max_abs`` the DDIM half alone (the model's own final latent
 inverted and redrawn; tolerance 2e-3).
 """
@@ -151,7 +151,7 @@ def bench_diffusion(steps: int = 4, fit_steps: int = 80) -> dict:
             "roundtrip_psnr": round(psnr(again, image), 2), "ddim_max_abs": float(f"{ddim:.3g}"),
             "vae_fit_loss": [round(figures.vae_losses[0], 5), round(figures.vae_losses[-1], 5)],
             "step_residuals": [float(f"{r:.3g}") for r in figures.residuals], "denoise_steps": steps,
-            "fit_steps": fit_steps, "seconds": round(seconds, 2), "tolerance": {"max_abs": 0.8, "mean_abs": 0.12},
+            "fit_steps": fit_steps, "seconds": round(seconds, 2), "tolerance": {"max_abs": 0.6, "mean_abs": 0.1},
             "model": "tiny random SD 1.x (models/sd_random.py), 32 px"}
 
 
