@@ -353,7 +353,7 @@ class MainWindow(QMainWindow):
         if generator.takes_prompt and not self.prompt.text():
             self.prompt.setText(generator.default_prompt)
         if changed:  # another model: old units and rankings mean nothing here
-            self.state.update(edits=[], ranking=None)
+            self.state.update(edits=[], ranking=None, inversion=None)  # an inverted image belongs to its model
             self.knobs.clear_knobs()
             self.state.examples.clear()
             self.dissection.set_layer(None)
