@@ -198,3 +198,30 @@ def test_main_image_opens_the_picture_once_the_model_has_loaded(toy_registry, qt
         assert window.state.inversion is None
     finally:
         window.close()
+
+
+def test_a_picture_on_a_diffusion_model_is_ddim_inverted_under_the_typed_prompt_and_continued(
+        tiny_sd_files, qtbot, tmp_path, monkeypatch):
+    from models import sd_invert
+
+    monkeypatch.setattr(sd_invert, "GRADIENT_STEPS", 0)  # the path through the app, not closeness, is tested here
+    monkeypatch.setattr(sd_invert, "FIXED_POINT_ITERATIONS", 2)
+    window = open_window(qtbot, tmp_path, model=str(tiny_sd_files.folder))
+    try:
+        window.inversions.steps = window.inversions.continue_steps = 5
+        window.prompt.selectAll()
+        qtbot.keyClicks(window.prompt, "a red house")  # typed: the inversion runs under what the box says
+        photo = tmp_path / "house.png"
+        Image.fromarray((np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)).save(photo)
+        with qtbot.waitSignal(window.inversions.finished, timeout=120_000) as finished:
+            open_image_by_keyboard(window, qtbot, monkeypatch, photo)
+        first = finished.args[0]
+        assert first.sample.prompt == "a red house" and first.sample.option("init_latent") is not None
+        wait_frame(window, qtbot, lambda: window.last_frame.sample == first.sample)
+        with qtbot.waitSignal(window.inversions.finished, timeout=120_000) as finished:
+            qtbot.mouseClick(window.inversions.continue_button, Qt.MouseButton.LeftButton)
+        more = finished.args[0]
+        assert more.steps == 10 and more.sample != first.sample and more.sample.prompt == "a red house"
+        assert window.state.inversion is more and f"{more.psnr:.1f} dB" in window.inversions.label.text()
+    finally:
+        window.close()
