@@ -27,7 +27,7 @@ from torch import nn
 from studio.core.device import pick_dtype
 from studio.core.errors import ModelOpenError, StudioError
 
-from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample
+from .base import FileProbe, Generator, InversionSpace, LayerInfo, ModelEntry, Sample
 
 PACKAGE = "gan_face_generate"
 PIP_NAME = "gan-face-generate"
@@ -157,6 +157,26 @@ class DCGANFaces(Generator):
 
     def render(self, samples: Sequence[Sample]) -> torch.Tensor:
         return self._image(self.net(self.latents(samples)))
+
+    def inversion_space(self) -> InversionSpace:
+        """z (a DCGAN has no W), from the best of 8 seeds' draws, held near the prior's shell (mean square 1) by a
+        small penalty; the result is a sample with an explicit ``z`` (nz floats)."""
+
+        def init(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+            return {"z": self.latents(samples).detach().to(torch.float32).clone()}
+
+        def render(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> torch.Tensor:
+            return self._image(self.net(tensors["z"].to(self.dtype)))
+
+        def to_samples(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> list[Sample]:
+            rows = tensors["z"].detach().to("cpu", torch.float32)
+            return [Sample(s.seed, None, {**s.options, "z": row.tolist()}) for s, row in zip(samples, rows)]
+
+        def regularise(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+            return 1e-3 * (tensors["z"].pow(2).mean(dim=1) - 1.0) ** 2
+
+        return InversionSpace([Sample(seed, None, {}) for seed in range(8)], init, render, to_samples,
+                              regularise=regularise, learning_rate=0.05, keep=2, description="z")
 
     def forward_from(self, layer: str, activation: torch.Tensor, samples: Sequence[Sample]) -> torch.Tensor:
         index = self.net.block_names.index(self.layer(layer).name)

@@ -30,7 +30,7 @@ import torch
 from studio.core.device import pick_dtype
 from studio.core.errors import ModelOpenError, StudioError
 
-from .base import FileProbe, Generator, LayerInfo, ModelEntry, Sample, seed_z
+from .base import FileProbe, Generator, InversionSpace, LayerInfo, ModelEntry, Sample, seed_z
 from .mobilestylegan_nets import HAAR, NOISE_MODES, MobileConfig, MobileStyleGAN, StyledConv
 from .openvino_ir import IRGraph, IRLayer, read_ir
 
@@ -316,6 +316,32 @@ class MobileStyleGANModel(Generator):
         style = self.styles(samples)
         self._noise(samples)
         return self._image(self.net.synthesis(style))
+
+    def inversion_space(self) -> InversionSpace:
+        """The style (this family's W: one vector every layer reads), from the mapping's mean style; the result is
+        a sample with an explicit ``style`` (style_dim floats) and the stored noise (``const``)."""
+        dim = self.net.config.style_dim
+        mean = self.net.mapping.style_mean.detach().to(self.device, torch.float32)
+        with torch.no_grad():  # the spread of styles, for the step size
+            z = torch.randn(256, dim, generator=torch.Generator().manual_seed(0)).to(self.device)
+            spread = float(((self.net.mapping.raw(z) - mean) ** 2).mean().sqrt())
+
+        def init(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+            return {"style": self.styles(samples).detach().to(torch.float32).clone()}
+
+        def render(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> torch.Tensor:
+            self._noise(samples)
+            return self._image(self.net.synthesis(tensors["style"]))
+
+        def to_samples(tensors: dict[str, torch.Tensor], samples: Sequence[Sample]) -> list[Sample]:
+            rows = tensors["style"].detach().to("cpu", torch.float32)
+            return [Sample(s.seed, None, {**{k: v for k, v in s.options.items() if k not in ("z", "style")},
+                                          "psi": 1.0, "noise": "const", "style": row.tolist()})
+                    for s, row in zip(samples, rows)]
+
+        starts = [Sample(0, None, {"psi": 1.0, "noise": "const", "style": mean.cpu().tolist()})]
+        return InversionSpace(starts, init, render, to_samples, learning_rate=0.1 * max(spread, 1e-3), keep=1,
+                              description="the style (W)")
 
     def forward_from(self, layer: str, activation: torch.Tensor, samples: Sequence[Sample]) -> torch.Tensor:
         info = self.layer(layer)

@@ -222,13 +222,27 @@ def _caption_neighbours(sample: Sample) -> list[Sample]:
         if n == f.lamps:
             continue
         rows = [z]
-        if n > f.lamps:  # the new lamps' slots: a few positions, lit and unlit
-            rows = placed([{f"lamp{k}_x": x for k in range(f.lamps, n)} | {f"lamp{k}_lit": lit for k in range(f.lamps, n)}
+        if n == f.lamps - 1:  # one lamp fewer: any of the shown lamps may be the one that is not there
+            rows = [_slot_to_spare(z, k, f.lamps) for k in range(f.lamps)]
+        elif n > f.lamps:  # the new lamps' slots: a few positions, lit and unlit, low and high
+            rows = placed([{f"lamp{k}_{key}": value for k in range(f.lamps, n)
+                            for key, value in (("x", x), ("lit", lit), ("height", height))}
                            for x in (-0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8)
-                           for lit in (-1.0, 1.0)])
+                           for lit in (-1.0, 1.0) for height in (-0.6, 0.0, 0.6)])
         near.append((replace(f, lamps=n), rows))
     return [Sample(sample.seed, world.caption(fields), {**sample.options, "latent": [float(v) for v in row]})
             for fields, rows in near for row in rows]
+
+
+def _slot_to_spare(z: np.ndarray, slot: int, shown: int) -> np.ndarray:
+    """The latent with lamp slot ``slot`` moved behind the ``shown`` lamps (the others keep their order), so a
+    caption with one lamp fewer hides that lamp rather than the last one."""
+    width = 5  # a slot's entries in world.LATENT_NAMES: x, height, size, tone, lit
+    order = [k for k in range(shown) if k != slot] + [slot] + list(range(shown, world.MAX_LAMPS))
+    out = z.copy()
+    for new, old in enumerate(order):
+        out[new * width:(new + 1) * width] = z[old * width:(old + 1) * width]
+    return out
 
 
 def _latent_key(sample: Sample) -> tuple[float, ...] | None:

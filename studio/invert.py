@@ -35,7 +35,7 @@ from torch import nn
 
 from models.base import Generator, InversionSpace, Sample
 
-from .core.errors import Cancelled, StudioError, UnsupportedOperation
+from .core.errors import StudioError, UnsupportedOperation
 from .core.progress import ProgressCallback, Ticker
 
 #: Optimisation steps when the caller names none (about 30 s for a Rooms image on one CPU core).
@@ -273,7 +273,7 @@ class Inversion:
 def invert(generator: Generator, image: Any, *, prompt: str | None = None, steps: int = DEFAULT_STEPS,
            progress: ProgressCallback | None = None, cancel: Callable[[], bool] | None = None,
            preview: Callable[[int, torch.Tensor], Any] | None = None, start: Inversion | None = None,
-           fit: str = "crop") -> Inversion:
+           fit: str = "crop", space: InversionSpace | None = None) -> Inversion:
     """Find the sample of ``generator`` that reproduces ``image`` (anything :func:`prepare_image` takes).
 
     ``prompt``: text models only, the prompt to invert under (Rooms: otherwise the caption is searched too).
@@ -282,7 +282,8 @@ def invert(generator: Generator, image: Any, *, prompt: str | None = None, steps
     early and returns what was found so far (``stopped``), which the user may continue. ``preview(step, image)``:
     called every :data:`PREVIEW_EVERY` steps with the current best reconstruction ((3, H, W) on the CPU).
     ``start``: an earlier :class:`Inversion` of the same image to continue from (its target is used when
-    ``image`` is None).
+    ``image`` is None). ``space``: search this :class:`InversionSpace` instead of the family's own (a cheaper
+    search, e.g. ``dataclasses.replace(gen.inversion_space(), sweeps=1)``).
     """
     began = time.perf_counter()
     steps = int(steps)
@@ -297,11 +298,11 @@ def invert(generator: Generator, image: Any, *, prompt: str | None = None, steps
     device = generator.device
     ticker = Ticker(steps, progress, unit="steps", message="starting")
     ticker.report()
-    if start is None:
+    if start is None and space is None:
         own = generator.invert_image(target.to(device), prompt, steps, progress, cancel)
         if own is not None:
             return _finish(generator, own, target, steps, [], prep_note, began, False, "the family's own inversion")
-    space = generator.inversion_space()
+    space = space or generator.inversion_space()
     if space is None:
         raise UnsupportedOperation(f"{generator.name} cannot invert an image: its family declares no latent to "
                                    "optimise and no inversion of its own.")

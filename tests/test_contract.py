@@ -137,3 +137,35 @@ def test_a_session_round_trip_renders_the_same(adapter, tmp_path):
     assert count_hooks(gen.module) == 0
     with torch.inference_mode():
         torch.testing.assert_close(gen.render(samples), plain, atol=0, rtol=0)  # and left with the session
+
+
+# families whose adapter declares an inversion space (the others: diffusion inverts in its own way, the toys have none)
+INVERTS = {"rooms", "stylegan", "dcgan", "mobilestylegan"}
+
+
+def test_an_inversion_space_renders_what_its_samples_render_and_has_gradients(adapter):
+    gen, options = adapter
+    space = gen.inversion_space()
+    assert (space is not None) == (gen.family in INVERTS), gen.family
+    if space is None:
+        return
+    starts = list(space.starts[:2])
+    tensors = {k: v.detach().clone().requires_grad_(True) for k, v in space.init(starts).items()}
+    # move away from the start so the check is not only about the start's own options
+    with torch.no_grad():
+        for v in tensors.values():
+            v.add_(torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) * 0.1)
+    images = space.render(tensors, starts)
+    images.mean().backward()
+    assert all(v.grad is not None and float(v.grad.abs().sum()) > 0 for v in tensors.values())
+    with torch.inference_mode():
+        rendered = gen.render(space.to_samples(tensors, starts))
+    torch.testing.assert_close(rendered, images.detach(), atol=ATOL, rtol=0)
+    if space.widen is not None:  # the wider space starts where the narrow one was, and widening twice is once
+        wide = space.widen({k: v.detach() for k, v in tensors.items()})
+        with torch.no_grad():
+            torch.testing.assert_close(space.render(wide, starts), images.detach(), atol=ATOL, rtol=0)
+        assert space.widen(wide).keys() == wide.keys()
+        with torch.inference_mode():
+            torch.testing.assert_close(gen.render(space.to_samples(wide, starts)), images.detach(), atol=ATOL,
+                                       rtol=0)

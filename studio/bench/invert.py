@@ -2,7 +2,7 @@
 
     python -m studio bench invert --json --scenes 6
     {"rooms": {"reconstruction_psnr": ..., "seconds": ..., "relight_psnr": ..., "really_off": ..., ...},
-     "faces": {"reconstruction_psnr": null, "not_measured": "..."}, "diffusion": {"roundtrip_max_abs": null, ...}}
+     "faces": {"reconstruction_psnr": null, "not_measured": "..."}, "diffusion": {"roundtrip_max_abs": 0.40, "ddim_max_abs": 7e-06, ...}}
 
 Rooms: the world's TRUE render of held-out rooms (seeds from ``studio.bench.rooms.HELD_OUT_FIRST``, disjoint from
 training's: images the model never produced) is inverted with :func:`studio.invert.invert` (caption searched too);
@@ -42,13 +42,13 @@ from studio.invert import DEFAULT_STEPS, invert, psnr
 from studio.knobs import KnobEdit, shipped_knobs
 from studio.live import LiveRenderer
 
-from .rooms import HELD_OUT_FIRST, _image, rough_mask, truth_scenes, user_figures
+from .rooms import HELD_OUT_FIRST, _image, rough_mask, save_strip, truth_scenes, user_figures
 
 #: Reconstruction PSNR the issue asks of Rooms inversions of true renders.
 TARGET_PSNR = 26.0
 
 
-def bench_rooms(scenes: int, steps: int, first: int = HELD_OUT_FIRST, progress=None) -> dict:
+def bench_rooms(scenes: int, steps: int, first: int = HELD_OUT_FIRST, progress=None, picture=None) -> dict:
     """Invert ``scenes`` held-out true renders and switch their lamp off with the shipped knob."""
     generator = open_model("rooms", device="cpu")
     knobs = {k.name: k for k in shipped_knobs(generator)}
@@ -57,7 +57,7 @@ def bench_rooms(scenes: int, steps: int, first: int = HELD_OUT_FIRST, progress=N
     knob = knobs["lamp-off"]
     rows = {"truth": [], "rough": []}
     seed_rows = {"truth": [], "rough": []}
-    recon, seconds, captions, per_scene = [], [], [], []
+    recon, seconds, captions, per_scene, strips = [], [], [], [], []
     live = LiveRenderer(generator)
     try:
         for n, scene in enumerate(truth_scenes(generator, scenes, first)):
@@ -78,6 +78,8 @@ def bench_rooms(scenes: int, steps: int, first: int = HELD_OUT_FIRST, progress=N
                 rows[kind].append(user_figures(model, edited, scene, room))
                 edited_own = _image(live.render(scene.sample, (), None, [KnobEdit(knob, mask, 1.0)])[0])
                 seed_rows[kind].append(user_figures(own, edited_own, scene, room))
+                if kind == "rough" and len(strips) < 4:
+                    strips.append((scene.lit, model, edited, scene.unlit))
             per_scene.append({"seed": scene.seed, "psnr": round(recon[-1], 2), "caption": scene.caption,
                               "caption_found": inv.caption, "really_off": rows["rough"][-1]["really_off"]})
             if progress is not None:
@@ -91,7 +93,8 @@ def bench_rooms(scenes: int, steps: int, first: int = HELD_OUT_FIRST, progress=N
                 "outside_change": round(statistics.mean(r["outside"] for r in items), 4)}
 
     knob_masks = {kind: summary(items) for kind, items in rows.items()}
-    return {"reconstruction_psnr": round(statistics.mean(recon), 2),
+    extra = {"picture": str(save_strip(strips, picture))} if picture else {}
+    return {**extra, "reconstruction_psnr": round(statistics.mean(recon), 2),
             "reconstruction_psnr_min": round(min(recon), 2),
             "target_psnr": TARGET_PSNR,
             "seconds": round(statistics.mean(seconds), 2),
@@ -163,6 +166,9 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--scenes", type=int, default=6, help="held-out rooms with a lit lamp (default: 6)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimisation steps (default: {DEFAULT_STEPS})")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1; 0: torch's choice)")
+    p.add_argument("--picture", default=None,
+                   help="save true render | inverted | lamp-off knob on it (rough mask) | unlit truth rows of the "
+                        "first 4 rooms to this PNG")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -177,8 +183,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\rinvert rooms: {done}/{total} (seed {seed}: {value:.1f} dB)", end="\n" if done == total else "",
               file=sys.stderr, flush=True)
 
-    result = {"rooms": bench_rooms(args.scenes, args.steps, progress=report), "faces": bench_faces(args.steps),
-              "diffusion": bench_diffusion()}
+    result = {"rooms": bench_rooms(args.scenes, args.steps, progress=report, picture=args.picture),
+              "faces": bench_faces(args.steps), "diffusion": bench_diffusion()}
     if args.json:
         print(json.dumps(result))
         return 0

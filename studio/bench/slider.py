@@ -30,7 +30,7 @@ def register(benches: argparse._SubParsersAction) -> None:
     p = benches.add_parser("slider", help="slider frame time: partial re-render against a full render",
                            description="Median slider frame time on the default model: partial re-render from "
                                        "the cached layer against a full render of the same edit.")
-    add_model_args(p, seed=True, prompt=True)
+    add_model_args(p, seed=True, prompt=True, image=False)  # it times seeds' samples
     p.add_argument("--layer", help="layer of the edited units (default: the app's default, a middle layer)")
     p.add_argument("--frames", type=int, default=50, help="slider values per measurement (default: 50)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")

@@ -9,12 +9,16 @@ import torch
 
 from studio.core.device import CHOICES, describe
 from studio.core.errors import StudioError
+from studio.core.progress import TextProgressBar
 from studio.exported import open_model
+from studio.invert import DEFAULT_STEPS, invert
 from studio.seeds import parse_seeds  # noqa: F401  (the subcommands read seeds the way the app does)
 
 
-def add_model_args(parser: argparse.ArgumentParser, *, seed: bool = True, prompt: bool = True) -> None:
-    """``--model``, ``--device``, ``--precision`` and, optionally, ``--seed`` and ``--prompt``."""
+def add_model_args(parser: argparse.ArgumentParser, *, seed: bool = True, prompt: bool = True,
+                   image: bool = True) -> None:
+    """``--model``, ``--device``, ``--precision`` and, optionally, ``--seed`` and ``--prompt``; with a seed, also
+    ``--image`` (your own picture instead of the seed) unless ``image`` is False."""
     parser.add_argument("--model", "-m", default=None,
                         help="built-in model name or path to a file/folder (default: the embedded 'rooms' model)")
     parser.add_argument("--device", default="auto", choices=CHOICES,
@@ -28,6 +32,19 @@ def add_model_args(parser: argparse.ArgumentParser, *, seed: bool = True, prompt
                             help="text prompt for text-to-image models (default: the model's default prompt)")
     if seed:
         add_sample_option_args(parser)
+        if image:
+            add_image_args(parser)
+
+
+def add_image_args(parser: argparse.ArgumentParser) -> None:
+    """``--image PHOTO.png`` (instead of a seed: the model's inversion of that picture) and ``--invert-steps``."""
+    group = parser.add_argument_group("your own image (instead of a seed)")
+    group.add_argument("--image", default=None, metavar="PHOTO.png",
+                       help="invert this picture into the model first and use the result instead of a seed "
+                            "(another aspect ratio is centre-cropped); text models search the caption unless "
+                            "--prompt is given")
+    group.add_argument("--invert-steps", type=int, default=DEFAULT_STEPS, metavar="N",
+                       help=f"optimisation steps of the inversion (default: {DEFAULT_STEPS})")
 
 
 def add_sample_option_args(parser: argparse.ArgumentParser) -> None:
@@ -61,9 +78,23 @@ def sample_options_from_args(generator, args: argparse.Namespace) -> dict[str, A
 
 
 def sample_from_args(generator, args: argparse.Namespace, seed: int | None = None):
-    """The :class:`Sample` for ``seed`` (default ``--seed``), ``--prompt`` and the sample-option flags."""
+    """The :class:`Sample` for ``seed`` (default ``--seed``), ``--prompt`` and the sample-option flags; with
+    ``--image``, the inversion of that picture instead (run once per command, with a progress bar)."""
+    if getattr(args, "image", None):
+        return inverted_sample(generator, args)
     return generator.sample(args.seed if seed is None else seed, args.prompt,
                             **sample_options_from_args(generator, args))
+
+
+def inverted_sample(generator, args: argparse.Namespace):
+    """The sample that reproduces ``--image`` (inverted on first use, kept on ``args`` for the command's run)."""
+    inversion = getattr(args, "inversion_result", None)
+    if inversion is None:
+        inversion = invert(generator, args.image, prompt=args.prompt, steps=args.invert_steps,
+                           progress=TextProgressBar("invert"))
+        print(f"note: {inversion.note}", file=sys.stderr)
+        args.inversion_result = inversion
+    return inversion.sample
 
 
 def open_from_args(args: argparse.Namespace):

@@ -12,7 +12,7 @@ from studio.core.errors import StudioError
 from studio.core.images import check_finite, load_mask, save_image
 from studio.knobs import DEFAULT_PATTERN, DEFAULT_UNITS, Example, KnobEdit, learn_knob, load_knob, save_knob
 
-from .common import add_model_args, no_grad, open_from_args
+from .common import add_model_args, no_grad, open_from_args, sample_from_args
 
 
 def parse_example(text: str, generator, prompt: str | None) -> Example:
@@ -85,7 +85,7 @@ def run_apply(args: argparse.Namespace) -> int:
     mask, note = load_mask(args.mask, generator.resolution)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    sample = generator.sample(args.seed, args.prompt)
+    sample = sample_from_args(generator, args)
     with no_grad(), generator.editor() as editor:
         editor.set_knobs([KnobEdit(knob, mask.to(generator.device), args.strength)])
         image = generator.render([sample])

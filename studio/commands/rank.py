@@ -58,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 
-    seeds = parse_seeds(args.seeds, args.seed)
+    if args.image and args.seeds:
+        raise StudioError("Give --image or --seeds, not both: the inverted image takes the place of the seeds.")
+    seeds = [args.seed] if args.image else parse_seeds(args.seeds, args.seed)
     if len(args.mask) not in (1, len(seeds)):
         raise StudioError(f"{len(args.mask)} masks for {len(seeds)} seeds: give one --mask, or one per seed.")
     if args.top < 0:
