@@ -138,7 +138,7 @@ def test_a_dropped_picture_is_inverted_cancel_keeps_what_was_found_and_continue_
     photo = tmp_path / "room.png"
     save_image(world.render(natural_scene(SEED + 1), 128), photo)
     window.inversions.steps = 400  # far more than it will run: Cancel stops it
-    window.inversions.continue_steps = 30
+    window.inversions.continue_steps = 10
     data = QMimeData()
     data.setUrls([QUrl.fromLocalFile(str(photo))])
     with qtbot.waitSignal(window.inversions.previewed, timeout=60_000):  # the first live reconstruction
@@ -152,7 +152,7 @@ def test_a_dropped_picture_is_inverted_cancel_keeps_what_was_found_and_continue_
     with qtbot.waitSignal(window.inversions.finished, timeout=120_000) as finished:
         qtbot.mouseClick(window.inversions.continue_button, Qt.MouseButton.LeftButton)
     more = finished.args[0]
-    assert more.steps == stopped.steps + 30 and not more.stopped and len(more.losses) > len(stopped.losses)
+    assert more.steps == stopped.steps + 10 and not more.stopped and len(more.losses) > len(stopped.losses)
     assert more.psnr >= stopped.psnr - 0.05  # continuing does not end worse than where it began
     assert window.state.inversion is more and window.state.sample == more.sample
 
@@ -202,10 +202,11 @@ def test_main_image_opens_the_picture_once_the_model_has_loaded(toy_registry, qt
 
 def test_a_picture_on_a_diffusion_model_is_ddim_inverted_under_the_typed_prompt_and_continued(
         tiny_sd_files, qtbot, tmp_path, monkeypatch):
-    from models import sd_invert
+    from models import diffusion, sd_invert
 
     monkeypatch.setattr(sd_invert, "GRADIENT_STEPS", 0)  # the path through the app, not closeness, is tested here
     monkeypatch.setattr(sd_invert, "FIXED_POINT_ITERATIONS", 2)
+    monkeypatch.setattr(diffusion, "DEFAULT_STEPS", 4)  # renders and inversions of 4 denoising steps: seconds
     window = open_window(qtbot, tmp_path, model=str(tiny_sd_files.folder))
     try:
         window.inversions.steps = window.inversions.continue_steps = 5
@@ -217,6 +218,7 @@ def test_a_picture_on_a_diffusion_model_is_ddim_inverted_under_the_typed_prompt_
             open_image_by_keyboard(window, qtbot, monkeypatch, photo)
         first = finished.args[0]
         assert first.sample.prompt == "a red house" and first.sample.option("init_latent") is not None
+        assert first.sample.option("steps") == 4
         wait_frame(window, qtbot, lambda: window.last_frame.sample == first.sample)
         with qtbot.waitSignal(window.inversions.finished, timeout=120_000) as finished:
             qtbot.mouseClick(window.inversions.continue_button, Qt.MouseButton.LeftButton)

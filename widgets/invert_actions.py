@@ -115,13 +115,12 @@ class InvertActions(QObject):
             return
         self._stop = threading.Event()
         stop = self._stop
-        typed = window.prompt.text().strip() or None if window.generator.takes_prompt else None
+        typed = (window.prompt.text().strip() or None) if window.generator.takes_prompt else None
 
         def work(generator, progress):
-            def keep_going(update: ProgressUpdate) -> bool:
-                progress(update)
-                return True  # Cancel stops through ``cancel`` so that the result so far is kept
-
+            # Cancel sets ``stop`` (polled as ``cancel``: the inversion so far comes back); ``progress`` answers
+            # False only when the window cancels every job (closing), and then nothing is kept
+            keep_going = progress
             own_way = generator.inversion_space() is None  # diffusion: DDIM inversion under the typed prompt
             if start is not None and own_way:
                 return _continue_own_way(generator, start, steps, keep_going, stop.is_set)
@@ -199,6 +198,7 @@ def _continue_own_way(generator, start, steps: int, progress, cancel):
     with torch.inference_mode():
         image = generator.render([sample])[0]
     value = psnr(image, start.target)
-    return replace(start, sample=sample, psnr=value, steps=start.steps + steps,
+    losses = list(start.losses) + list(getattr(getattr(generator, "last_inversion", None), "vae_losses", []))
+    return replace(start, sample=sample, psnr=value, steps=start.steps + steps, losses=losses,
                    note=f"Continued for {steps} steps: {value:.1f} dB PSNR against the image.",
                    seconds=start.seconds + time.perf_counter() - began)
