@@ -98,6 +98,8 @@ def test_open_a_world_render_invert_it_switch_its_lamp_off_and_reopen_the_sessio
     wait_frame(window, qtbot, lambda: window.last_frame.sample == inversion.sample)
     assert f"{inversion.psnr:.1f} dB" in window.inversions.label.text()
     assert window.inversions.continue_button.isVisible() and window.inversions.continue_action.isEnabled()
+    qtbot.waitUntil(lambda: "your image, inverted" in window.history.item(window.history.count() - 1).toolTip(),
+                    timeout=10_000)  # the history strip keeps it, named as what it is
     lamp = next(i for i, l in enumerate(scene.lamps) if l.lit)  # the first lit lamp, as the benchmark takes
     assert lit(window, scene)[lamp] and nearer_lit_truth(window, scene, lamp)  # the reconstruction shows it lit
     before = window.last_frame.image.clone()
