@@ -123,3 +123,20 @@ def test_bad_latents_and_images_are_one_sentence(sd, quick):
         assert sd.render([wrong]).shape[-1] == 16  # the latent decides the size
     with pytest.raises(StudioError, match="pixels"):
         sd.invert_image(torch.rand(3, 1, 40), "a red house", steps=1, denoise_steps=STEPS)
+
+
+def test_a_v_prediction_model_inverts_its_own_latent_too(tiny_sd_files, quick):
+    """SD 2.x-v checkpoints predict v, not the noise: the backward step converts (the same UNet read as v here)."""
+    from diffusers import DDIMScheduler  # heavy import (seconds): only diffusion tests need it
+
+    from studio.core.progress import Ticker
+
+    v = open_model(str(tiny_sd_files.folder), device="cpu")
+    v.pipe.scheduler = DDIMScheduler.from_config(v.pipe.scheduler.config, prediction_type="v_prediction")
+    sample, image = made(v)
+    with torch.no_grad():
+        clean = v._denoised(sample, Ticker(STEPS))
+    inverted = v.invert_latent(clean, sample.prompt, STEPS)
+    assert max(v.last_inversion.residuals) < 1e-3
+    with torch.inference_mode():
+        assert float((v.render([inverted])[0] - image).abs().max()) < 2e-3
