@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from studio.core.errors import StudioError
-from studio.core.progress import ProgressCallback, Ticker
+from studio.core.progress import Ticker
 
 #: Fixed-point refinements per backward step at most; each costs one UNet call.
 FIXED_POINT_ITERATIONS = 12
