@@ -2,7 +2,8 @@
 
     python -m studio bench invert --json --scenes 6
     {"rooms": {"reconstruction_psnr": ..., "seconds": ..., "relight_psnr": ..., "really_off": ..., ...},
-     "faces": {"reconstruction_psnr": null, "not_measured": "..."}, "diffusion": {"roundtrip_max_abs": 0.40, "ddim_max_abs": 7e-06, ...}}
+     "faces": {"reconstruction_psnr": null, "not_measured": "..."},
+     "diffusion": {"roundtrip_max_abs": 0.40, "ddim_max_abs": 7e-06, ...}}
 
 Rooms: the world's TRUE render of held-out rooms (seeds from ``studio.bench.rooms.HELD_OUT_FIRST``, disjoint from
 training's: images the model never produced) is inverted with :func:`studio.invert.invert` (caption searched too);
@@ -150,7 +151,8 @@ def bench_diffusion(steps: int = 4, fit_steps: int = 80) -> dict:
     with torch.inference_mode():
         ddim = float((generator.render([own])[0] - image).abs().max())
     difference = (again - image).abs()
-    return {"roundtrip_max_abs": round(float(difference.max()), 4), "roundtrip_mean_abs": round(float(difference.mean()), 4),
+    return {"roundtrip_max_abs": round(float(difference.max()), 4),
+            "roundtrip_mean_abs": round(float(difference.mean()), 4),
             "roundtrip_psnr": round(psnr(again, image), 2), "ddim_max_abs": float(f"{ddim:.3g}"),
             "vae_fit_loss": [round(figures.vae_losses[0], 5), round(figures.vae_losses[-1], 5)],
             "step_residuals": [float(f"{r:.3g}") for r in figures.residuals], "denoise_steps": steps,
