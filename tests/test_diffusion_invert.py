@@ -105,7 +105,7 @@ def test_continuing_fits_further_and_cancelling_stops(sd, quick):
     assert more.prompt == first.prompt and more.option("steps") == STEPS
     with torch.inference_mode():
         shown = float(((sd.render([first])[0] - image) ** 2).mean())
-    # the fit starts at what was shown (its loss differs only where the decoder overshoots 0 or 1 at an unsaturated pixel)
+    # the fit starts at what was shown (the loss differs only where the decoder overshoots 0 or 1 off saturation)
     assert sd.last_inversion.vae_losses[0] == pytest.approx(shown, rel=0.05)
     assert sd.last_inversion.vae_losses[-1] < sd.last_inversion.vae_losses[0]
     calls = []
