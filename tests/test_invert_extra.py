@@ -195,3 +195,34 @@ def test_the_cli_fine_tunes_the_inverted_picture(sg2, sg2_target, tmp_path, caps
     assert f"Fine-tuning {LAYER} for 15 steps" in err
     made = np.asarray(Image.open(out), np.float32) / 255
     assert math.isfinite(psnr(torch.from_numpy(made), sg2_target.permute(1, 2, 0)))
+
+
+def test_a_session_keeps_the_noise_and_the_correction(sg2, sg2_tuned, tmp_path):
+    from studio.session import load_session, save_session
+    from studio.state import StudioState
+
+    edits = [UnitEdit(LAYER, 1, "off")]
+    state = StudioState(model=sg2.source, sample=sg2_tuned.sample, inversion=sg2_tuned, edits=edits)
+    with torch.inference_mode(), sg2.editor() as editor:
+        editor.set(edits)
+        before = sg2.render([sg2_tuned.sample])
+    save_session(state.to_session(sg2), tmp_path / "mine.nstudio")
+    # a sample with a payload but no inversion (a second image in the session) keeps its tensors too
+    other = Sample(9, None, {**sg2_tuned.sample.options,
+                             payload.OPTION: payload.put({**payload.of(sg2_tuned.sample.options),
+                                                          "noise/b4.conv1": torch.zeros(4, 4)})})
+    session = state.to_session(sg2)
+    session.samples.append(other)
+    save_session(session, tmp_path / "two.nstudio")
+    other_image = _rendered(sg2, other)
+    for key in (sg2_tuned.sample.options[payload.OPTION], other.options[payload.OPTION]):
+        payload._STORE.pop(key)  # as in a fresh process
+    back = StudioState.from_session(load_session(tmp_path / "mine.nstudio"))
+    assert back.sample == sg2_tuned.sample and back.inversion.finetune == sg2_tuned.finetune
+    with torch.inference_mode(), sg2.editor() as editor:
+        editor.set(back.edits)
+        assert torch.equal(sg2.render([back.sample]), before)
+    payload._STORE.pop(sg2_tuned.sample.options[payload.OPTION])
+    two = load_session(tmp_path / "two.nstudio")
+    assert torch.equal(_rendered(sg2, two.samples[1]), other_image)
+    assert torch.equal(_rendered(sg2, two.samples[0]), _rendered(sg2, sg2_tuned.sample))
