@@ -169,3 +169,40 @@ def test_an_inversion_space_renders_what_its_samples_render_and_has_gradients(ad
         with torch.inference_mode():
             torch.testing.assert_close(gen.render(space.to_samples(wide, starts)), images.detach(), atol=ATOL,
                                        rtol=0)
+
+
+# families whose render and forward_from apply a sample's payload residuals (an inversion's fine-tune)
+CORRECTS = {"rooms", "stylegan", "dcgan", "mobilestylegan"}
+
+
+def test_a_sample_payload_residual_is_added_ahead_of_edits_in_render_trace_and_forward_from(adapter):
+    from studio.core import payload
+    from models.base import RESIDUAL, Sample
+
+    gen, options = adapter
+    assert gen.applies_corrections == (gen.family in CORRECTS), gen.family
+    if not gen.applies_corrections:
+        return
+    spatial = [info.name for info in gen.layers() if info.partial and info.size is not None]
+    layer, later = spatial[len(spatial) // 2 - 1], spatial[len(spatial) // 2]
+    plain = _samples(gen, options)
+    with torch.inference_mode():
+        acts = gen.trace(plain[:1], [layer])[layer]
+    residual = torch.randn(acts.shape[1:], generator=torch.Generator().manual_seed(2)) * float(acts.std())
+    key = payload.put({RESIDUAL + layer: residual})
+    corrected = [Sample(plain[0].seed, plain[0].prompt, {**plain[0].options, payload.OPTION: key}), plain[1]]
+    with torch.inference_mode():
+        before_plain = gen.render(plain)
+        images = gen.render(corrected)
+        assert not torch.equal(images[0], before_plain[0])
+        torch.testing.assert_close(images[1], before_plain[1], atol=ATOL, rtol=0)  # only its own row
+        traced = gen.trace(corrected, [layer, later], stop=False, before_edits=True)
+        torch.testing.assert_close(traced[layer][0], acts[0] + residual, atol=ATOL, rtol=1e-4)  # batch of 2 vs 1
+        for name in (layer, later):
+            torch.testing.assert_close(gen.forward_from(name, traced[name], corrected), images, atol=ATOL, rtol=0)
+        with gen.editor() as editor:  # an edit of that layer acts on the corrected activation
+            editor.set([UnitEdit(layer, 0, "off")])
+            edited = gen.render(corrected)
+        off = traced[layer].clone()
+        off[:, 0] = 0
+        torch.testing.assert_close(edited, gen.forward_from(layer, off, corrected), atol=ATOL, rtol=0)
