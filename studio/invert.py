@@ -334,7 +334,8 @@ def invert(generator: Generator, image: Any, *, prompt: str | None = None, steps
     ``image`` is None). ``space``: search this :class:`InversionSpace` instead of the family's own (a cheaper
     search, e.g. ``dataclasses.replace(gen.inversion_space(), sweeps=1)``).
     ``finetune_layer``: after the latent search, learn a correction added to this layer's activation for
-    ``finetune_steps`` steps (:func:`finetune`), so edits of that layer act on a closer reconstruction.
+    ``finetune_steps`` steps (:func:`finetune`), so edits of that layer act on a closer reconstruction; not when
+    ``cancel()`` stopped the search (the user may continue, with the fine-tune asked again).
     """
     began = time.perf_counter()
     steps = int(steps)

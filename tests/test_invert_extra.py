@@ -70,7 +70,8 @@ def test_stylegan_noise_maps_are_optimised_and_ride_with_the_sample(sg2, sg2_tar
     assert sorted(maps) == sorted(name for name, _ in sg2.net.noise_layers())
     moved = 0.0
     for name, value in maps.items():
-        assert float(value.mean()) == pytest.approx(0, abs=1e-4) and float(value.pow(2).mean()) == pytest.approx(1, abs=1e-3)
+        assert float(value.mean()) == pytest.approx(0, abs=1e-4)
+        assert float(value.pow(2).mean()) == pytest.approx(1, abs=1e-3)
         assert float(noise_penalty(value[None])[0]) < 1e-3  # held to white noise
         moved = max(moved, float((value - sg2.net.synthesis.layer(name).noise_const).abs().max()))
     assert moved > 1e-3  # the maps were optimised, not left at the stored constants
@@ -127,7 +128,8 @@ def test_the_fine_tune_gets_closer_and_edits_still_act_on_it(sg2, sg2_target, sg
 def test_the_tensor_round_trip_renders_identically(sg2, sg2_tuned):
     data = json.loads(json.dumps(sg2_tuned.to_json()))
     tensors = {k: v.clone() for k, v in sg2_tuned.to_tensors().items()}
-    assert any(k.startswith("sample/residual/") for k in tensors) and any(k.startswith("sample/noise/") for k in tensors)
+    assert any(k.startswith("sample/residual/") for k in tensors)
+    assert any(k.startswith("sample/noise/") for k in tensors)
     before = _rendered(sg2, sg2_tuned.sample)
     payload._STORE.pop(sg2_tuned.sample.options[payload.OPTION])  # as in a fresh process
     with pytest.raises(StudioError, match="not loaded"):
