@@ -1,4 +1,4 @@
-"""Start Neuron Studio: ``python main.py [--model M] [--device D] [--demo] [--screenshot PATH]``."""
+"""Start Neuron Studio: ``python main.py [--model M] [--device D] [--demo] [--screenshot PATH] [--image PHOTO]``."""
 from __future__ import annotations
 
 import argparse
@@ -79,7 +79,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--screenshot", metavar="PATH",
                         help="build the window offscreen, run the demo state, save the window as PNG, exit")
     parser.add_argument("--size", default="1440x900", metavar="WxH", help="the window size of --screenshot")
+    parser.add_argument("--image", metavar="PHOTO",
+                        help="open your own picture: the model is inverted to reproduce it, then edit it like a seed")
     return parser.parse_args(argv)
+
+
+def open_image_when_loaded(window, path: str) -> None:
+    """``--image``: invert ``path`` as soon as the window's model has loaded (once)."""
+    def opened(_generator) -> None:
+        window.model_loaded.disconnect(opened)
+        window.inversions.open(path)
+
+    if window.generator is not None:
+        window.inversions.open(path)
+    else:
+        window.model_loaded.connect(opened)
 
 
 def _report_unexpected_errors(window) -> None:
@@ -125,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if args.demo and not args.screenshot:
         Demo(window)
+    if args.image:  # once the model is there (the inversion needs it)
+        open_image_when_loaded(window, args.image)
     if not args.screenshot:
         _report_unexpected_errors(window)
         return app.exec()

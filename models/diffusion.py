@@ -23,14 +23,14 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from studio.core.device import pick_dtype
 from studio.core.errors import ModelOpenError, StudioError
 from studio.core.hooks import Trace, get_module
-from studio.core.progress import ProgressCallback
+from studio.core.progress import ProgressCallback, Ticker
 
 from . import sd_export
 from .base import (
@@ -44,6 +44,7 @@ from .base import (
     PromptEncoding,
     Sample,
 )
+from .sd_invert import DDIMInversion, ddim_invert, encode, fit_latent, pack_latent, unpack_latent
 from .sd_sampling import SCHEDULERS, DenoiseState, Plan, Sampler, gather_scheduler, make_scheduler
 from .sd_single_file import build_pipeline, detect_kind, read_checkpoint
 from .sd_tokenizer import find_clip_tokenizer
@@ -84,6 +85,7 @@ class DiffusionModel(Generator):
         self.default_guidance = 5.0 if kind == "sdxl" else 7.5
         self.default_prompt = DEFAULT_PROMPT
         self.progress: ProgressCallback | None = None  # used by render() when no callback is passed
+        self.last_inversion: DDIMInversion | None = None  # the figures of the latest invert_image
 
     @property
     def unet(self):
@@ -152,9 +154,14 @@ class DiffusionModel(Generator):
             raise StudioError(f"Steps must be at least 1, not {steps}.")
         m = self.size_multiple()
         full = steps
+        inverted = sample.option("init_latent") is not None
+        if inverted:  # an inverted image's size is its latent's, also in previews (half a latent is no image)
+            shape = unpack_latent(sample.option("init_latent")).shape
+            height, width = shape[1] * self.pipe.vae_scale_factor, shape[2] * self.pipe.vae_scale_factor
         if sample.option("preview"):
             steps = min(steps, PREVIEW_STEPS)
-            height, width = max(m, height // 2), max(m, width // 2)
+            if not inverted:
+                height, width = max(m, height // 2), max(m, width // 2)
         height, width = max(m, height // m * m), max(m, width // m * m)  # round down to what the UNet takes
         return Plan(height, width, steps, full, sample.option("scheduler"))
 
@@ -167,6 +174,24 @@ class DiffusionModel(Generator):
         scheduler.set_timesteps(plan.steps, device=self.device)
         return cond, scheduler
 
+    def _initial(self, samples: Sequence[Sample], plan: Plan, scheduler) -> tuple[torch.Tensor, list]:
+        """The latents step 0 starts from: the seed's noise (times the scheduler's sigma), or an inverted image's
+        latent (``options["init_latent"]``, made for this size), and one CPU generator per sample."""
+        latents, generators = self.sampler.noise([s.seed for s in samples], plan)
+        latents = latents * scheduler.init_noise_sigma
+        rows = []
+        for i, s in enumerate(samples):
+            given = s.option("init_latent")
+            if given is None:
+                rows.append(latents[i:i + 1])
+                continue
+            latent = unpack_latent(given)
+            if tuple(latent.shape) != tuple(latents.shape[1:]):
+                raise StudioError(f"The inverted latent is {tuple(latent.shape)}, but this render needs "
+                                  f"{tuple(latents.shape[1:])}; invert the image again at this size.")
+            rows.append(latent[None].to(latents.device, latents.dtype))
+        return torch.cat(rows), generators
+
     def render(self, samples: Sequence[Sample], *, start: DenoiseState | None = None,
                progress: ProgressCallback | None = None) -> torch.Tensor:
         """Images (B, 3, H, W) in [0, 1]; ``start`` continues copies of its samples from its step."""
@@ -175,8 +200,7 @@ class DiffusionModel(Generator):
         progress = progress or self.progress
         cond, scheduler = self._start(samples, plan)
         if start is None:
-            latents, generators = self.sampler.noise([s.seed for s in samples], plan)
-            latents = latents * scheduler.init_noise_sigma
+            latents, generators = self._initial(samples, plan, scheduler)
             first = 0
         else:
             if start.plan != plan:
@@ -200,8 +224,7 @@ class DiffusionModel(Generator):
         plan = self.plan(samples)
         step = max(0, min(int(step), plan.steps))
         cond, scheduler = self._start(samples, plan)
-        latents, generators = self.sampler.noise([s.seed for s in samples], plan)
-        latents = latents * scheduler.init_noise_sigma
+        latents, generators = self._initial(samples, plan, scheduler)
         latents = self.sampler.run(cond, latents, scheduler, generators, plan, 0, step, progress)
         return DenoiseState(samples, step, latents, scheduler, [g.get_state() for g in generators], plan)
 
@@ -213,8 +236,7 @@ class DiffusionModel(Generator):
         plan = self.plan(samples)
         step = plan.steps - 1 if step is None else max(0, min(int(step), plan.steps - 1))
         cond, scheduler = self._start(samples, plan)
-        latents, generators = self.sampler.noise([s.seed for s in samples], plan)
-        latents = latents * scheduler.init_noise_sigma
+        latents, generators = self._initial(samples, plan, scheduler)
         with Trace(self.module, layers, before_edits=before_edits) as trace:  # keeps each layer's latest call
             latents = self.sampler.run(cond, latents, scheduler, generators, plan, 0, step + 1, None)
         if not stop:  # the later steps run too (for other hooks), untraced
@@ -229,6 +251,88 @@ class DiffusionModel(Generator):
         """The render step at which edits windowed from full-schedule step ``window_start`` begin for ``sample``."""
         plan = self._plan(sample)
         return next((i for i in range(plan.steps) if i * plan.full_steps // plan.steps >= window_start), plan.steps)
+
+    # -- inversion ----------------------------------------------------------------------------------------------
+    def invert_image(self, image: torch.Tensor, prompt: str | None = None, steps: int = 40,
+                     progress: ProgressCallback | None = None, cancel: Callable[[], bool] | None = None, *,
+                     denoise_steps: int | None = None, preview: Callable[[int, torch.Tensor], None] | None = None,
+                     start: Sample | None = None) -> Sample:
+        """A sample whose DDIM render under ``prompt`` redraws ``image`` ((3, H, W) in [0, 1]), by DDIM inversion
+        (models/sd_invert.py): ``steps`` Adam steps fit the VAE latent, then ``denoise_steps`` (default the
+        sample default, 25) DDIM steps run backwards with fixed-point refinement.
+
+        ``start``: an inverted sample to continue from (its latent is fitted ``steps`` more, then inverted again).
+        ``progress`` returning False raises Cancelled; ``cancel()`` True ends the fit early (the latent so far is
+        inverted and returned, as ``studio.invert`` stops early).
+        ``preview(i, image)`` sees the decoded latent while it is fitted. :attr:`last_inversion` keeps the figures.
+        """
+        if image.dim() == 4:
+            image = image[0]
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise StudioError(f"An image to invert is (3, height, width), not {tuple(image.shape)}.")
+        m = self.size_multiple()
+        height, width = int(image.shape[1]) // m * m, int(image.shape[2]) // m * m
+        if not height or not width:
+            raise StudioError(f"The image is {image.shape[2]}x{image.shape[1]} pixels; this model needs at least "
+                              f"{m}x{m}.")
+        image = image[:, :height, :width].to(self.device, torch.float32)[None]
+        if start is not None:
+            prompt = start.prompt if prompt is None else prompt
+            denoise_steps = denoise_steps or int(start.option("steps", DEFAULT_STEPS))
+        prompt = prompt if prompt is not None else self.default_prompt
+        denoise_steps = int(denoise_steps or DEFAULT_STEPS)
+
+        def report(update):
+            return progress(update) if progress is not None else True
+
+        ticker = Ticker(max(0, int(steps)) + denoise_steps * (2 if start is not None else 1), report, unit="steps")
+        ticker.report()
+        with torch.no_grad():
+            if start is not None:  # the latent the previous inversion's path ends at
+                begin = self._denoised(start, ticker)
+            else:
+                begin = encode(self.pipe, image)
+        decode = lambda z: self.sampler.decode(z.to(self.dtype), clamp=False)  # noqa: E731
+        clean, losses = fit_latent(decode, image, begin, int(steps), ticker, preview, cancel)
+        sample = self.invert_latent(clean, prompt, denoise_steps, ticker=ticker,
+                                    seed=start.seed if start is not None else 0)
+        self.last_inversion.vae_losses = losses
+        return sample
+
+    @torch.no_grad()
+    def invert_latent(self, clean: torch.Tensor, prompt: str, denoise_steps: int, *, ticker: Ticker | None = None,
+                      seed: int = 0) -> Sample:
+        """The sample whose DDIM loop of ``denoise_steps`` under ``prompt`` ends at the VAE latent ``clean``
+        ((1, C, h, w), scaled as the pipeline's latents), by DDIM inversion with fixed-point refinement."""
+        f = self.pipe.vae_scale_factor
+        options = {"steps": int(denoise_steps), "scheduler": "ddim", "guidance": 1.0,
+                   "size": [int(clean.shape[2]) * f, int(clean.shape[3]) * f]}
+        plan_sample = Sample(seed, prompt, options)
+        plan = self._plan(plan_sample)
+        cond, scheduler = self._start([plan_sample], plan)
+
+        def noise_of(x: torch.Tensor, t, i: int) -> torch.Tensor:
+            self.clock.step = i  # edit windows count as in the render (an inversion runs with no edits set)
+            try:
+                return self.unet(x.to(self.dtype), t, encoder_hidden_states=cond.embeds, added_cond_kwargs=cond.added,
+                                 return_dict=False)[0]
+            finally:
+                self.clock.step = None
+
+        latent, residuals = ddim_invert(noise_of, scheduler, clean.to(self.device), ticker or Ticker(plan.steps))
+        self.last_inversion = DDIMInversion(latent, clean, [], residuals)
+        return Sample(seed, prompt, {**options, "init_latent": pack_latent(latent[0])})
+
+    def _denoised(self, sample: Sample, ticker: Ticker) -> torch.Tensor:
+        """The latent ``sample``'s DDIM loop ends at, before the VAE (what its image decodes from)."""
+        plan = self._plan(sample)
+        cond, scheduler = self._start([sample], plan)
+        latents, generators = self._initial([sample], plan, scheduler)
+
+        def tick(_step: int) -> None:
+            ticker.advance(message="retracing the previous inversion")
+
+        return self.sampler.run(cond, latents, scheduler, generators, plan, 0, plan.steps, None, on_step=tick).float()
 
     # -- export -----------------------------------------------------------------------------------------------
     @torch.no_grad()

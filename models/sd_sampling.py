@@ -172,8 +172,8 @@ class Sampler:
             self.clock.step = None
         return latents
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> images (B, 3, H, W) float32 in [0, 1]."""
+    def decode(self, latents: torch.Tensor, *, clamp: bool = True) -> torch.Tensor:
+        """Latents -> images (B, 3, H, W) float32 in [0, 1] (``clamp=False``: before clamping, for gradients)."""
         vae = self.pipe.vae
         config = vae.config
         mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
@@ -186,4 +186,5 @@ class Sampler:
         else:
             latents = latents / config.scaling_factor
         image = vae.decode(latents, return_dict=False)[0]
-        return (image.float() / 2 + 0.5).clamp(0, 1)
+        image = image.float() / 2 + 0.5
+        return image.clamp(0, 1) if clamp else image

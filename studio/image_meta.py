@@ -44,6 +44,10 @@ VERSION = 1
 _SEED = re.compile(r"(?:^|,\s*)Seed:\s*(-?\d+)")
 
 
+#: Sample options longer than this (as text) stay out of the "parameters" line (they are in the recipe).
+LONG_TEXT = 120
+
+
 class ImageMetaError(StudioError):
     """A dropped or opened PNG that holds no settings this app can restore."""
 
@@ -76,7 +80,9 @@ class ImageMeta:
             pairs += [f"Model: {self.model.name or self.model.source}", f"Family: {self.model.family}"]
             if self.model.sha256:
                 pairs.append(f"Model hash: {self.model.sha256[:10]}")
-        pairs += [f"{k.capitalize()}: {v}" for k, v in sorted(self.sample.options.items())]
+        # a long option (a Rooms latent, an inverted image's latent) would bury the line front ends read; the
+        # neuron-studio chunk keeps it exactly
+        pairs += [f"{k.capitalize()}: {v}" for k, v in sorted(self.sample.options.items()) if len(str(v)) <= LONG_TEXT]
         if self.edits:
             pairs.append("Unit edits: " + " ".join(_edit_text(e) for e in self.edits))
             pairs.append(f"Only inside mask: {'yes' if self.local and self.mask is not None else 'no'}")
@@ -142,6 +148,17 @@ def save_png_with_meta(image: torch.Tensor | np.ndarray | Image.Image, path: str
         path = path.with_name(path.name + ".png")
     atomic_write_bytes(path, png_with_meta(image, meta))
     return path
+
+
+def has_settings(path: str | os.PathLike) -> bool:
+    """Whether the PNG at ``path`` carries settings :func:`read_png_meta` restores (our recipe or a "parameters"
+    chunk); False for a plain picture and for a file that cannot be read (then the caller says why)."""
+    try:
+        with Image.open(path) as image:
+            text = dict(getattr(image, "text", {}) or {})  # PIL reads the text chunks before the pixels
+    except (OSError, ValueError, UnidentifiedImageError):
+        return False
+    return STUDIO_KEY in text or PARAMETERS_KEY in text
 
 
 def read_png_meta(path: str | os.PathLike) -> ImageMeta:

@@ -43,6 +43,7 @@ SUFFIX = ".nstudio"
 _MASK = "mask/"
 _CONCEPT = "concept/"
 _KNOB = "knob/"
+_INVERSION = "inversion/"
 
 
 class SessionError(StudioError):
@@ -64,6 +65,9 @@ class Session:
     device: str = "cpu"  # where the images were rendered: bit-exact reproduction holds on the same one
     version: int = VERSION
     knob_edits: list[KnobEdit] = field(default_factory=list)  # each: the knob's data, its mask and strength
+    #: the user's own image, inverted: {"document": Inversion.to_json(), "tensors": Inversion.to_tensors()}; the
+    #: sample it found is also in ``samples``, so reopening renders it without inverting again
+    inversion: dict | None = None
 
     # -- making one -----------------------------------------------------------------------------
     @classmethod
@@ -71,10 +75,12 @@ class Session:
                 masks: Mapping[str, torch.Tensor] | None = None, active_mask: str | None = None,
                 unit_edits: Sequence[UnitEdit] = (), concept_editor: Any = None,
                 rankings: Sequence[Any] = (), ui: Mapping[str, Any] | None = None,
-                reference: ModelReference | None = None, knob_edits: Sequence[KnobEdit] = ()) -> "Session":
+                reference: ModelReference | None = None, knob_edits: Sequence[KnobEdit] = (),
+                inversion: Any = None) -> "Session":
         """A session of ``generator``'s current work (pass ``reference`` to skip re-hashing the weights).
 
         ``concept_editor``: the model's :class:`studio.concept.ConceptEditor` (its applied stack is saved).
+        ``inversion``: a :class:`studio.invert.Inversion` (its record and target image are saved).
         """
         masks = {name: m.detach().to("cpu", torch.float32).contiguous().clone() for name, m in (masks or {}).items()}
         if active_mask is not None and active_mask not in masks:
@@ -83,7 +89,11 @@ class Session:
         return cls(reference or ModelReference.of(generator), list(samples), masks, active_mask, ranked,
                    list(unit_edits), concept_state(concept_editor), dict(ui or {}), str(generator.device),
                    knob_edits=[KnobEdit(k.knob, k.mask.detach().to("cpu", torch.float32).clone(), float(k.strength),
-                                        k.steps) for k in knob_edits])
+                                        k.steps) for k in knob_edits],
+                   inversion=None if inversion is None else {
+                       "document": inversion.to_json(),
+                       "tensors": {k: v.detach().to("cpu", torch.float32).contiguous().clone()
+                                   for k, v in inversion.to_tensors().items()}})
 
     @property
     def mask(self) -> torch.Tensor | None:
@@ -145,6 +155,9 @@ class Session:
             docs, knob_tensors = knob_edits_document(self.knob_edits)
             doc["knob_edits"] = docs
             tensors.update({_KNOB + k: v for k, v in knob_tensors.items()})
+        if self.inversion is not None:
+            doc["inversion"] = self.inversion["document"]
+            tensors.update({_INVERSION + k: v for k, v in self.inversion["tensors"].items()})
         return doc, tensors
 
     @classmethod
@@ -155,12 +168,17 @@ class Session:
         if doc.get("concept_edits") is not None:
             concept = {"metadata": {str(k): str(v) for k, v in doc["concept_edits"].items()},
                        "tensors": {k[len(_CONCEPT):]: v for k, v in tensors.items() if k.startswith(_CONCEPT)}}
+        inversion = None
+        if doc.get("inversion") is not None:
+            inversion = {"document": dict(doc["inversion"]),
+                         "tensors": {k[len(_INVERSION):]: v for k, v in tensors.items() if k.startswith(_INVERSION)}}
         return cls(ModelReference.from_json(doc["model"]), [Sample.from_json(s) for s in doc.get("samples", [])],
                    masks, doc.get("active_mask"), list(doc.get("rankings", [])),
                    [UnitEdit.from_json(e) for e in doc.get("unit_edits", [])], concept, dict(doc.get("ui") or {}),
                    str(doc.get("device", "cpu")), int(doc["version"]),
                    knob_edits_from_document(doc.get("knob_edits") or [],
-                                            {k[len(_KNOB):]: v for k, v in tensors.items() if k.startswith(_KNOB)}))
+                                            {k[len(_KNOB):]: v for k, v in tensors.items() if k.startswith(_KNOB)}),
+                   inversion)
 
 
 class AppliedSession:

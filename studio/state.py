@@ -22,6 +22,7 @@ import torch
 
 from .core.events import EventEmitter
 from .core.hooks import UnitEdit
+from .invert import Inversion
 from .knobs import KnobEdit
 from .session import Session
 
@@ -131,6 +132,7 @@ class StudioState:
     local: bool = False  # apply the edits only inside the mask
     knobs: list[KnobEdit] = field(default_factory=list)  # one per row of the Knobs panel, each with its mask
     examples: "KnobExamples" = field(default_factory=lambda: KnobExamples())  # gathered to learn a knob
+    inversion: "Inversion | None" = None  # the user's own image, inverted (studio.invert); its sample is ``sample``
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "events", StateEvents(tuple(f.name for f in fields(self))))
@@ -206,7 +208,8 @@ class StudioState:
         return Session.capture(generator, samples=[self.sample] if self.sample is not None else [], masks=masks,
                                active_mask=MASK_NAME if masks else None, unit_edits=self.edits,
                                concept_editor=concept_editor, rankings=[self.ranking] if self.ranking else [],
-                               ui=self.ui(), reference=reference, knob_edits=self.knobs)
+                               ui=self.ui(), reference=reference, knob_edits=self.knobs,
+                               inversion=self.inversion)
 
     @classmethod
     def from_session(cls, session: "Session") -> "StudioState":
@@ -219,7 +222,14 @@ class StudioState:
                    sample=session.samples[0] if session.samples else None, mask=session.mask,
                    layer=ui.get("layer"), ranking=ranking, rank_options=RankOptions.from_json(ui.get("rank")),
                    edits=list(session.unit_edits), local=bool(ui.get("local", False)),
-                   knobs=list(session.knob_edits))
+                   knobs=list(session.knob_edits), inversion=inversion_of(session))
+
+
+def inversion_of(session: "Session") -> "Inversion | None":
+    """The session's inverted image (its record and target) as an :class:`studio.invert.Inversion`, or None."""
+    if session.inversion is None:
+        return None
+    return Inversion.from_json(session.inversion["document"], session.inversion["tensors"])
 
 
 def _ranking_from_json(data: dict) -> Any:

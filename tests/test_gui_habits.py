@@ -59,12 +59,14 @@ def test_ctrl_shift_s_exports_the_result_with_its_settings_and_dropping_it_resto
     assert window.state.edits == made_with == [row.edit() for row in window.sliders.rows]
 
 
-def test_dropping_a_png_without_settings_says_so_and_changes_nothing(window, qtbot, tmp_path):
-    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+def test_dropping_a_png_without_settings_inverts_it_and_a_tiny_one_says_why_and_changes_nothing(window, qtbot,
+                                                                                                  tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")  # a plain picture is the user's own image: inverted
     window.seed.setValue(3)
-    drop(window, tmp_path / "plain.png")
-    assert window.banner.isVisible() and window.banner.error and "holds no seed" in window.banner.text()
-    assert window.seed.value() == 3 and window.generator.source == "toy"
+    with qtbot.waitSignal(window.jobs.finished, timeout=20_000):
+        drop(window, tmp_path / "plain.png")
+    assert window.banner.isVisible() and window.banner.error and "8x8 pixels" in window.banner.text()
+    assert window.seed.value() == 3 and window.generator.source == "toy" and window.state.inversion is None
 
 
 def test_the_history_strip_keeps_each_result_and_a_click_goes_back_to_it(window, qtbot):

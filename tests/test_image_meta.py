@@ -54,3 +54,12 @@ def test_png_without_settings_is_one_sentence(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not a png")
     with pytest.raises(ImageMetaError, match="not a readable image"):
         read_png_meta(tmp_path / "junk.png")
+
+
+def test_a_long_option_stays_out_of_the_parameters_line_and_in_the_recipe(tmp_path):
+    latent = [0.125] * 22  # a Rooms latent found by inverting an image: too long for a front end's line
+    meta = ImageMeta(ModelReference("rooms", "rooms", "Rooms", "ab" * 32), Sample(0, "a red lamp",
+                                                                                  {"steps": 4, "latent": latent}))
+    assert "Steps: 4" in meta.parameters() and "Latent" not in meta.parameters()
+    path = save_png_with_meta(torch.rand(3, 8, 8), tmp_path / "mine.png", meta)
+    assert read_png_meta(path).sample.option("latent") == latent

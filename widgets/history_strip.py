@@ -26,7 +26,9 @@ LIMIT = 60  # the oldest go first; a session can make hundreds
 
 def _describe(state: StudioState) -> str:
     sample = state.sample
-    lines = [f"seed {sample.seed}"] + ([f"prompt: {sample.prompt}"] if sample.prompt else [])
+    inverted = state.inversion is not None and state.inversion.sample == sample
+    first = f"your image, inverted ({state.inversion.psnr:.1f} dB)" if inverted else f"seed {sample.seed}"
+    lines = [first] + ([f"prompt: {sample.prompt}"] if sample.prompt else [])
     if state.edits:
         lines += [f"{e.layer} unit {e.unit}: " + ("off" if e.op == "off" else
                                                    (f"x{e.value:g}" if e.op == "scale" else f"set {e.value:g}"))

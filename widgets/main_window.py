@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.concept import applied_labels
+from studio.image_meta import has_settings
 from studio.core.device import describe
 from studio.live import Frame, LiveRequest, unit_activation
 from studio.seeds import SEED_MAX
@@ -38,6 +39,7 @@ from .canvas import Canvas
 from .export_dialog import ExportDialog
 from .history_strip import HistoryStrip
 from .image_actions import ImageActions
+from .invert_actions import IMAGE_SUFFIXES, InvertActions
 from .jobs import JobRunner
 from .knob_examples import KnobExamples
 from .knob_panel import KnobPanel
@@ -101,9 +103,11 @@ class MainWindow(QMainWindow):
         self._build_widgets()
         self.sessions = SessionActions(self)
         self.images = ImageActions(self)
+        self.inversions = InvertActions(self)  # the user's own image: Open image, drops, --image
         self.history.chosen.connect(self.sessions.restore)
         self.recovery = RecoveryActions(self, Path(config_dir) / "recovery" if config_dir else None)
         self.centre_column.insertWidget(self.centre_column.indexOf(self.canvas), self.recovery.offer)
+        self.centre_column.insertWidget(self.centre_column.indexOf(self.canvas), self.inversions.bar)
         self._follow_state()
         self._build_menus()
         self._restore_settings()
@@ -267,6 +271,9 @@ class MainWindow(QMainWindow):
         file.addAction("Open model file…", self.picker.open_file)
         file.addAction("Open model folder…", self.picker.open_folder)
         file.addSeparator()
+        file.addAction(self.inversions.open_action)
+        file.addAction(self.inversions.continue_action)
+        file.addSeparator()
         file.addAction(self.sessions.open_action)
         file.addAction(self.sessions.save_action)
         file.addMenu(self.sessions.recent_menu)
@@ -352,7 +359,7 @@ class MainWindow(QMainWindow):
         if generator.takes_prompt and not self.prompt.text():
             self.prompt.setText(generator.default_prompt)
         if changed:  # another model: old units and rankings mean nothing here
-            self.state.update(edits=[], ranking=None)
+            self.state.update(edits=[], ranking=None, inversion=None)  # an inverted image belongs to its model
             self.knobs.clear_knobs()
             self.state.examples.clear()
             self.dissection.set_layer(None)
@@ -613,8 +620,10 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
         if Path(paths[0]).suffix.lower() == ".nstudio":
             self.sessions.open(paths[0])
-        elif Path(paths[0]).suffix.lower() == ".png":  # an exported image: its seed, prompt, model and edits
-            self.images.restore(paths[0])
+        elif Path(paths[0]).suffix.lower() == ".png" and has_settings(paths[0]):
+            self.images.restore(paths[0])  # an exported image: its seed, prompt, model and edits
+        elif Path(paths[0]).suffix.lower() in IMAGE_SUFFIXES:  # the user's own picture: invert it
+            self.inversions.open(paths[0])
         else:
             self.open_model(paths[0])
 

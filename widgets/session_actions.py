@@ -245,7 +245,8 @@ class SessionActions(QObject):
         current = self.window.state
         current.update(sample=state.sample if state.sample is not None else current.sample, mask=state.mask,
                        layer=state.layer or current.layer, ranking=state.ranking, rank_options=state.rank_options,
-                       edits=list(state.edits), knobs=list(state.knobs), local=state.local)
+                       edits=list(state.edits), knobs=list(state.knobs), local=state.local,
+                       inversion=state.inversion)
 
     # -- closing ------------------------------------------------------------------------------------------------
     def ask_to_save(self, then: Callable[[], None]) -> bool:
