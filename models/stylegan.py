@@ -11,6 +11,8 @@
 Sample options: ``psi`` (truncation, default 0.7), ``noise`` (``const`` | ``random``: seeded per sample | ``none``),
 ``class`` (conditional models), ``w`` (an explicit w, w_dim floats), ``ws`` (explicit w+, num_ws rows).
 ``sample(seed, w_plus=True)`` stores the seed's w+ in ``ws`` so each layer's latent can be changed on its own.
+An inverted image's sample also names a tensor payload (``studio.core.payload``): its optimised noise maps
+(``noise/LAYER``, in place of the noise mode's) and a fine-tuned correction (``residual/LAYER``).
 
 For exporters: :func:`producing_conv` (the module whose ``weight[unit]``/``bias[unit]`` make a unit),
 :func:`bake_unit_scale` (fold a unit's gain into the weights where that is exact) and
