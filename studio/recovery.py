@@ -22,6 +22,7 @@ The config dir is ``$NEURON_STUDIO_CONFIG_DIR`` if set, else the platform's per-
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -102,15 +103,17 @@ class BackgroundWriter:
     """Writes recovery snapshots on a thread of its own, so serialising and writing never hold up the caller.
 
     Only the newest snapshot matters: one handed in while a write runs replaces any still waiting, and the
-    thread writes them one at a time in the order they came, so the file ends as the newest. The thread is not a
-    daemon (a quitting interpreter waits for the write in flight rather than dropping it) and ends when nothing
-    waits. ``last_error`` is set from the writing thread; the caller reads it with :meth:`take_error`.
+    thread writes them one at a time in the order they came, so the file ends as the newest. The thread is
+    started once, on the first snapshot, and then waits for the next (starting one per write made the caller wait
+    for the new thread to be scheduled, tens of ms on a loaded machine); it is a daemon, so an interpreter that
+    quits flushes it first (``atexit``). ``take_error`` hands the caller the sentence of a failed write.
     """
 
     def __init__(self, store: RecoveryStore) -> None:
         self.store = store
         self._lock = threading.Condition()
         self._waiting: tuple[Session, str | None] | None = None
+        self._busy = False
         self._thread: threading.Thread | None = None
         self._error: str | None = None
         self.writes = 0
@@ -119,22 +122,26 @@ class BackgroundWriter:
         with self._lock:
             self._waiting = (session, origin)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="autosave", daemon=False)
+                self._thread = threading.Thread(target=self._run, name="autosave", daemon=True)
                 self._thread.start()
+                atexit.register(self.flush)
+            self._lock.notify_all()
 
     def _run(self) -> None:
         while True:
             with self._lock:
-                job, self._waiting = self._waiting, None
-                if job is None:
-                    self._thread = None
-                    self._lock.notify_all()
-                    return
+                while self._waiting is None:
+                    self._busy = False
+                    self._lock.notify_all()  # flush() waits for this
+                    self._lock.wait()
+                job, self._waiting, self._busy = self._waiting, None, True
             try:
                 self.store.write(*job)
                 error = None
             except (OSError, SessionError) as exc:  # a full disk must not take the window down
                 error = f"Autosave failed ({exc}); your work is still open, save it elsewhere."
+            except Exception as exc:  # noqa: BLE001 - a dead thread would leave flush() waiting for ever
+                error = f"Autosave failed ({type(exc).__name__}: {exc}); your work is still open, save it elsewhere."
             with self._lock:
                 self.writes += error is None
                 self._error = error or self._error
@@ -150,7 +157,7 @@ class BackgroundWriter:
         with self._lock:
             if drop:
                 self._waiting = None
-            while self._thread is not None:
+            while self._thread is not None and (self._busy or self._waiting is not None):
                 self._lock.wait()
 
 
