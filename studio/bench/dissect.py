@@ -136,8 +136,9 @@ def in_process_child(args: argparse.Namespace, plan: Plan, threads: int, folder:
     """(wall seconds of the dissection alone, its result) of ``plan`` at ``threads`` torch threads in a fresh Python
     whose OpenMP threads sleep rather than spin while they wait (``OMP_WAIT_POLICY=PASSIVE``)."""
     out = folder / f"in_process_{threads}.safetensors"
+    model = str(Path(args.model).resolve()) if Path(args.model).exists() else str(args.model)  # the child's cwd
     command = [sys.executable, "-m", "studio.bench.dissect", "--child", json.dumps(plan.to_json()), str(threads),
-               str(out), str(args.model), args.device, args.precision]
+               str(out), model, args.device, args.precision]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, **_OMP_ENV})
     if done.returncode != 0:
