@@ -9,9 +9,11 @@ The GUI owns the timer and the prompt; everything it decides is here and testabl
     store.discard()                                  # after restoring, or when the user declines
 
     autosave = Autosaver(store, snapshot=lambda: Session.capture(...))   # snapshot: the window's state now
+    autosave = Autosaver(store, snapshot, writer=BackgroundWriter(store))  # the GUI's: writes on another thread
     autosave.edited()                                # call on every edit: writes at most every ``min_gap`` s
     autosave.tick()                                  # call from a 1 s timer: writes pending edits, and every minute
     autosave.saved()                                 # the user saved: the recovery file is no longer needed
+    autosave.flush()                                 # wait for the background write of the newest snapshot
 
     recent = RecentSessions()                        # <config dir>/recent.json, newest first
     recent.add("work.nstudio"); recent.paths()
@@ -20,9 +22,11 @@ The config dir is ``$NEURON_STUDIO_CONFIG_DIR`` if set, else the platform's per-
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -95,18 +99,81 @@ class RecoveryStore:
             pass
 
 
+class BackgroundWriter:
+    """Writes recovery snapshots on a thread of its own, so serialising and writing never hold up the caller.
+
+    Only the newest snapshot matters: one handed in while a write runs replaces any still waiting, and the
+    thread writes them one at a time in the order they came, so the file ends as the newest. The thread is
+    started once, on the first snapshot, and then waits for the next (starting one per write made the caller wait
+    for the new thread to be scheduled, tens of ms on a loaded machine); it is a daemon, so an interpreter that
+    quits flushes it first (``atexit``). ``take_error`` hands the caller the sentence of a failed write.
+    """
+
+    def __init__(self, store: RecoveryStore) -> None:
+        self.store = store
+        self._lock = threading.Condition()
+        self._waiting: tuple[Session, str | None] | None = None
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._error: str | None = None
+        self.writes = 0
+
+    def submit(self, session: Session, origin: str | None) -> None:
+        with self._lock:
+            self._waiting = (session, origin)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="autosave", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush)
+            self._lock.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._waiting is None:
+                    self._busy = False
+                    self._lock.notify_all()  # flush() waits for this
+                    self._lock.wait()
+                job, self._waiting, self._busy = self._waiting, None, True
+            try:
+                self.store.write(*job)
+                error = None
+            except (OSError, SessionError) as exc:  # a full disk must not take the window down
+                error = f"Autosave failed ({exc}); your work is still open, save it elsewhere."
+            except Exception as exc:  # noqa: BLE001 - a dead thread would leave flush() waiting for ever
+                error = f"Autosave failed ({type(exc).__name__}: {exc}); your work is still open, save it elsewhere."
+            with self._lock:
+                self.writes += error is None
+                self._error = error or self._error
+
+    def take_error(self) -> str | None:
+        """The sentence of a write that failed since the last call, or None."""
+        with self._lock:
+            error, self._error = self._error, None
+            return error
+
+    def flush(self, drop: bool = False) -> None:
+        """Wait until no write runs or waits (``drop``: forget the waiting one first, only finish the one running)."""
+        with self._lock:
+            if drop:
+                self._waiting = None
+            while self._thread is not None and (self._busy or self._waiting is not None):
+                self._lock.wait()
+
+
 class Autosaver:
     """Decides when to write the recovery file: soon after every edit, and every ``interval`` seconds.
 
-    ``snapshot`` builds the session to write (called only when a write happens); ``clock`` is injectable
-    so tests step time by hand.
+    ``snapshot`` builds the session to write (called only when a write happens, on the caller's thread: it must
+    copy what may change later); ``writer``: a :class:`BackgroundWriter` that serialises and writes it on its own
+    thread (default: written at once on the caller's); ``clock`` is injectable so tests step time by hand.
     """
 
     def __init__(self, store: RecoveryStore, snapshot: Callable[[], Session], *, interval: float = 60.0,
                  min_gap: float = 2.0, origin: Callable[[], str | None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, writer: BackgroundWriter | None = None) -> None:
         self.store, self.snapshot, self.interval, self.min_gap = store, snapshot, interval, min_gap
-        self.origin, self.clock = origin, clock
+        self.origin, self.clock, self.writer = origin, clock, writer
         self.dirty = self.active = False
         self.last_write = -float("inf")
         self.writes = 0
@@ -123,6 +190,9 @@ class Autosaver:
         The periodic write catches changes nobody reported through :meth:`edited` (a typed prompt, a
         finished ranking).
         """
+        failed = self.writer.take_error() if self.writer is not None else None
+        if failed:  # a background write failed: say so, and write again at the next chance
+            self.last_error, self.dirty = failed, True
         since = self.clock() - self.last_write
         if (self.dirty and since >= self.min_gap) or (self.active and since >= self.interval):
             return self.write()
@@ -130,7 +200,11 @@ class Autosaver:
 
     def write(self) -> bool:
         try:
-            self.store.write(self.snapshot(), self.origin() if self.origin else None)
+            session, origin = self.snapshot(), self.origin() if self.origin else None
+            if self.writer is not None:
+                self.writer.submit(session, origin)
+            else:
+                self.store.write(session, origin)
         except (OSError, SessionError) as error:  # a full disk must not take the window down
             self.last_error = f"Autosave failed ({error}); your work is still open, save it elsewhere."
             return False
@@ -143,7 +217,14 @@ class Autosaver:
     def saved(self) -> None:
         """The user saved (or closed cleanly): nothing is left to recover until the next edit."""
         self.dirty = self.active = False
+        if self.writer is not None:  # a write landing after the discard would offer a recovery next start
+            self.writer.flush(drop=True)
         self.store.discard()
+
+    def flush(self) -> None:
+        """Wait until the newest snapshot handed to the background writer is on disk (nothing to do without one)."""
+        if self.writer is not None:
+            self.writer.flush()
 
 
 class RecentSessions:

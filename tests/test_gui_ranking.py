@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PySide6.QtCore import QEvent, QSettings, Qt
+from PySide6.QtCore import QEvent, QPoint, QSettings, Qt
 
 from studio.ranking import rank_layers
 from tests.gui_support import mouse, open_window, paint_square, pick_layer
@@ -113,3 +113,25 @@ def test_the_selected_or_hovered_row_shows_its_switched_off_image_large(window, 
     mouse(table.viewport(), QEvent.Type.MouseMove, table.visualRect(table.model().index(1, 2)).center(),
           Qt.MouseButton.NoButton)
     assert preview.pixmap().toImage() != first  # hovering another row shows its unit instead
+
+
+def test_the_table_shows_every_ranked_unit_best_first_and_sorts_by_a_clicked_header(window, qtbot):
+    paint_square(window, 2, 2, 14, 14)
+    pick_layer(window, qtbot, "blocks.1")
+    ranking = rank(window, qtbot)
+    table, model = window.ranking.table, window.ranking.model
+    by_score = [int(u.unit) for u in sorted(ranking.units, key=lambda u: -float(u.score))]
+    assert [table.unit_at(r) for r in range(model.rowCount())] == by_score
+    shown = [float(model.index(r, 1).data(Qt.ItemDataRole.DisplayRole)) for r in range(model.rowCount())]
+    assert shown == sorted(shown, reverse=True)
+    assert model.index(0, 4).data(Qt.ItemDataRole.DecorationRole) is not None  # the best rows have thumbnails
+    best = table.unit_at(0)
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=table.visualRect(model.index(0, 0)).center())
+    header = table.horizontalHeader()
+    unit_header = header.sectionViewportPosition(0) + header.sectionSize(0) // 2
+    qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(unit_header, header.height() // 2))
+    units = [table.unit_at(r) for r in range(model.rowCount())]
+    assert sorted(units) == sorted(by_score) and units in (sorted(units), sorted(units, reverse=True))
+    assert table.selected_units() == [best]  # the selection follows its row through the sort
+    rank(window, qtbot)  # a new ranking starts best first again
+    assert [table.unit_at(r) for r in range(model.rowCount())][:5] == by_score[:5]

@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from studio.core.hooks import UnitEdit
 from studio.exported import open_model
-from tests.gui_support import open_window, paint_square
+from tests.gui_support import drag, open_window, paint_square
 
 Buttons = QMessageBox.StandardButton
 
@@ -94,6 +94,7 @@ def test_a_pending_recovery_is_offered_at_start_and_restore_brings_the_work_back
     first.sliders.rows[0].slider.setValue(200)  # ...and so is a slider
     recovery = first.recovery.store.path
     qtbot.waitUntil(lambda: recovery.exists() and not first.recovery.autosaver.dirty, timeout=30_000)
+    first.recovery.flush()  # the newest snapshot is written on the autosave's own thread
     crashed = tmp_path / "left-behind"
     shutil.copy(recovery, crashed)
     first.close()
@@ -125,6 +126,7 @@ def test_discarding_the_offer_deletes_the_crashed_work(toy_registry, qtbot, tmp_
     first.sliders.add_units("blocks.1", [2])
     recovery = first.recovery.store.path
     qtbot.waitUntil(lambda: recovery.exists() and not first.recovery.autosaver.dirty, timeout=30_000)
+    first.recovery.flush()
     shutil.copy(recovery, tmp_path / "left-behind")
     first.close()
     shutil.copy(tmp_path / "left-behind", recovery)
@@ -252,6 +254,31 @@ def test_every_kind_of_edit_autosaves_and_marks_the_session_modified(window, qtb
     now[0] += 31
     recovery.tick()
     assert recovery.autosaver.writes == writes + 1 and recovery.store.path.exists()
+
+
+def test_the_recovery_file_holds_the_newest_state_after_a_slider_drag(window, qtbot):
+    from PySide6.QtWidgets import QStyle, QStyleOptionSlider
+
+    from studio.session import load_session
+
+    recovery = window.recovery
+    qtbot.waitUntil(lambda: recovery.ready, timeout=20_000)
+    window.sliders.add_units("blocks.1", [3])
+    slider = window.sliders.rows[0].slider
+    option = QStyleOptionSlider()
+    slider.initStyleOption(option)
+    handle = slider.style().subControlRect(QStyle.ComplexControl.CC_Slider, option,
+                                           QStyle.SubControl.SC_SliderHandle, slider).center()
+    start = slider.value()
+    points = [QPoint(handle.x() + dx, handle.y()) for dx in range(0, slider.width() // 3, 3)]
+    drag(slider, points)  # a user's drag: one edit per move, faster than the autosave's 2 s gap
+    assert slider.value() != start
+    dragged = window.sliders.edits()
+    # the edits inside the gap are written by the next tick, on the writer's thread; then the file is the newest
+    qtbot.waitUntil(lambda: not recovery.autosaver.dirty, timeout=20_000)
+    recovery.flush()
+    assert load_session(recovery.store.path).unit_edits == dragged
+    assert window.close() and not recovery.store.path.exists()  # a normal close: nothing left to recover
 
 
 def test_closing_with_unsaved_edits_asks_save_discard_or_cancel(toy_registry, qtbot, tmp_path, monkeypatch):

@@ -238,6 +238,7 @@ def test_work_left_by_a_crash_is_recovered(registry, qtbot, tmp_path):
     recovery = first.recovery.store.path
     qtbot.waitUntil(lambda: recovery.exists() and first.recovery.autosaver.writes > 0
                     and not first.recovery.autosaver.dirty, timeout=30_000)
+    first.recovery.flush()  # the newest snapshot is written on the autosave's own thread
     shutil.copy(recovery, tmp_path / "left-behind")
     first.close()  # a normal close removes the recovery file...
     assert not recovery.exists()

@@ -8,14 +8,16 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from studio.core.hooks import UnitEdit, count_hooks
-from studio.recovery import Autosaver, RecentSessions, RecoveryStore
+from studio.recovery import Autosaver, BackgroundWriter, RecentSessions, RecoveryStore
 from studio.reference import ModelReference, content_sha256
 from studio.session import Session, SessionError, load_session, peek_session, save_session
 
@@ -297,6 +299,66 @@ def test_a_failed_autosave_keeps_the_window_and_the_last_recovery(toy, tmp_path,
     auto.dirty, auto.last_write = True, -100.0
     assert not auto.tick()
     assert "Autosave failed (disk full)" in auto.last_error and store.path.read_bytes() == kept
+
+
+class GatedStore(RecoveryStore):
+    """A recovery store whose writes wait for ``gate`` (so a test can hand in snapshots while one is written)."""
+
+    def __init__(self, directory) -> None:
+        super().__init__(directory)
+        self.gate, self.started, self.order = threading.Event(), threading.Event(), []
+
+    def write(self, session, origin=None):
+        self.started.set()
+        assert self.gate.wait(30)
+        self.order.append(session.unit_edits[0].unit)
+        return super().write(session, origin)
+
+
+def test_background_autosave_ends_with_the_newest_snapshot_off_the_callers_thread(toy, tmp_path):
+    store = GatedStore(tmp_path)
+    base = _toy_session(toy)
+    state = {"unit": 0}
+    auto = Autosaver(store, lambda: replace(base, unit_edits=[UnitEdit("fc", state["unit"], "off")]),
+                     clock=lambda: 1000.0 + 10 * state["unit"], writer=BackgroundWriter(store))
+    assert auto.edited()  # handed over; the write waits on the gate, so it cannot have run on this thread
+    assert store.started.wait(30) and not store.path.exists()
+    for unit in (1, 2, 3):  # a drag goes on while the first write runs: only the newest of these is kept
+        state["unit"] = unit
+        assert auto.edited()
+    store.gate.set()
+    auto.flush()
+    assert store.order == [0, 3] and auto.writer.writes == 2
+    assert load_session(store.path).unit_edits == [UnitEdit("fc", 3, "off")]
+
+    store.gate.clear()
+    store.started.clear()
+    state["unit"] = 4
+    assert auto.edited() and store.started.wait(30)
+    state["unit"] = 5
+    auto.edited()  # waiting behind the running write when the user saves: dropped, the running one finishes first
+    done = threading.Thread(target=auto.saved)
+    done.start()
+    store.gate.set()
+    done.join(30)
+    assert store.order == [0, 3, 4] and not store.path.exists()  # no write lands after the discard
+
+
+def test_a_failed_background_autosave_is_reported_and_retried(toy, tmp_path, monkeypatch):
+    store = RecoveryStore(tmp_path)
+    now = [0.0]
+    auto = Autosaver(store, lambda: _toy_session(toy), clock=lambda: now[0], writer=BackgroundWriter(store))
+    monkeypatch.setattr("studio.recovery.save_session", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    assert auto.edited()
+    auto.flush()
+    now[0] = 0.5
+    assert not auto.tick()  # too soon to write again, but the failure is said
+    assert "Autosave failed (disk full)" in auto.last_error and auto.dirty and not store.path.exists()
+    monkeypatch.undo()
+    now[0] = 5.0
+    assert auto.tick()
+    auto.flush()
+    assert load_session(store.path).unit_edits == _toy_session(toy).unit_edits and auto.writer.take_error() is None
 
 
 def test_an_unreadable_recovery_file_is_not_offered(tmp_path):

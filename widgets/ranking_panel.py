@@ -42,8 +42,8 @@ from studio.seeds import parse_seeds
 from studio.state import RankOptions, StudioState
 
 from .jobs import Job, JobRunner
-from .qt_images import pixmap_from
-from .ranking_table import RankingModel, RankingTable, ScorePlot
+from .qt_images import rgb_image
+from .ranking_table import THUMB, RankingModel, RankingTable, ScorePlot
 
 #: How many of the best units get a switched-off thumbnail.
 THUMBNAILS = 24
@@ -383,7 +383,10 @@ class RankingPanel(QWidget):
                 ranking = rank_units(generator, samples, mask.to(generator.device), layer, method=options["method"],
                                      ablation=options["ablation"], progress=progress)
             best = [int(u.unit) for u in ranking.units[:THUMBNAILS]]
-            thumbs = thumbnails(unit_off_images(generator, base, chosen, best)) if best else None
+            thumbs = None
+            if best:  # QImages, both sizes, made here: scaling and converting them took ~45 ms of the GUI thread
+                off = unit_off_images(generator, base, chosen, best)
+                thumbs = ([rgb_image(a) for a in thumbnails(off)], [rgb_image(a) for a in thumbnails(off, THUMB)])
             return chosen, ranking, best, thumbs, layers, auto
 
         return work
@@ -404,13 +407,11 @@ class RankingPanel(QWidget):
         self._finish()
         self.progress.setValue(1)
         self.progress.setFormat(f"ranked in {time.perf_counter() - self._started:.1f} s")
-        pixmaps = {}
-        if thumbs is not None:
-            for unit, image in zip(best, thumbs):
-                pixmaps[unit] = pixmap_from(image)
+        large, small = thumbs if thumbs is not None else ([], [])
         if layers is not None:
             self.layers.show_layer(layer)  # start on the layer that ranks best for this mask
-        self.show_ranking(ranking, pixmaps, ranked_with=self._ranking_with)  # with the thumbnails, before the state
+        self.show_ranking(ranking, dict(zip(best, large)), ranked_with=self._ranking_with,  # with the thumbnails,
+                          small=dict(zip(best, small)))                                     # before the state
         self.state.update(ranking=ranking, layer=layer)                     # says so without them
         if layers is not None:
             order = ", ".join(f"{s.layer} {s.mean_top_score:.3g}" for s in layers)
@@ -418,10 +419,12 @@ class RankingPanel(QWidget):
             self.summary.setText(f"{lead} {self.summary.text()} Layers by their top units' mean score: {order}.")
         self.ranked.emit(ranking)
 
-    def show_ranking(self, ranking, thumbnails: dict | None = None, ranked_with: tuple | None = None) -> None:
-        """Show ``ranking`` from its first row; ``ranked_with`` (sample, mask) lets the panel say when it is stale."""
+    def show_ranking(self, ranking, thumbnails: dict | None = None, ranked_with: tuple | None = None,
+                     small: dict | None = None) -> None:
+        """Show ``ranking`` from its first row; ``ranked_with`` (sample, mask) lets the panel say when it is stale;
+        ``thumbnails``/``small``: unit -> switched-off image, full and table size (QImage or QPixmap)."""
         self.shown = ranking
-        self.model.set_ranking(ranking, thumbnails)
+        self.model.set_ranking(ranking, thumbnails, small)
         self.ranked_with = ranked_with if ranking is not None else None
         self.table.scrollToTop()  # the best rows, which the summary names, are in view
         self._show_preview(-1)
@@ -446,7 +449,7 @@ class RankingPanel(QWidget):
         self.unit_selected.emit(unit)
 
     def _show_preview(self, unit: int) -> None:
-        pixmap = self.model.thumbnails.get(unit) if unit >= 0 else None
+        pixmap = self.model.thumbnail(unit) if unit >= 0 else None
         if pixmap is None:
             self.preview.setPixmap(QPixmap())
             self.preview.setText("Select a row to see\nits unit switched off")

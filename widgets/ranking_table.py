@@ -15,11 +15,10 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     QRectF,
     QSize,
-    QSortFilterProxyModel,
     Qt,
     Signal,
 )
-from PySide6.QtGui import QColor, QPainter, QPixmap
+from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyledItemDelegate, QTableView, QWidget
 
 COLUMNS = ("Unit", "Score", "Inside", "Outside", "Switched off")
@@ -29,25 +28,75 @@ _POSITIVE, _NEGATIVE = QColor(70, 160, 110), QColor(200, 90, 80)
 
 
 class RankingModel(QAbstractTableModel):
-    """Rows are a ranking's :class:`UnitScore` entries, best first."""
+    """Rows are a ranking's :class:`UnitScore` entries, best first; it sorts itself (``sort``).
+
+    Sorting here rather than in a QSortFilterProxyModel matters when a ranking arrives: a proxy sorts by asking
+    ``data`` twice per comparison, thousands of Python calls on the GUI thread for a layer of 256 units, while
+    here each row's sort keys are read once and Python sorts them. Thumbnails may come as QImages (made on the
+    worker thread); they become pixmaps only when a row is drawn or selected.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.rows: list[Any] = []
-        self.thumbnails: dict[int, QPixmap] = {}
-        self.small: dict[int, QPixmap] = {}
+        self.keys: list[tuple] = []  # per row: (unit, score, inside, outside, rank), the sort keys
+        self.thumbnails: dict[int, QPixmap | QImage] = {}
+        self.small: dict[int, QPixmap | QImage] = {}
         self.max_abs = 1.0
         self.exact_note = ""
+        self.sort_column, self.sort_order = 1, Qt.SortOrder.DescendingOrder
 
-    def set_ranking(self, ranking: Any, thumbnails: dict[int, QPixmap] | None = None) -> None:
+    def set_ranking(self, ranking: Any, thumbnails: dict[int, QPixmap | QImage] | None = None,
+                    small: dict[int, QPixmap | QImage] | None = None) -> None:
+        """``thumbnails``: unit -> full-size image (the panel's large view); ``small``: unit -> table-size image
+        (default: scaled from ``thumbnails`` when first drawn)."""
         self.beginResetModel()
         self.rows = list(ranking.units) if ranking is not None else []
-        self.thumbnails = dict(thumbnails or {})  # full size: the panel's large view shows them
-        self.small = {unit: pixmap.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
-                                          Qt.TransformationMode.SmoothTransformation)
-                      for unit, pixmap in self.thumbnails.items()}
-        self.max_abs = max((abs(float(u.score)) for u in self.rows), default=1.0) or 1.0
+        self.keys = [(int(u.unit), float(u.score), float(u.inside), float(u.outside), i)
+                     for i, u in enumerate(self.rows)]
+        self.thumbnails = dict(thumbnails or {})
+        self.small = dict(small or {})
+        self.max_abs = max((abs(k[1]) for k in self.keys), default=1.0) or 1.0
+        self._arrange(self.sort_column, self.sort_order)
         self.endResetModel()
+
+    def thumbnail(self, unit: int) -> QPixmap | None:
+        """The full-size switched-off image of ``unit`` as a pixmap (converted once, when first asked for)."""
+        image = self.thumbnails.get(unit)
+        if isinstance(image, QImage):
+            image = self.thumbnails[unit] = QPixmap.fromImage(image)
+        return image
+
+    def small_thumbnail(self, unit: int) -> QPixmap | None:
+        image = self.small.get(unit)
+        if image is None and unit in self.thumbnails:
+            full = self.thumbnails[unit]
+            image = full.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
+                                Qt.TransformationMode.SmoothTransformation)
+        if isinstance(image, QImage):
+            image = QPixmap.fromImage(image)
+        if image is not None:
+            self.small[unit] = image
+        return image
+
+    def _arrange(self, column: int, order: Qt.SortOrder) -> list[int]:
+        """Reorder the rows by ``column``; the old row of each new one (Python's sort is stable, as Qt's is)."""
+        self.sort_column, self.sort_order = column, order
+        if not 0 <= column < len(COLUMNS):
+            return list(range(len(self.rows)))
+        moved = sorted(range(len(self.rows)), key=lambda i: self.keys[i][column],
+                       reverse=order == Qt.SortOrder.DescendingOrder)
+        self.rows = [self.rows[i] for i in moved]
+        self.keys = [self.keys[i] for i in moved]
+        return moved
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        self.layoutAboutToBeChanged.emit()
+        before = self.persistentIndexList()
+        moved = self._arrange(column, order)
+        new_row = {old: new for new, old in enumerate(moved)}
+        self.changePersistentIndexList(before, [self.index(new_row[i.row()], i.column()) for i in before])
+        self.layoutChanged.emit()
 
     def unit_at(self, row: int) -> int:
         return int(self.rows[row].unit)
@@ -72,7 +121,7 @@ class RankingModel(QAbstractTableModel):
         if not index.isValid():
             return None
         u, col = self.rows[index.row()], index.column()
-        values = (int(u.unit), float(u.score), float(u.inside), float(u.outside), index.row())
+        values = self.keys[index.row()]
         if role == SORT_ROLE:
             return values[col]
         if role == Qt.ItemDataRole.DisplayRole:
@@ -82,7 +131,7 @@ class RankingModel(QAbstractTableModel):
                 return f"{values[col]:.3g}"
             return None
         if role == Qt.ItemDataRole.DecorationRole and col == 4:
-            return self.small.get(int(u.unit))
+            return self.small_thumbnail(values[0])
         if role == Qt.ItemDataRole.ToolTipRole and col == 4:
             return "Select or hover the row for a larger view"
         if role == Qt.ItemDataRole.ToolTipRole and col == 0 and not getattr(u, "exact", True):
@@ -120,10 +169,7 @@ class RankingTable(QTableView):
     def __init__(self, model: RankingModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ranking_model = model
-        self.proxy = QSortFilterProxyModel(self)
-        self.proxy.setSourceModel(model)
-        self.proxy.setSortRole(SORT_ROLE)
-        self.setModel(self.proxy)
+        self.setModel(model)  # the model sorts itself (see RankingModel: far fewer calls than a proxy's sort)
         self.setSortingEnabled(True)
         self.sortByColumn(1, Qt.SortOrder.DescendingOrder)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -143,16 +189,16 @@ class RankingTable(QTableView):
             lambda current, _: self.unit_selected.emit(self.unit_at(current.row()) if current.isValid() else -1))
 
     def unit_at(self, view_row: int) -> int:
-        return self.ranking_model.unit_at(self.proxy.mapToSource(self.proxy.index(view_row, 0)).row())
+        return self.ranking_model.unit_at(view_row)
 
     def selected_units(self) -> list[int]:
         return [self.unit_at(index.row()) for index in self.selectionModel().selectedRows()]
 
     def select_unit(self, unit: int) -> None:
-        for row in range(self.proxy.rowCount()):
+        for row in range(self.ranking_model.rowCount()):
             if self.unit_at(row) == unit:
                 self.selectRow(row)
-                self.scrollTo(self.proxy.index(row, 0))
+                self.scrollTo(self.ranking_model.index(row, 0))
                 return
 
     def keyPressEvent(self, event) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QCoreApplication, QObject, QTimer
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton
 
 from studio.concept import concept_editor_of
-from studio.recovery import Autosaver, RecoveryStore
+from studio.recovery import Autosaver, BackgroundWriter, RecoveryStore
 from studio.reference import ModelReference
 
 
@@ -63,7 +63,10 @@ class RecoveryActions(QObject):
             os.replace(left.path, self.offered.path)
         self.pending = self.offered.pending()
         self.reference = None  # the model's ModelReference, hashed once per load on the worker thread
-        self.autosaver = Autosaver(self.store, self._snapshot, origin=self._origin)
+        # The snapshot (copies of the state) is taken on the GUI thread; serialising and writing it, tens of ms,
+        # happen on the writer's thread, so an autosave during a drag does not stall the window.
+        self.autosaver = Autosaver(self.store, self._snapshot, origin=self._origin,
+                                   writer=BackgroundWriter(self.store))
         self.recover_action = QAction("Recover unsaved work", self)
         self.recover_action.setEnabled(self.pending is not None)
         self.recover_action.triggered.connect(self.recover)
@@ -80,6 +83,9 @@ class RecoveryActions(QObject):
         window.model_loaded.connect(self._on_model_loaded)
         self._had_sample = False  # the window's first sample is not an edit of the user's
         window.state.events.changed.connect(self._on_state_changed)
+        app = QCoreApplication.instance()
+        if app is not None:  # a quit that skips the window's close still finds the newest autosave on disk
+            app.aboutToQuit.connect(self.flush)
 
     def _on_state_changed(self, event) -> None:
         """One change of the work (one stroke, one slider move, one whole restore) is one edit."""
@@ -108,6 +114,10 @@ class RecoveryActions(QObject):
     def saved(self) -> None:
         """The user saved, or closed the window normally: nothing is left to recover."""
         self.autosaver.saved()
+
+    def flush(self) -> None:
+        """Wait for the background write of the newest autosave (on quit: nothing handed to it is lost)."""
+        self.autosaver.flush()
 
     def _report(self, wrote: bool) -> None:
         if not wrote and self.autosaver.last_error:

@@ -13,13 +13,16 @@ On the Rooms model (layer ``blocks.1``, Rooms truth concepts):
 - ``ray_equal``: max relative difference of every statistic, Ray (2 local workers of 1 thread) against an
   in-process run at 1 thread (torch's sums round differently at another thread count: ``thread_rounding`` is
   that difference for the float statistics, in-process at 2 threads against 1);
-- ``ray_overhead``: Ray wall time over the in-process wall time at the same 2 cores (in-process: 2 torch threads;
-  Ray: 2 workers of 1 CPU and 1 thread each), everything the user of ``--ray`` waits for included: the local
-  cluster's start, the actors' start (a Python with torch and a model copy each) and the run; the worst of
-  ``--repeat`` back-to-back pairs. ``ray_overhead_joined`` leaves the cluster start out (``--ray ADDRESS`` joins
-  a running one); ``ray_over_1_thread``: the last pair's Ray total over an in-process run at 1 thread right after
-  it (on a loaded machine torch's 2 spinning threads can be slower than 1); ``samples_per_s``: samples dissected
-  per second in-process (both phases);
+- ``ray_overhead``: Ray wall time over the in-process wall time on the same 2 cores, everything the user of
+  ``--ray`` waits for included: the local cluster's start, the actors' start (a Python with torch and a model copy
+  each) and the run (Ray: 2 workers of 1 CPU and 1 thread each). The in-process baseline is the faster of two runs
+  timed in a child process with ``OMP_WAIT_POLICY=PASSIVE`` (``in_process_2_threads_s``, ``in_process_1_thread_s``;
+  ``in_process_s`` is the faster, ``in_process_threads`` its thread count): by default torch's OpenMP threads
+  spin while they wait for each other, and on a loaded machine 2 spinning threads run several times slower than 1,
+  which would flatter Ray. The worst of ``--repeat`` back-to-back triples (2 threads, 1 thread, Ray).
+  ``ray_overhead_joined`` leaves the cluster start out (``--ray ADDRESS`` joins a running one);
+  ``ray_over_1_thread``: the last triple's Ray total over its 1-thread run; ``samples_per_s``: samples dissected
+  per second in-process at the baseline (both phases);
 - ``memory_growth``: peak resident memory of a dissection of ``--memory`` samples over one of a tenth as many,
   minus 1, each in its own process.
 """
@@ -30,7 +33,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -38,8 +43,9 @@ from studio.ablation import measure_effect
 from studio.commands.common import add_model_args, open_from_args
 from studio.core.errors import StudioError
 from studio.core.hooks import UnitEdit
-from studio.dissect import Plan, dissect
+from studio.dissect import Plan, dissect, load_dissection
 from studio.dissect_ray import ray_runner
+from studio.exported import open_model
 from studio.ranking import best_units, rank_units
 from studio.segments import rooms_scene, rooms_segmenter
 
@@ -57,6 +63,11 @@ gen = open_model("rooms", device="cpu")
 d = dissect(gen, Plan("rooms", [layer], n, concepts="rooms", task_size=250))
 print(int(d.stats[layer]["count"].max()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
+
+
+_OMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}  # read when torch loads, so it must be in the child's environment
+#: The repository root: the child (``-m`` puts its working folder first on the path) imports this ``studio``.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def register(benches: argparse._SubParsersAction) -> None:
@@ -121,14 +132,48 @@ def memory_peak(samples: int, layer: str) -> tuple[int, int]:
     return int(counted), int(peak)
 
 
-def timing_pair(generator, plan: Plan) -> tuple[dict, object, object]:
-    """One in-process run at 2 threads, then at once the same plan on a fresh local Ray cluster of 2 CPUs."""
+def in_process_child(args: argparse.Namespace, plan: Plan, threads: int, folder: Path) -> tuple[float, object]:
+    """(wall seconds of the dissection alone, its result) of ``plan`` at ``threads`` torch threads in a fresh Python
+    whose OpenMP threads sleep rather than spin while they wait (``OMP_WAIT_POLICY=PASSIVE``)."""
+    out = folder / f"in_process_{threads}.safetensors"
+    model = str(Path(args.model).resolve()) if Path(args.model).exists() else str(args.model)  # the child's cwd
+    command = [sys.executable, "-m", "studio.bench.dissect", "--child", json.dumps(plan.to_json()), str(threads),
+               str(out), model, args.device, args.precision]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **_OMP_ENV})
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise StudioError(f"The in-process run at {threads} thread(s) failed in its child process: {last}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if report["threads"] != threads or report["omp_wait_policy"] != _OMP_ENV["OMP_WAIT_POLICY"]:
+        raise StudioError(f"The in-process child ran {report['threads']} torch threads with OMP_WAIT_POLICY="
+                          f"{report['omp_wait_policy']}, not {threads} with {_OMP_ENV['OMP_WAIT_POLICY']}.")
+    return report["seconds"], load_dissection(out)
+
+
+def _child(argv: list[str]) -> int:
+    """The child of :func:`in_process_child`: PLAN_JSON THREADS OUTPUT MODEL DEVICE PRECISION."""
+    plan_json, threads, output, model, device, precision = argv
+    torch.set_num_threads(int(threads))
+    generator = open_model(model, device=device, precision=precision)
+    plan = Plan.from_json(json.loads(plan_json))
+    start = time.perf_counter()
+    result = dissect(generator, plan)
+    seconds = time.perf_counter() - start
+    result.save(output)
+    print(json.dumps({"seconds": seconds, "threads": torch.get_num_threads(),
+                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}))
+    return 0
+
+
+def timing_pair(args: argparse.Namespace, generator, plan: Plan, folder: Path) -> tuple[dict, object, object, object]:
+    """In-process runs at 2 and 1 threads (each in a child process), then at once the same plan on a fresh local
+    Ray cluster of 2 CPUs; (figures, 2-thread result, 1-thread result, Ray result)."""
     import ray  # optional extra: the Ray comparison needs it
 
-    torch.set_num_threads(2)
-    start = time.perf_counter()
-    here = dissect(generator, plan)
-    here_wall = time.perf_counter() - start
+    two_wall, here = in_process_child(args, plan, 2, folder)
+    one_wall, reference = in_process_child(args, plan, 1, folder)
+    here_wall = min(two_wall, one_wall)
     torch.set_num_threads(1)  # the driver only merges; the 2 cores are the workers'
     start = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -144,12 +189,15 @@ def timing_pair(generator, plan: Plan) -> tuple[dict, object, object]:
     end = time.perf_counter()
     if threads != [1, 1]:
         raise StudioError(f"The Ray workers ran {threads} torch threads, not one each: the cores were oversubscribed.")
-    figures = {"load_average": round(os.getloadavg()[0], 2), "in_process_s": round(here_wall, 2),
+    figures = {"load_average": round(os.getloadavg()[0], 2), "in_process_2_threads_s": round(two_wall, 2),
+               "in_process_1_thread_s": round(one_wall, 2), "in_process_s": round(here_wall, 2),
+               "in_process_threads": 2 if two_wall <= one_wall else 1,
                "ray_cluster_start_s": round(cluster - start, 2),
                "ray_actor_start_s": round(actors - cluster, 2), "ray_run_s": round(end - actors, 2),
                "ray_total_s": round(end - start, 2), "ray_overhead": round((end - start) / here_wall, 3),
-               "ray_overhead_joined": round((end - cluster) / here_wall, 3)}
-    return figures, here, there
+               "ray_overhead_joined": round((end - cluster) / here_wall, 3),
+               "ray_over_1_thread": round((end - start) / one_wall, 3)}
+    return figures, here, reference, there
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,16 +206,14 @@ def run(args: argparse.Namespace) -> int:
     task_size = args.task_size or max(1, min(250, args.samples // 4))
     plan = Plan(generator.source, [LAYER], args.samples, concepts="rooms", task_size=task_size)
     pairs = []
-    for _ in range(max(1, args.repeat)):  # back to back, so a shared machine's load is alike for both runs
-        pair, here, there = timing_pair(generator, plan)
-        pairs.append(pair)
+    with tempfile.TemporaryDirectory(prefix="bench-dissect-") as folder:
+        for _ in range(max(1, args.repeat)):  # back to back, so a shared machine's load is alike for all runs
+            pair, here, reference, there = timing_pair(args, generator, plan, Path(folder))
+            pairs.append(pair)
     # Torch's float sums depend on its thread count (a unit's sketch counts move where a value sits on a bucket
-    # edge), so Ray's 1-thread workers are compared with an in-process run at 1 thread: any difference left is
+    # edge), so Ray's 1-thread workers are compared with the in-process run at 1 thread: any difference left is
     # Ray's doing (splitting, transfer, merging), not rounding; the 2-thread run's rounding is reported beside it.
     torch.set_num_threads(1)
-    start = time.perf_counter()
-    reference = dissect(generator, plan)
-    one_thread = time.perf_counter() - start
     worst = max(pairs, key=lambda p: p["ray_overhead"])
     figures = {"samples": args.samples, "layer": LAYER, "task_size": task_size}
     figures.update(lamp_checks(generator, here, LAYER, args.check, args.top))
@@ -176,8 +222,7 @@ def run(args: argparse.Namespace) -> int:
                     "thread_rounding": max_relative_difference(
                         {k: v for k, v in reference.tensors().items() if k.rsplit("/", 1)[1] in floats},
                         here.tensors()),
-                    "timing_pairs": pairs, "in_process_1_thread_s": round(one_thread, 2),
-                    "ray_over_1_thread": round(pairs[-1]["ray_total_s"] / one_thread, 3),
+                    "timing_pairs": pairs, "ray_over_1_thread": pairs[-1]["ray_over_1_thread"],
                     "samples_per_s": round(args.samples / pairs[0]["in_process_s"], 2), "targets": TARGETS})
     if args.memory:
         (few, small), (many, large) = (memory_peak(args.memory // 10, args.memory_layer),
@@ -189,3 +234,9 @@ def run(args: argparse.Namespace) -> int:
                         "memory_samples": [args.memory // 10, args.memory], "peak_rss_kb": [small, large]})
     print(json.dumps(figures) if args.json else json.dumps(figures, indent=1))
     return 0
+
+
+if __name__ == "__main__":  # the in-process baseline's child: python -m studio.bench.dissect --child ...
+    if sys.argv[1:2] != ["--child"]:
+        raise SystemExit("usage: python -m studio bench dissect (this module's own entry is for its child runs)")
+    raise SystemExit(_child(sys.argv[2:]))
