@@ -89,10 +89,15 @@ class KnobRegion:
     present: dict[str, torch.Tensor]
     relative: dict[str, torch.Tensor] = field(default_factory=dict)
     contrast: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: The last painted mask and its cut (masks are replaced, never changed in place): each frame of a strength drag
+    #: then hands the hook engine the same region mask, so its placements are shared like the knob's own.
+    _cut: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def mask_in(self, mask: torch.Tensor) -> torch.Tensor:
         """``mask`` kept only inside this region's place in the box of ``mask`` (all zeros for an empty mask)."""
-        return place_box(mask, self.box)
+        if self._cut is None or self._cut[0] is not mask:
+            self._cut = (mask, place_box(mask, self.box))
+        return self._cut[1]
 
 
 def place_box(mask: torch.Tensor, box: Sequence[float]) -> torch.Tensor:

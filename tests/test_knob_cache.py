@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 import studio.core.hooks as hooks
-from studio.knobs import Knob, KnobEdit, model_layout
+from studio.knobs import Knob, KnobEdit, KnobRegion, model_layout
 from studio.live import LiveRenderer
 from tests.toy import ToyGenerator
 
@@ -59,5 +59,26 @@ def test_a_drag_places_once_and_a_new_mask_places_again(monkeypatch):
         placed.clear()  # (the fresh renders above placed in their own editors)
         again = live.render(sample, knobs=[KnobEdit(knob, second, 1.3)])[0]
         assert not placed and torch.equal(again, fresh(gen, sample, KnobEdit(knob, second, 1.3)))
+    finally:
+        live.close()
+
+
+def test_a_knob_with_a_part_region_places_once_per_drag_too(monkeypatch):
+    """The region's own mask (its part of the painted box) is cut once per painted mask, not once per frame, so
+    its targets share their placements like the knob's own."""
+    gen = ToyGenerator()
+    knob, sample = knob_of(gen), gen.sample(3)
+    torch.manual_seed(1)
+    knob.regions.append(KnobRegion("lamp", (0.25, 0.25, 0.75, 0.75), {"blocks.1": torch.tensor([3, 7])},
+                                   {"blocks.1": torch.randn(2, 2, 2)}, {"blocks.1": torch.randn(2, 2, 2)}))
+    placed = []
+    place = hooks.place_pattern
+    monkeypatch.setattr(hooks, "place_pattern", lambda *a: placed.append(1) or place(*a))
+    live = LiveRenderer(gen)
+    try:
+        mask = box(2, 4, 14, 20)
+        images = [live.render(sample, knobs=[KnobEdit(knob, mask, s)])[0] for s in (0.2, 0.6, 1.0)]
+        assert len(placed) == len(LAYERS) + 1  # the knob's layers and the region's one, each once
+        assert torch.equal(images[-1], fresh(gen, sample, KnobEdit(knob, mask, 1.0)))
     finally:
         live.close()
