@@ -52,6 +52,32 @@ def tiny_sd_files(tmp_path_factory) -> TinySD:
     return TinySD(pipe, root / "build", root / "folder")
 
 
+@pytest.fixture(scope="session")
+def sg2(tmp_path_factory):
+    """A tiny StyleGAN2 written as NVIDIA's code pickles it, opened on the CPU (the inversion tests share it)."""
+    from models.registry import open_model
+    from tests.stylegan_files import tiny_net, write_nvidia_pickle
+    root = tmp_path_factory.mktemp("sg2")
+    return open_model(str(write_nvidia_pickle(root / "sg2.pkl", tiny_net("sg2"), marker=root / "ran")), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sg2_target(sg2):
+    """An image the tiny StyleGAN2 made itself (seed 5, psi 0.7): an inversion can reproduce it closely."""
+    with torch.inference_mode():
+        return sg2.render([sg2.sample(5, psi=0.7)])[0].clone()
+
+
+@pytest.fixture(scope="session")
+def sg2_inversion(sg2, sg2_target):
+    """(inversion of ``sg2_target`` in 150 steps, the (step, shape) of each preview it showed): one search for the
+    inversion and the noise/fine-tune tests."""
+    from studio.invert import invert
+    previews = []
+    inv = invert(sg2, sg2_target, steps=150, preview=lambda step, image: previews.append((step, image.shape)))
+    return inv, previews
+
+
 @pytest.fixture(autouse=True)
 def no_running_qthreads(monkeypatch):
     """Fail any test that leaves a QThread running (a destroyed running QThread aborts the process)."""

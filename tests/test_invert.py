@@ -15,41 +15,10 @@ from studio.cli import main
 from studio.core.errors import Cancelled, StudioError
 from studio.invert import Inversion, InvertError, invert, prepare_image, psnr
 from tests.faces_files import tiny_dcgan, write_weights_tar
-from tests.stylegan_files import tiny_net, write_nvidia_pickle
 
 
 def _picture(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def sg2(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sg2")
-    return open_model(str(write_nvidia_pickle(root / "sg2.pkl", tiny_net("sg2"), marker=root / "ran")), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def sg2_target(sg2):
-    with torch.inference_mode():
-        return sg2.render([sg2.sample(5, psi=0.7)])[0].clone()
-
-
-@pytest.fixture(scope="module")
-def sg2_inversion(sg2, sg2_target):
-    previews = []
-    inv = invert(sg2, sg2_target, steps=150, preview=lambda step, image: previews.append((step, image.shape)))
-    return inv, previews
-
-
-# -- bad inputs ---------------------------------------------------------------------------------------------------
-def test_a_wide_image_is_centre_cropped_and_the_note_says_so():
-    array = _picture(100, 200)
-    tensor, note = prepare_image(array, (64, 64))
-    assert tensor.shape == (3, 64, 64) and 0 <= float(tensor.min()) and float(tensor.max()) <= 1
-    assert "200x100" in note and "centre 100x100" in note and "left and right" in note
-    # the crop kept the middle: the outer quarters were cut, so the result matches a resize of the centre alone
-    centre, _ = prepare_image(array[:, 50:150], (64, 64))
-    torch.testing.assert_close(tensor, centre)
 
 
 def test_a_tall_image_can_be_padded_instead():

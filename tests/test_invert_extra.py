@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,31 +19,18 @@ from studio.core import payload
 from studio.core.errors import StudioError, UnsupportedOperation
 from studio.core.hooks import UnitEdit
 from studio.invert import Inversion, InvertError, finetune, invert, psnr
-from tests.stylegan_files import tiny_net, write_nvidia_pickle
 
 LAYER = "synthesis.b16.conv0"
 
 
 @pytest.fixture(scope="module")
-def sg2(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sg2x")
-    return open_model(str(write_nvidia_pickle(root / "sg2.pkl", tiny_net("sg2"), marker=root / "ran")), device="cpu")
+def sg2_inverted(sg2_inversion):
+    return sg2_inversion[0]
 
 
 @pytest.fixture(scope="module")
-def sg2_target(sg2):
-    with torch.inference_mode():
-        return sg2.render([sg2.sample(5, psi=0.7)])[0].clone()
-
-
-@pytest.fixture(scope="module")
-def sg2_inversion(sg2, sg2_target):
-    return invert(sg2, sg2_target, steps=150)
-
-
-@pytest.fixture(scope="module")
-def sg2_tuned(sg2, sg2_inversion):
-    return finetune(sg2, sg2_inversion, LAYER, 40)
+def sg2_tuned(sg2, sg2_inverted):
+    return finetune(sg2, sg2_inverted, LAYER, 40)
 
 
 def _rendered(gen, sample):
@@ -63,8 +49,8 @@ def test_the_noise_penalty_tells_white_noise_from_a_map_that_learnt_a_picture():
     assert float(noise_penalty(white)[0]) < 0.01 < 1.0 < float(noise_penalty(smooth)[0])
 
 
-def test_stylegan_noise_maps_are_optimised_and_ride_with_the_sample(sg2, sg2_target, sg2_inversion):
-    inv = sg2_inversion
+def test_stylegan_noise_maps_are_optimised_and_ride_with_the_sample(sg2, sg2_target, sg2_inverted):
+    inv = sg2_inverted
     assert inv.psnr > 30 and "noise maps" in inv.note
     maps = payload.named(inv.sample.options, NOISE)
     assert sorted(maps) == sorted(name for name, _ in sg2.net.noise_layers())
@@ -92,20 +78,20 @@ def test_a_sample_whose_tensors_are_not_loaded_says_so(sg2):
 
 
 # -- fine-tune ----------------------------------------------------------------------------------------------------
-def test_the_fine_tune_gets_closer_and_edits_still_act_on_it(sg2, sg2_target, sg2_inversion, sg2_tuned):
+def test_the_fine_tune_gets_closer_and_edits_still_act_on_it(sg2, sg2_target, sg2_inverted, sg2_tuned):
     record = sg2_tuned.finetune
     assert record["layer"] == LAYER and record["steps"] == 40
-    assert record["psnr_before"] == pytest.approx(sg2_inversion.psnr, abs=1e-3)
+    assert record["psnr_before"] == pytest.approx(sg2_inverted.psnr, abs=1e-3)
     assert record["psnr_after"] > record["psnr_before"] + 0.5 and sg2_tuned.psnr == pytest.approx(record["psnr_after"])
     image = _rendered(sg2, sg2_tuned.sample)
     assert psnr(image, sg2_target) == pytest.approx(sg2_tuned.psnr, abs=1e-3)
     residual = payload.named(sg2_tuned.sample.options, RESIDUAL)[LAYER]
     assert float(residual.abs().max()) > 0
     # the noise maps stay with it
-    assert payload.named(sg2_tuned.sample.options, NOISE).keys() == payload.named(sg2_inversion.sample.options,
+    assert payload.named(sg2_tuned.sample.options, NOISE).keys() == payload.named(sg2_inverted.sample.options,
                                                                                  NOISE).keys()
     with torch.inference_mode():  # the traced activation is the corrected one, before edits too
-        base = sg2.trace([sg2_inversion.sample], [LAYER])[LAYER]
+        base = sg2.trace([sg2_inverted.sample], [LAYER])[LAYER]
         tuned = sg2.trace([sg2_tuned.sample], [LAYER], before_edits=True)[LAYER]
         torch.testing.assert_close(tuned, base + residual[None], atol=1e-5, rtol=0)
         again = sg2.forward_from("synthesis.b8.conv1", sg2.trace([sg2_tuned.sample], ["synthesis.b8.conv1"])[
@@ -173,16 +159,16 @@ def test_rooms_fine_tune_reproduces_more_exactly_and_round_trips():
     assert torch.equal(_rendered(gen, back.sample), image)
 
 
-def test_a_fine_tune_is_refused_clearly(sg2, sg2_inversion):
+def test_a_fine_tune_is_refused_clearly(sg2, sg2_inverted):
     with pytest.raises(StudioError, match="has no layer"):
-        finetune(sg2, sg2_inversion, "synthesis.b99.conv0", 5)
+        finetune(sg2, sg2_inverted, "synthesis.b99.conv0", 5)
     with pytest.raises(InvertError, match="at least one step"):
-        finetune(sg2, sg2_inversion, LAYER, 0)
+        finetune(sg2, sg2_inverted, LAYER, 0)
     old = type(sg2).applies_corrections
     try:
         type(sg2).applies_corrections = False
         with pytest.raises(UnsupportedOperation, match="cannot fine-tune"):
-            finetune(sg2, sg2_inversion, LAYER, 5)
+            finetune(sg2, sg2_inverted, LAYER, 5)
     finally:
         type(sg2).applies_corrections = old
 
