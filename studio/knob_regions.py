@@ -1,6 +1,13 @@
-"""Where on an image a knob's thing is in its "present" state, from the knob's own units: a region to propose.
+"""The app's way to learn a knob from quick masks, and where a knob's thing is on a new image (a region to propose).
 
-The Seeds tab proposes it as the quick mask of a new example (the user accepts or corrects it), and the
+:func:`learn_app_knob` is what the Seeds tab's "Learn knob", ``python -m studio knob learn`` without tuning flags
+and ``python -m studio bench rooms --app`` all run: the settings chosen on the Rooms tuning rooms, and a "core" part
+found from the user's quick masks alone (where the present and the wanted examples differ most), so one quick mask
+per example gives the knob a second region like the bench's tight lamp box::
+
+    knob = learn_app_knob(generator, "lamp off", present=lit_examples, wanted=unlit_examples)
+
+The Seeds tab proposes a region as the quick mask of a new example (the user accepts or corrects it), and the
 "across seeds" grid applies a knob there on each seed, so the grid shows whether the knob generalises::
 
     mask = propose_region(generator, knob, generator.sample(12))   # (H, W) float in {0, 1}, maybe empty
@@ -8,12 +15,15 @@ The Seeds tab proposes it as the quick mask of a new example (the user accepts o
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .knobs import Knob
+from .core.hooks import box_grid, mask_box
+from .core.progress import ProgressCallback
+from .knobs import Example, Knob, KnobError, learn_knob, place_box
+from .knobs import _check_examples as check_examples
 
 if TYPE_CHECKING:
     from models.base import Generator, Sample
@@ -22,6 +32,108 @@ if TYPE_CHECKING:
 SHARE_OF_PEAK = 0.35
 #: The proposed box grows by this share of its size on each side (a hand paints a little wide).
 MARGIN = 0.15
+#: The app's knob: units and pattern grid of the whole painted region and of its self-found core (as the bench's).
+APP_UNITS, APP_PATTERN = 48, 6
+APP_CORE_UNITS, APP_CORE_PATTERN = 32, 4
+#: The core part is the smallest box (on a ``CORE_GRID`` x ``CORE_GRID`` grid over the region's box) that holds this
+#: share of the difference between the present and the wanted examples' images.
+CORE_SHARE = 0.5
+CORE_GRID = 12
+#: The name of the self-found part on every example.
+CORE = "core"
+
+
+def app_layers(generator: "Generator") -> tuple[list[str], list[str]]:
+    """The layers of the app's knob and of its core part: the three finest spatial layers at a quarter of the image's
+    resolution or coarser (Rooms: ``blocks.0``-``blocks.2``), and for the core the same shifted one layer finer
+    (Rooms: ``blocks.1``-``blocks.3``), since the core is smaller than the whole region."""
+    spatial = [info for info in generator.layers() if info.size is not None]
+    if not spatial:
+        raise KnobError(f"{generator.name} has no spatial layer to learn a knob on.")
+    side = max(generator.resolution)
+    coarse = [i for i, info in enumerate(spatial) if max(info.size) * 4 <= side] or [0]
+    main = coarse[-3:]
+    part = [i + 1 for i in main if i + 1 < len(spatial)] or main
+    return [spatial[i].name for i in main], [spatial[i].name for i in part]
+
+
+def _box_image(image: torch.Tensor, mask: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, G, G) the image over the mask's box measured from the mean colour just around that box, and (G, G) how
+    much of each cell the mask covers."""
+    box = mask_box(mask)
+    cells = box_grid(box, (grid, grid))
+    crop = F.grid_sample(image[None].float(), cells, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    cover = F.grid_sample(mask[None, None].float(), cells, mode="bilinear", padding_mode="border",
+                          align_corners=False)[0, 0]
+    h, w = mask.shape[-2:]
+    y0, x0, y1, x1 = box
+    pad = max(2, int(0.1 * max(h, w)))
+    r0, c0 = max(int(y0 * h) - pad, 0), max(int(x0 * w) - pad, 0)
+    r1, c1 = min(int(round(y1 * h)) + pad, h), min(int(round(x1 * w)) + pad, w)
+    ring = torch.zeros(h, w, dtype=torch.bool)
+    ring[r0:r1, c0:c1] = True
+    ring[int(y0 * h):int(round(y1 * h)), int(x0 * w):int(round(x1 * w))] = False
+    around = image[:, ring].float().mean(1) if bool(ring.any()) else image.float().mean((-1, -2))
+    return crop - around[:, None, None], cover
+
+
+def core_box(images_present: Sequence[torch.Tensor], masks_present: Sequence[torch.Tensor],
+             images_wanted: Sequence[torch.Tensor], masks_wanted: Sequence[torch.Tensor],
+             share: float = CORE_SHARE, grid: int = CORE_GRID) -> tuple[float, float, float, float]:
+    """Where in the painted regions' boxes the present and wanted examples differ most: (y0, x0, y1, x1) as fractions
+    of the box, the smallest box of cells holding ``share`` of the difference between the groups' mean images (each
+    measured from its surroundings, so the walls' colours cancel), weighted by how often the masks cover each cell.
+    """
+    p = [_box_image(i, m, grid) for i, m in zip(images_present, masks_present)]
+    w = [_box_image(i, m, grid) for i, m in zip(images_wanted, masks_wanted)]
+    diff = torch.stack([c for c, _ in p]).mean(0) - torch.stack([c for c, _ in w]).mean(0)
+    cover = torch.stack([m for _, m in p + w]).mean(0)
+    mass = diff.norm(dim=0) * cover
+    total = float(mass.sum())
+    if total <= 0:
+        return (0.0, 0.0, 1.0, 1.0)
+    cum = F.pad(mass.cumsum(0).cumsum(1), (1, 0, 1, 0))
+    best = None
+    for r0 in range(grid):
+        for r1 in range(r0 + 1, grid + 1):
+            for c0 in range(grid):
+                for c1 in range(c0 + 1, grid + 1):
+                    held = float(cum[r1, c1] - cum[r0, c1] - cum[r1, c0] + cum[r0, c0])
+                    if held >= share * total:
+                        key = ((r1 - r0) * (c1 - c0), -held)
+                        if best is None or key < best[0]:
+                            best = (key, (r0, c0, r1, c1))
+                        break  # a wider box from this corner only holds more
+    r0, c0, r1, c1 = best[1]  # type: ignore[index]
+    return (r0 / grid, c0 / grid, r1 / grid, c1 / grid)
+
+
+def learn_app_knob(generator: "Generator", name: str, present: Sequence[Example], wanted: Sequence[Example],
+                   progress: ProgressCallback | None = None, *, core_share: float = CORE_SHARE) -> Knob:
+    """Learn a knob as the app does, from one quick mask per example: units compared cell by cell with targets
+    relative to the surroundings (``select="cells"``, ``relative=True``) on :func:`app_layers`, and a "core" part
+    region, :func:`core_box` placed on every example's mask (unless the examples already name parts of their own).
+
+    >>> knob = learn_app_knob(gen, "lamp off", present=[Example(s1, m1), ...], wanted=[Example(s5, m5), ...])
+    >>> [r.name for r in knob.regions]
+    ['core']
+    """
+    main, part = app_layers(generator)
+    examples = [*present, *wanted]
+    named = bool(examples) and all(ex.parts for ex in examples)
+    if present and wanted and not named and core_share < 1:
+        check_examples(generator, "present", present)  # an empty or misfit mask: one sentence, before rendering
+        check_examples(generator, "wanted", wanted)
+        with torch.inference_mode():
+            images = [generator.render([ex.sample])[0].float().cpu() for ex in examples]
+        k = len(present)
+        masks = [ex.mask.float().cpu() for ex in examples]
+        box = core_box(images[:k], masks[:k], images[k:], masks[k:], core_share)
+        present = [Example(ex.sample, ex.mask, {CORE: place_box(ex.mask, box)}) for ex in present]
+        wanted = [Example(ex.sample, ex.mask, {CORE: place_box(ex.mask, box)}) for ex in wanted]
+    return learn_knob(generator, name, present=present, wanted=wanted, layers=main, units=APP_UNITS,
+                      pattern=APP_PATTERN, part_layers=part, part_units=APP_CORE_UNITS,
+                      part_pattern=APP_CORE_PATTERN, select="cells", relative=True, progress=progress)
 
 
 def present_score(generator: "Generator", knob: Knob, sample: "Sample") -> torch.Tensor:

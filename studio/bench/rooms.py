@@ -80,6 +80,7 @@ from studio.core.errors import StudioError
 from studio.core.hooks import UnitEdit
 from studio.core.images import save_image
 from studio.core.rooms import world
+from studio.knob_regions import learn_app_knob
 from studio.knobs import Example, KnobEdit, learn_knob
 from studio.live import LiveRenderer
 from studio.ranking import best_units, rank_layers, rank_units
@@ -355,6 +356,36 @@ def lamp_region(scene, index: int, size: int) -> np.ndarray:
     return t.masks[f"glow{index}"] | t.masks[f"lamp{index}"]
 
 
+def stroke_mask(scene, index: int, size: int, px: int = ROUGH_PX) -> np.ndarray:
+    """A round brush stroke over lamp ``index``, what a quick user paints: a disc centred on the lamp's shade, its
+    radius half the width of the lamp's light region plus ``px`` (covering the shade, the glow around it and the top
+    of the pole; not the whole glow above nor the pole's foot)."""
+    region = lamp_region(scene, index, size)
+    shade = world._shade_regions(world._geometry(scene), size) == index
+    ys, xs = np.nonzero(shade if shade.any() else region)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    _, rx = np.nonzero(region)
+    radius = (rx.max() - rx.min() + 1) / 2 + px
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+
+
+#: The masks a user may paint on a lamp: the truth region, a quick box over it, a round stroke over the lamp.
+USER_MASKS = ("truth", "rough", "stroke")
+
+
+def user_mask(scene, index: int, size: int, kind: str) -> np.ndarray:
+    """(H, W) bool: lamp ``index``'s light region painted as ``kind`` (one of :data:`USER_MASKS`), lit or not."""
+    region = lamp_region(scene, index, size)
+    if kind == "truth":
+        return region
+    if kind == "rough":
+        return rough_mask(region)
+    if kind == "stroke":
+        return stroke_mask(scene, index, size)
+    raise StudioError(f"Unknown mask kind '{kind}': use one of {', '.join(USER_MASKS)}.")
+
+
 def knob_examples(generator, count: int = KNOB_EXAMPLES, first: int = KNOB_FIRST, masks: str = "rough",
                   part: str | None = KNOB_PART):
     """``count`` lit and ``count`` unlit lamps on tuning seeds: the knob's present and wanted examples, with rough
@@ -378,8 +409,7 @@ def knob_examples(generator, count: int = KNOB_EXAMPLES, first: int = KNOB_FIRST
             scene = world.scene_from(world.sample_latent(seed), caption)
             lamps = [i for i, lamp in enumerate(scene.lamps) if lamp.lit == lit]
             if lamps:
-                region = lamp_region(scene, lamps[0], size)
-                mask = (region if masks == "truth" else rough_mask(region)).astype(np.float32)
+                mask = user_mask(scene, lamps[0], size, masks).astype(np.float32)
                 out.append(Example(generator.sample(seed, caption), torch.from_numpy(mask), lamp_part(scene, lamps[0])))
             seed += 1
         return out
@@ -511,6 +541,54 @@ def user_benchmark(generator, scenes: Sequence[TruthScene], knob, *, top: int = 
     return result
 
 
+def app_knob(generator, example_masks: str = "rough", first: int = KNOB_FIRST, name: str = "lamp-off"):
+    """The lamp-off knob the app learns (:func:`studio.knob_regions.learn_app_knob`) from the 8 tuning examples,
+    each with one mask as a user paints it (``example_masks``: rough box or round stroke) and no parts."""
+    present, wanted = knob_examples(generator, first=first, masks=example_masks, part=None)
+    return learn_app_knob(generator, name, present, wanted)
+
+
+def app_benchmark(generator, scenes: Sequence[TruthScene], knob, kinds: Sequence[str] = USER_MASKS,
+                  progress=None) -> dict:
+    """The knob alone (as the app learned it) on every scene, with each mask kind a user may paint; the figures and
+    JSON layout of :func:`user_benchmark` (``methods.knob.masks.<kind>``), without the ranked-off method."""
+    start = time.perf_counter()
+    rows = {kind: [] for kind in kinds}
+    ceiling, lit, ceiling_rows = [], [], []
+    size = int(generator.resolution[0])
+    live = LiveRenderer(generator)
+    try:
+        for n, scene in enumerate(scenes):
+            room = world.scene_from(world.sample_latent(scene.seed), scene.caption)
+            with torch.inference_mode():
+                model = _image(generator.render([scene.sample]))
+                off_latent = world.encode_latent(world.with_lamp(room, scene.lamp, lit=False))
+                flipped = generator.sample(scene.seed, scene.caption, latent=[float(v) for v in off_latent])
+                ceil = _image(generator.render([flipped]))
+            r = scene.region
+            ceiling.append(_psnr(ceil[r], scene.unlit[r]))
+            ceiling_rows.append(user_figures(model, ceil, scene, room, ceil))
+            lit.append(_psnr(model[r], scene.lit[r]))
+            for kind in kinds:
+                mask = torch.from_numpy(user_mask(room, scene.lamp, size, kind).astype(np.float32))
+                knobbed = _image(live.render(scene.sample, (), None, [KnobEdit(knob, mask, 1.0)])[0])
+                rows[kind].append(user_figures(model, knobbed, scene, room, ceil))
+            if progress is not None:
+                progress(n + 1, len(scenes), scene.seed, knob.unit_count)
+    finally:
+        live.close()
+    knob_figures = {"masks": {k: _method_summary(rows[k], [knob.unit_count] * len(rows[k])) for k in kinds},
+                    "name": knob.name, "layers": {layer: len(u) for layer, u in knob.units.items()},
+                    "regions": {r.name: {"box": [round(float(v), 3) for v in r.box],
+                                         **{layer: len(u) for layer, u in r.units.items()}} for r in knob.regions},
+                    "examples": {side: [e.sample.seed for e in items] for side, items in knob.examples.items()},
+                    "strength": 1.0, "learned_by": "studio.knob_regions.learn_app_knob"}
+    return {"ceiling_psnr": round(statistics.mean(ceiling), 2), "lit_psnr": round(statistics.mean(lit), 2),
+            "ceiling": {k: v for k, v in _method_summary(ceiling_rows, []).items() if k != "units_used"},
+            "scenes": len(scenes), "seeds": [s.seed for s in scenes], "methods": {"knob": knob_figures},
+            "targets": dict(KNOB_TARGETS), "seconds": round(time.perf_counter() - start, 2)}
+
+
 def register(benches: argparse._SubParsersAction) -> None:
     p = benches.add_parser("rooms", help="truth benchmark: ranked units switched off and a lamp-off knob against "
                                          "the lamp-off render",
@@ -545,8 +623,12 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--knob-units", type=int, default=KNOB_UNITS, help=f"units the knob keeps (default: {KNOB_UNITS})")
     p.add_argument("--knob-pattern", type=int, default=KNOB_PATTERN,
                    help=f"knob target grid, 1 = constant (default: {KNOB_PATTERN})")
-    p.add_argument("--example-masks", default="rough", choices=("rough", "truth"),
-                   help="masks on the knob's 8 examples: quick boxes or the truth regions (default: rough)")
+    p.add_argument("--example-masks", default="rough", choices=USER_MASKS,
+                   help="masks on the knob's 8 examples: quick boxes, the truth regions or (with --app) round "
+                        "strokes over the lamps (default: rough)")
+    p.add_argument("--app", action="store_true",
+                   help="the knob the app learns (learn_app_knob: one mask per example, a self-found core part) "
+                        "applied with truth, rough and stroke masks; no ranked-off method")
     p.add_argument("--tuning-scenes", action="store_true",
                    help="report on the tuning scenes (choosing knob settings) instead of the held-out ones")
     p.add_argument("--tune", action="store_true",
@@ -577,10 +659,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"\rrooms truth: {done}/{total} scenes (seed {seed})", end="\n" if done == total else "",
               file=sys.stderr, flush=True)
 
+    first = TUNING_FIRST + 2 * UNLIT_OFFSET if args.tuning_scenes else HELD_OUT_FIRST
+    if args.app:
+        return run_app(generator, args, first, report)
+    if args.example_masks == "stroke":
+        raise StudioError("Stroke masks on the examples need --app (the bench's own knob takes tight lamp boxes).")
     knob_layers = [n.strip() for n in args.knob_layers.split(",") if n.strip()]
     knob = bench_knob(generator, layers=knob_layers, units=args.knob_units, pattern=args.knob_pattern,
                       example_masks=args.example_masks)
-    first = TUNING_FIRST + 2 * UNLIT_OFFSET if args.tuning_scenes else HELD_OUT_FIRST
     scenes = truth_scenes(generator, args.seeds, first)
     result = user_benchmark(generator, scenes, knob, top=args.top, method=args.method, layer=args.layer,
                             keep_images=bool(args.picture), progress=report)
@@ -602,4 +688,25 @@ def run(args: argparse.Namespace) -> int:
                   f"{f['units_used']:g} units")
     print(f"targets (knob, rough masks): really_off >= 0.9, relight_psnr >= ceiling - 2.5 dB, outside_change <= 0.005, "
           f"other_lamp_kept >= 0.95; {result['seconds']:.0f} s")
+    return 0
+
+
+def run_app(generator, args: argparse.Namespace, first: int, report) -> int:
+    """``bench rooms --app``: the app's knob (:func:`app_knob`) on the scenes, with every kind of user mask."""
+    knob = app_knob(generator, args.example_masks)
+    scenes = truth_scenes(generator, args.seeds, first)
+    result = app_benchmark(generator, scenes, knob, progress=report)
+    result["first_seed"] = first
+    result["app"] = True
+    result["methods"]["knob"]["example_masks"] = args.example_masks
+    result["threads"] = torch.get_num_threads()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['scenes']} {'tuning' if args.tuning_scenes else 'held-out'} rooms, the app's knob from "
+          f"{args.example_masks} example masks; ceiling {result['ceiling_psnr']:.1f} dB")
+    for kind, f in result["methods"]["knob"]["masks"].items():
+        kept = "n/a" if f["other_lamp_kept"] is None else f"{f['other_lamp_kept']:.2f}"
+        print(f"  {kind:>6} masks: really off {f['really_off']:.2f}, lamp off {f['lamp_off_rate']:.2f}, relight "
+              f"{f['relight_psnr']:.1f} dB, outside {f['outside_change']:.4f}, other lamp kept {kept}")
     return 0
