@@ -29,6 +29,8 @@ from studio.core.rooms.model import RoomsConfig, RoomsGenerator, load_weights, s
 
 #: Scene seeds at or above this are held out from training (evaluation draws from here).
 HELDOUT_BASE = 1_000_000_000
+#: A step between neighbouring pixels above this (in [0, 1], any channel) counts as an edge for ``edge_weight``.
+EDGE_THRESHOLD = 0.06
 
 
 @dataclass
@@ -44,11 +46,12 @@ class Example:
 
 
 def draw_example(seed: int, size: int = 128, light_weight: float = 4.0, style: int | None = None,
-                 lamp_weight: float = 0.0) -> Example:
+                 lamp_weight: float = 0.0, edge_weight: float = 0.0) -> Example:
     """Seed -> scene -> (latent, caption tokens, exact render); lamps and glow up-weighted in the loss.
 
     Loss weight per pixel: 1, plus ``light_weight`` on lamps and where their light falls, plus ``lamp_weight`` on the
-    lamps themselves (shade and pole: small, and what the lamp-count detector reads).
+    lamps themselves (shade and pole: small, and what the lamp-count detector reads), plus ``edge_weight`` on the
+    target's edges in and around the lamps, lit or unlit (``lamp_edges``: a shade's outline, the pool's rim).
 
     >>> ex = draw_example(1_000_000_007)
     >>> ex.image.shape, ex.tokens.shape
@@ -61,7 +64,7 @@ def draw_example(seed: int, size: int = 128, light_weight: float = 4.0, style: i
     style = int(rng.integers(world.N_PARAPHRASES + 1)) if style is None else style  # styles 0..N_PARAPHRASES
     cap = world.caption(flds, style=style)
     scene = world.scene_from(latent, flds)  # the target is exactly a function of the model's inputs
-    if light_weight > 0 or lamp_weight > 0:
+    if light_weight > 0 or lamp_weight > 0 or edge_weight > 0:
         t = world.truth(scene, size=size)
         image = np.asarray(t.image, dtype=np.float32)
         lamps = np.zeros(image.shape[:2], dtype=bool)
@@ -70,15 +73,44 @@ def draw_example(seed: int, size: int = 128, light_weight: float = 4.0, style: i
             lamps |= np.asarray(t.masks[f"lamp{i}"], dtype=bool)
             light |= np.asarray(t.masks[f"glow{i}"], dtype=bool)
         weight = 1.0 + light_weight * (lamps | light).astype(np.float32) + lamp_weight * lamps.astype(np.float32)
+        if edge_weight > 0:
+            weight = weight + edge_weight * lamp_edges(image, lamps | light).astype(np.float32)
     else:
         image = np.asarray(world.render(scene, size=size), dtype=np.float32)
         weight = np.ones(image.shape[:2], dtype=np.float32)
     return Example(latent, np.asarray(rtext.encode(cap), dtype=np.int64), cap, image, weight, scene)
 
 
-def batch(seeds: list[int], size: int, light_weight: float, lamp_weight: float = 0.0) -> tuple[torch.Tensor, ...]:
+def lamp_edges(image: np.ndarray, region: np.ndarray, threshold: float = EDGE_THRESHOLD, grow: int = 2) -> np.ndarray:
+    """(H, W) bool: pixels of ``region`` grown by ``grow`` px where the image steps by more than ``threshold`` to a
+    4-neighbour in some channel (the crisp edges a blurry render loses).
+
+    >>> img = np.zeros((8, 8, 3), np.float32); img[:, 4:] = 1.0
+    >>> lamp_edges(img, np.ones((8, 8), bool))[0].tolist()
+    [False, False, False, True, True, False, False, False]
+    """
+    step = np.zeros(image.shape[:2], dtype=np.float32)
+    dx = np.abs(np.diff(image, axis=1)).max(-1)
+    dy = np.abs(np.diff(image, axis=0)).max(-1)
+    step[:, :-1] = np.maximum(step[:, :-1], dx)
+    step[:, 1:] = np.maximum(step[:, 1:], dx)
+    step[:-1] = np.maximum(step[:-1], dy)
+    step[1:] = np.maximum(step[1:], dy)
+    near = region.copy()
+    for _ in range(grow):  # grow by one 4-neighbour per round
+        g = near.copy()
+        g[1:] |= near[:-1]
+        g[:-1] |= near[1:]
+        g[:, 1:] |= near[:, :-1]
+        g[:, :-1] |= near[:, 1:]
+        near = g
+    return near & (step > threshold)
+
+
+def batch(seeds: list[int], size: int, light_weight: float, lamp_weight: float = 0.0,
+          edge_weight: float = 0.0) -> tuple[torch.Tensor, ...]:
     """Stacked (latent, tokens, image (B,3,H,W), weight (B,1,H,W)) for ``seeds``."""
-    exs = [draw_example(s, size, light_weight, lamp_weight=lamp_weight) for s in seeds]
+    exs = [draw_example(s, size, light_weight, lamp_weight=lamp_weight, edge_weight=edge_weight) for s in seeds]
     latent = torch.from_numpy(np.stack([e.latent for e in exs]))
     tokens = torch.from_numpy(np.stack([e.tokens for e in exs]))
     image = torch.from_numpy(np.stack([e.image for e in exs])).permute(0, 3, 1, 2)  # NHWC memory = channels_last
@@ -105,7 +137,7 @@ class BatchFeed:
     def _run(self, step: int) -> None:
         while not self.stopped.is_set():
             item = (step, batch(step_seeds(self.cfg, step), self.size, self.cfg["light_weight"],
-                                self.cfg.get("lamp_weight", 0.0)))
+                                self.cfg.get("lamp_weight", 0.0), self.cfg.get("edge_weight", 0.0)))
             while not self.stopped.is_set():
                 try:
                     self.queue.put(item, timeout=0.5)
@@ -165,6 +197,43 @@ def forward_with_sparsity(net: RoomsGenerator, latent: torch.Tensor, tokens: tor
     return net.to_image(h), penalty
 
 
+def freeze_prefix(net: RoomsGenerator, first_trained: int) -> list[str]:
+    """Hold fixed everything that computes ``blocks.<first_trained - 1>``'s output (word embeddings, stem, the FiLM
+    and weights of the earlier blocks, their cross-attention); returns the frozen parameter names.
+
+    The frozen prefix's activations stay bit-identical, so knobs and rankings on those layers keep their meaning.
+    0 freezes nothing.
+    """
+    if not 0 <= first_trained <= len(net.blocks):
+        raise ValueError(f"train_from_block must be 0 to {len(net.blocks)}, got {first_trained}")
+    if first_trained == 0:
+        return []
+    prefix = ("text.", "stem.") + tuple(f"film.{i}." for i in range(first_trained)) \
+        + tuple(f"blocks.{i}." for i in range(first_trained))
+    frozen = []
+    for name, param in net.named_parameters():
+        if name.startswith(prefix):
+            param.requires_grad_(False)  # autograd then skips the prefix: only the trained blocks are back-propagated
+            frozen.append(name)
+    return frozen
+
+
+def image_loss(pred: torch.Tensor, image: torch.Tensor, weight: torch.Tensor, cfg: dict) -> torch.Tensor:
+    """Weighted L1 + ``mse_weight`` MSE, plus ``grad_weight`` times the weighted L1 between the images' horizontal and
+    vertical pixel steps (a blurred edge costs even where its mean colour is right)."""
+    diff = pred - image
+    err = diff.abs() + cfg["mse_weight"] * diff.pow(2)
+    loss = (err * weight).mean() / weight.mean()
+    grad_weight = cfg.get("grad_weight", 0.0)
+    if grad_weight > 0:
+        wx = torch.maximum(weight[..., :, 1:], weight[..., :, :-1])
+        wy = torch.maximum(weight[..., 1:, :], weight[..., :-1, :])
+        ex = (diff[..., :, 1:] - diff[..., :, :-1]).abs()
+        ey = (diff[..., 1:, :] - diff[..., :-1, :]).abs()
+        loss = loss + grad_weight * 0.5 * ((ex * wx).mean() / wx.mean() + (ey * wy).mean() / wy.mean())
+    return loss
+
+
 def lr_at(progress: float, cfg: dict) -> float:
     """Linear warmup then cosine decay to ``lr * min_lr_ratio``; ``progress`` in [0, 1]."""
     warm = cfg["warmup_fraction"]
@@ -202,8 +271,16 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
         net.load_state_dict(start_net.state_dict())
         log(f"starting from {init} (trained {start_meta.get('steps')} steps)")
     net = net.to(memory_format=torch.channels_last).train()
-    decay = [p for n, p in net.named_parameters() if p.ndim >= 2 and not n.startswith("text.")]
-    no_decay = [p for n, p in net.named_parameters() if not (p.ndim >= 2 and not n.startswith("text."))]
+    first_trained = int(cfg.get("train_from_block", 0))
+    if first_trained and init is None:
+        raise ValueError("train_from_block freezes earlier weights, so it needs --init weights to start from")
+    frozen = freeze_prefix(net, first_trained)
+    if frozen:
+        log(f"frozen up to blocks.{first_trained - 1}: {len(frozen)} tensors, "
+            f"{sum(p.numel() for p in net.parameters() if not p.requires_grad) / 1e6:.2f}M params")
+    trained = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trained if p.ndim >= 2 and not n.startswith("text.")]
+    no_decay = [p for n, p in trained if not (p.ndim >= 2 and not n.startswith("text."))]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg["lr"], betas=(0.9, 0.99),
@@ -249,11 +326,10 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
             group["lr"] = lr
         latent, tokens, image, weight = feed.get(step)
         pred, sparsity = forward_with_sparsity(net, latent, tokens, cfg.get("act_l1", {}))
-        err = (pred - image).abs() + cfg["mse_weight"] * (pred - image).pow(2)
-        loss = (err * weight).mean() / weight.mean() + sparsity
+        loss = image_loss(pred, image, weight, cfg) + sparsity
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
+        torch.nn.utils.clip_grad_norm_([p for _, p in trained], cfg["grad_clip"])
         opt.step()
         step += 1
         value = loss.item()

@@ -1,0 +1,107 @@
+"""Rooms training options of the crisp-lamp stage: a frozen prefix, lamp-edge weights, the pixel-step loss."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from studio.core.rooms import world
+from studio.core.rooms.model import load_weights, save_weights
+from studio.core.rooms import text as rtext
+from studio.rooms import train as rtrain
+
+TINY_MODEL = {"text_dim": 8, "stem_res": 4, "widths": [16, 24, 8, 4], "attn_blocks": [0, 1], "attn_heads": 2,
+              "attn_head_dim": 4, "stem_hidden": 16}
+
+
+def tiny_cfg(**overrides) -> dict:
+    cfg = {"seed": 5, "threads": 1, "model": TINY_MODEL, "steps": 4, "max_minutes": 5, "batch": 2, "lr": 0.01,
+           "min_lr_ratio": 0.5, "warmup_fraction": 0.0, "weight_decay": 0.1, "grad_clip": 1.0, "mse_weight": 1.0,
+           "light_weight": 4.0, "lamp_weight": 5.0, "edge_weight": 3.0, "grad_weight": 0.5, "eval_scenes": 2,
+           "eval_every": 1000, "log_every": 1000, "checkpoint_minutes": 60}
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture
+def start_weights(tmp_path):
+    cfg = tiny_cfg()
+    torch.manual_seed(1)
+    net = rtrain.RoomsGenerator(rtrain.model_config(cfg))
+    with torch.no_grad():  # FiLM starts at zero; make every tensor non-trivial so a change is visible
+        for lin in net.film:
+            lin.weight.normal_(0, 0.3)
+            lin.bias.normal_(0, 0.1)
+    path = tmp_path / "start.safetensors"
+    save_weights(net, path, list(rtext.VOCAB))
+    return path
+
+
+def test_frozen_prefix_stays_bit_identical_and_the_rest_trains(start_weights, tmp_path):
+    out = tmp_path / "out.safetensors"
+    rtrain.train(tiny_cfg(train_from_block=2), out, log=lambda _: None, init=start_weights)
+    before = load_weights(start_weights)[0].state_dict()
+    after = load_weights(out)[0].state_dict()
+    prefix = ("text.", "stem.", "film.0.", "film.1.", "blocks.0.", "blocks.1.")
+    frozen = [k for k in before if k.startswith(prefix)]
+    trained = [k for k in before if not k.startswith(prefix)]
+    assert "blocks.1.attn.to_k.weight" in frozen and "film.2.weight" in trained and "head.weight" in trained
+    for key in frozen:  # weight decay and Adam never touch them
+        assert torch.equal(before[key], after[key]), key
+    assert all(not torch.equal(before[k], after[k]) for k in trained if k.endswith("weight"))
+
+    # so the frozen layers' activations are exactly the start's, and the image is not
+    latent = torch.from_numpy(world.sample_latent(7))[None]
+    tokens = torch.from_numpy(rtext.encode("a bedroom with blue walls and a lamp"))[None]
+    a, b = load_weights(start_weights)[0].eval(), load_weights(out)[0].eval()
+    with torch.no_grad():
+        assert torch.equal(a.run_blocks(a.prepare(latent, tokens), stop=1), b.run_blocks(b.prepare(latent, tokens), stop=1))
+        assert not torch.equal(a(latent, tokens), b(latent, tokens))
+
+
+def test_without_a_prefix_everything_trains(start_weights, tmp_path):
+    out = tmp_path / "out.safetensors"
+    rtrain.train(tiny_cfg(), out, log=lambda _: None, init=start_weights)
+    before, after = load_weights(start_weights)[0].state_dict(), load_weights(out)[0].state_dict()
+    assert not torch.equal(before["blocks.0.conv.weight"], after["blocks.0.conv.weight"])
+
+
+def test_bad_prefixes_are_refused_with_one_sentence(start_weights, tmp_path):
+    with pytest.raises(ValueError, match="needs --init"):
+        rtrain.train(tiny_cfg(train_from_block=1), tmp_path / "x.safetensors", log=lambda _: None)
+    with pytest.raises(ValueError, match="0 to 4"):
+        rtrain.train(tiny_cfg(train_from_block=9), tmp_path / "x.safetensors", log=lambda _: None,
+                     init=start_weights)
+
+
+def test_edge_weight_marks_the_lamps_outlines_lit_and_unlit_and_nothing_far_from_them():
+    seed = next(s for s in range(200) if {lamp.lit for lamp in world.sample_scene(np.random.default_rng(s)).lamps}
+                == {True, False})
+    plain = rtrain.draw_example(seed, 64, light_weight=4.0, lamp_weight=5.0, style=0)
+    edged = rtrain.draw_example(seed, 64, light_weight=4.0, lamp_weight=5.0, style=0, edge_weight=3.0)
+    extra = edged.weight - plain.weight
+    assert set(np.unique(extra).tolist()) == {0.0, 3.0}
+    truth = world.truth(plain.scene, size=64)
+    for i, lamp in enumerate(plain.scene.lamps):  # every lamp's shade outline gets the weight, lit or not
+        shade = np.asarray(truth.masks[f"lamp{i}"], dtype=bool)
+        assert (extra[shade] > 0).any(), (i, lamp.lit)
+    region = np.zeros((64, 64), bool)
+    for i in range(world.MAX_LAMPS):
+        region |= np.asarray(truth.masks[f"lamp{i}"], bool) | np.asarray(truth.masks[f"glow{i}"], bool)
+    stripes = np.tile((np.arange(64) % 2)[None, :, None], (64, 1, 3)).astype(np.float32)  # an edge at every pixel
+    grown = rtrain.lamp_edges(stripes, region)  # so: the region grown by 2 px
+    assert grown.sum() > region.sum()
+    assert not (extra[~grown] > 0).any()  # only at most 2 px outside the lamps and their light
+
+
+def test_pixel_step_loss_charges_a_blurred_edge_and_nothing_for_the_truth():
+    image = torch.zeros(1, 3, 8, 8)
+    image[..., 4:] = 1.0
+    blurred = image.clone()
+    blurred[..., 3], blurred[..., 4] = 0.25, 0.75
+    weight = torch.ones(1, 1, 8, 8)
+    cfg = {"mse_weight": 1.0}
+    assert float(rtrain.image_loss(image, image, weight, {**cfg, "grad_weight": 1.0})) == 0.0
+    plain = float(rtrain.image_loss(blurred, image, weight, cfg))
+    stepped = float(rtrain.image_loss(blurred, image, weight, {**cfg, "grad_weight": 1.0}))
+    assert plain > 0 and stepped > plain
