@@ -35,6 +35,30 @@ def lit(window, seed: int) -> list[bool]:
     return [world.detect_lit(image, scene, i) for i in range(len(scene.lamps))]
 
 
+def model_renders(window, seed: int, lamp: int) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) twice: the model's render of ``seed`` and its render with the lamp's lit flag flipped in the latent
+    (the best any edit of this model can do), on a copy of the model so the window's worker is left alone."""
+    from models.registry import open_model
+
+    own = open_model("rooms", device="cpu", precision="fp32")
+    off = world.encode_latent(world.with_lamp(scene_of(window, seed), lamp, lit=False))
+    prompt = window.state.sample.prompt
+    with torch.inference_mode():
+        images = own.render([own.sample(seed, prompt), own.sample(seed, prompt, latent=[float(v) for v in off])])
+    return images[0].permute(1, 2, 0).numpy(), images[1].permute(1, 2, 0).numpy()
+
+
+def assert_unlit_not_erased(window, seed: int, lamp: int) -> None:
+    """The lamp still stands (every detector but its lit state reads as before: an erased lamp changes the lamp
+    count) and its light on the wall is at most two thirds as far from the model's own unlit render as it was."""
+    scene = scene_of(window, seed)
+    image = window.last_frame.image.permute(1, 2, 0).numpy()
+    model, unlit = model_renders(window, seed, lamp)
+    assert world.detect_fields(image, scene) == world.detect_fields(model, scene)
+    glow = world.truth(scene).masks[f"glow{lamp}"] & ~world.truth(scene).masks[f"lamp{lamp}"]
+    assert np.abs(image[glow] - unlit[glow]).mean() < 2 / 3 * np.abs(model[glow] - unlit[glow]).mean()
+
+
 def paint_box(canvas, box: tuple[int, int, int, int], step: int = 6) -> None:
     """Strokes row by row over ``box`` on ``canvas`` (image pixels), as a quick hand would."""
     x0, y0, x1, y1 = box
@@ -122,6 +146,7 @@ def test_a_newcomer_learns_a_knob_from_the_seed_grid_and_switches_one_lamp_off(w
     wait_frame(window, qtbot, lambda: window.state.knobs[0].strength == 1.0)
     assert row.value.text() == "1.00"
     assert lit(window, TARGET) == [False, True]  # the painted lamp is off, the other one still lit
+    assert_unlit_not_erased(window, TARGET, 0)
     shade = world._shade_regions(world._geometry(scene_of(window, TARGET)), 128) == 0
     assert window.last_frame.image[:, torch.from_numpy(shade)].mean() < before[:, torch.from_numpy(shade)].mean() - 0.05
     outside = torch.from_numpy(window.canvas.mask() == 0)
@@ -145,6 +170,7 @@ def test_a_newcomer_learns_a_knob_from_the_seed_grid_and_switches_one_lamp_off(w
     qtbot.mouseClick(row.remask, Qt.MouseButton.LeftButton)
     wait_frame(window, qtbot, lambda: window.state.knobs[0].mask.sum() == float(window.state.mask.sum()))
     assert lit(window, OTHER_SEED) == [False, True]
+    assert_unlit_not_erased(window, OTHER_SEED, 0)
 
 
 def learned_knob(window):

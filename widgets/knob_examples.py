@@ -1,6 +1,6 @@
 """Examples for a knob, beside the Seeds grid: open a seed, paint a quick mask, mark it present or wanted, learn.
 
-The marks live in ``state.examples`` (plain data); learning runs ``studio.knobs.learn_knob`` on the model's worker
+The marks live in ``state.examples`` (plain data); learning runs ``studio.knob_regions.learn_app_knob`` on the model's worker
 with progress and Cancel; the learned knob is shown applied across the page's seeds (on the region its units propose
 on each), so the user sees whether it generalises, and ``knob_learned`` hands it to the Knobs panel. Once a knob is
 learned, "Propose region" paints where its units see the thing on the open seed, for the user to correct::
@@ -31,8 +31,8 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.progress import ProgressUpdate
-from studio.knob_regions import propose_region
-from studio.knobs import Example, KnobEdit, learn_knob
+from studio.knob_regions import learn_app_knob, propose_region
+from studio.knobs import Example, KnobEdit
 from studio.state import StudioState
 
 from .canvas import Canvas
@@ -227,7 +227,7 @@ class KnobExamples(QWidget):
         name = self.name.text().strip() or "my knob"
 
         def work(generator, progress):
-            return learn_knob(generator, name, present=present, wanted=wanted, progress=progress)
+            return learn_app_knob(generator, name, present=present, wanted=wanted, progress=progress)
 
         self.learn_button.setEnabled(False)
         self.cancel_button.setEnabled(True)

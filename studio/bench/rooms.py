@@ -626,6 +626,10 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--example-masks", default="rough", choices=USER_MASKS,
                    help="masks on the knob's 8 examples: quick boxes, the truth regions or (with --app) round "
                         "strokes over the lamps (default: rough)")
+    p.add_argument("--knob-from", default="app", choices=("app", "tuned"),
+                   help="app: the knob as the app learns it (learn_app_knob, one quick mask per example, a self-found "
+                        "core part); tuned: learn_knob with --knob-* settings and the lamp's tight truth box named as "
+                        "a part on every example (default: app)")
     p.add_argument("--app", action="store_true",
                    help="the knob the app learns (learn_app_knob: one mask per example, a self-found core part) "
                         "applied with truth, rough and stroke masks; no ranked-off method")
@@ -662,16 +666,22 @@ def run(args: argparse.Namespace) -> int:
     first = TUNING_FIRST + 2 * UNLIT_OFFSET if args.tuning_scenes else HELD_OUT_FIRST
     if args.app:
         return run_app(generator, args, first, report)
-    if args.example_masks == "stroke":
-        raise StudioError("Stroke masks on the examples need --app (the bench's own knob takes tight lamp boxes).")
-    knob_layers = [n.strip() for n in args.knob_layers.split(",") if n.strip()]
-    knob = bench_knob(generator, layers=knob_layers, units=args.knob_units, pattern=args.knob_pattern,
-                      example_masks=args.example_masks)
+    if args.knob_from == "app":
+        knob = app_knob(generator, args.example_masks)
+    else:
+        if args.example_masks == "stroke":
+            raise StudioError("Stroke masks on the examples need --knob-from app (the tuned knob takes tight lamp "
+                              "boxes as parts).")
+        knob_layers = [n.strip() for n in args.knob_layers.split(",") if n.strip()]
+        knob = bench_knob(generator, layers=knob_layers, units=args.knob_units, pattern=args.knob_pattern,
+                          example_masks=args.example_masks)
     scenes = truth_scenes(generator, args.seeds, first)
     result = user_benchmark(generator, scenes, knob, top=args.top, method=args.method, layer=args.layer,
                             keep_images=bool(args.picture), progress=report)
     result["first_seed"] = first
     result["methods"]["knob"]["example_masks"] = args.example_masks
+    result["methods"]["knob"]["learned_by"] = ("studio.knob_regions.learn_app_knob" if args.knob_from == "app" else
+                                               "studio.knobs.learn_knob with the lamp's truth box as a part")
     if args.picture:
         result["picture"] = str(save_strip(result.pop("images")[:4], args.picture))
     result["threads"] = torch.get_num_threads()

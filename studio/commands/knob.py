@@ -10,6 +10,7 @@ import sys
 
 from studio.core.errors import StudioError
 from studio.core.images import check_finite, load_mask, save_image
+from studio.knob_regions import learn_app_knob
 from studio.knobs import (DEFAULT_PART_PATTERN, DEFAULT_PART_UNITS, DEFAULT_PATTERN, DEFAULT_UNITS, Example, KnobEdit,
                           learn_knob, load_knob, save_knob)
 
@@ -72,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"units of each part region (default: {DEFAULT_PART_UNITS})")
     learn.add_argument("--part-pattern", type=int, default=DEFAULT_PART_PATTERN,
                        help=f"target grid of each part region (default: {DEFAULT_PART_PATTERN})")
+    learn.add_argument("--app", action="store_true",
+                       help="learn as the app's Seeds tab does (one quick mask per example, a self-found core "
+                            "part, the app's layers and settings); the tuning options above are then not used")
     learn.add_argument("--output", "-o", required=True, help="the knob file to write (.safetensors)")
     learn.set_defaults(run=run_learn)
 
@@ -91,9 +95,12 @@ def run_learn(args: argparse.Namespace) -> int:
     generator = open_from_args(args)
     present = [parse_example(t, generator, args.prompt) for t in args.present]
     wanted = [parse_example(t, generator, args.prompt) for t in args.wanted]
-    knob = learn_knob(generator, args.name, present=present, wanted=wanted, layers=args.layer, units=args.units,
-                      pattern=args.pattern, select=args.select, relative=args.relative, part_layers=args.part_layer,
-                      part_units=args.part_units, part_pattern=args.part_pattern)
+    if args.app:
+        knob = learn_app_knob(generator, args.name, present=present, wanted=wanted)
+    else:
+        knob = learn_knob(generator, args.name, present=present, wanted=wanted, layers=args.layer, units=args.units,
+                          pattern=args.pattern, select=args.select, relative=args.relative, part_layers=args.part_layer,
+                          part_units=args.part_units, part_pattern=args.part_pattern)
     path = save_knob(knob, args.output)
     where = ", ".join(f"{layer}: {len(u)}" for layer, u in knob.units.items())
     where += "".join(f"; region {r.name}: " + ", ".join(f"{layer}: {len(u)}" for layer, u in r.units.items())
