@@ -47,8 +47,10 @@ def same(a, b) -> None:
 
 def test_statistics_match_a_direct_computation(gen, whole):
     samples = [rooms_segmenter().sample(gen, s) for s in range(5, 17)]
-    with torch.inference_mode():
-        acts = gen.trace(samples, [LAYER])[LAYER].double()
+    with torch.inference_mode():  # traced in the plan's batches: a float32 convolution's sums depend on the batch
+        # size on some CPUs (1e-7 relative here), which is not what this test is about
+        acts = torch.cat([gen.trace(samples[i:i + PLAN.batch], [LAYER])[LAYER].double()
+                          for i in range(0, len(samples), PLAN.batch)])
     per_unit = acts.transpose(0, 1).reshape(acts.shape[1], -1)
     assert torch.allclose(whole.mean(LAYER), per_unit.mean(1), rtol=1e-10, atol=1e-12)
     assert torch.allclose(whole.variance(LAYER), per_unit.var(1, unbiased=False), rtol=1e-9, atol=1e-12)
