@@ -1,0 +1,134 @@
+"""The knob the app learns from one quick mask per example (studio.knob_regions.learn_app_knob): its self-found core,
+the knob it makes on the default model, and the command line and benchmark that run the same function."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.base import Sample
+from studio.cli import main
+from studio.core.rooms import world
+from studio.exported import open_model
+from studio.knob_regions import CORE, app_layers, core_box, learn_app_knob
+from studio.knobs import Example, KnobEdit, KnobError, load_knob
+from tests.toy import ToyGenerator
+
+PRESENT, WANTED = (0, 3, 5, 6), (4, 7, 9, 10)  # seeds whose lamp 0 the Rooms world renders lit / unlit
+HELD_OUT = (1, 8)  # two lit lamps each; not among the examples
+
+
+@pytest.fixture(scope="module")
+def rooms():
+    torch.set_num_threads(1)
+    return open_model("rooms", device="cpu", precision="fp32")
+
+
+def scene_of(gen, seed: int) -> world.Scene:
+    return world.scene_from(world.sample_latent(seed), gen.sample(seed).prompt)
+
+
+def quick_box(gen, seed: int, lamp: int = 0, pad: int = 3) -> torch.Tensor:
+    """The box a hand paints over a lamp and its light."""
+    masks = world.truth(scene_of(gen, seed)).masks
+    ys, xs = np.nonzero(masks[f"lamp{lamp}"] | masks[f"glow{lamp}"])
+    mask = torch.zeros(128, 128)
+    mask[max(ys.min() - pad, 0):ys.max() + pad + 1, max(xs.min() - pad, 0):xs.max() + pad + 1] = 1
+    return mask
+
+
+@pytest.fixture(scope="module")
+def knob(rooms):
+    present = [Example(rooms.sample(s), quick_box(rooms, s)) for s in PRESENT]
+    wanted = [Example(rooms.sample(s), quick_box(rooms, s)) for s in WANTED]
+    return learn_app_knob(rooms, "lamp off", present, wanted)
+
+
+def test_the_core_is_the_smallest_box_that_holds_the_difference():
+    image = torch.zeros(3, 64, 64)
+    lit = image.clone()
+    lit[:, 20:28, 40:48] = 1.0  # the two states differ in one 8 x 8 patch only
+    mask = torch.zeros(64, 64)
+    mask[16:48, 16:64] = 1  # a quick box round it: rows 16-48, columns 16-64
+    y0, x0, y1, x1 = core_box([lit, lit], [mask, mask], [image, image], [mask, mask], share=0.9, grid=8)
+    # the patch lies at rows 4/32-12/32 and columns 24/48-32/48 of the box (centre 0.25, 0.58): the core is a small
+    # box round it
+    assert y0 <= 0.25 <= y1 and x0 <= 28 / 48 <= x1
+    assert (y1 - y0) * (x1 - x0) <= 0.25
+    same = core_box([image], [mask], [image], [mask])
+    assert same == (0.0, 0.0, 1.0, 1.0)  # no difference: the whole box
+
+
+def test_the_app_knob_finds_its_core_on_the_default_model_and_switches_held_out_lamps_off(rooms, knob):
+    main_layers, part_layers = app_layers(rooms)
+    assert main_layers == ["blocks.0", "blocks.1", "blocks.2"] and part_layers == ["blocks.1", "blocks.2", "blocks.3"]
+    assert [r.name for r in knob.regions] == [CORE]
+    y0, x0, y1, x1 = knob.regions[0].box
+    assert 0 <= y0 < y1 <= 1 and 0 <= x0 < x1 <= 1 and (y1 - y0) * (x1 - x0) < 0.8  # a part, not the whole box
+    assert all(CORE in ex.parts for ex in knob.examples["present"] + knob.examples["wanted"])
+    for seed in HELD_OUT:
+        sample, room = rooms.sample(seed), scene_of(rooms, seed)
+        with torch.inference_mode(), rooms.editor() as editor:
+            before = rooms.render([sample])[0].permute(1, 2, 0).numpy()
+            editor.set_knobs([KnobEdit(knob, quick_box(rooms, seed), 1.0)])
+            after = rooms.render([sample])[0].permute(1, 2, 0).numpy()
+        assert [world.detect_lit(before, room, i) for i in range(2)] == [True, True]
+        assert [world.detect_lit(after, room, i) for i in range(2)] == [False, True], seed  # the other lamp still lit
+        assert world.detect_fields(after, room) == world.detect_fields(before, room), seed  # not erased
+
+
+def test_examples_with_their_own_parts_keep_them_and_bad_examples_get_one_sentence(rooms):
+    top = torch.zeros(128, 128)
+    top[:64] = 1
+    present = [Example(rooms.sample(s), quick_box(rooms, s), {"top": top * quick_box(rooms, s)}) for s in PRESENT[:2]]
+    wanted = [Example(rooms.sample(s), quick_box(rooms, s), {"top": top * quick_box(rooms, s)}) for s in WANTED[:2]]
+    assert [r.name for r in learn_app_knob(rooms, "k", present, wanted).regions] == ["top"]
+    empty = [Example(rooms.sample(4), torch.zeros(128, 128))]
+    with pytest.raises(KnobError, match="empty"):
+        learn_app_knob(rooms, "k", present, empty)
+    with pytest.raises(KnobError, match="at least one wanted"):
+        learn_app_knob(rooms, "k", present, [])
+
+
+def test_a_model_without_spatial_layers_gets_one_sentence():
+    class Flat(ToyGenerator):
+        def layers(self):
+            return [info for info in super().layers() if info.size is None]
+
+    toy = Flat()
+    sample = Sample(seed=0)
+    with pytest.raises(KnobError, match="no spatial layer"):
+        learn_app_knob(toy, "k", [Example(sample, torch.ones(toy.resolution))],
+                       [Example(sample, torch.ones(toy.resolution))])
+
+
+def test_the_command_line_learns_the_app_knob(tmp_path, capsys, rooms):
+    from PIL import Image
+
+    args = []
+    for flag, seeds in (("--present", PRESENT), ("--wanted", WANTED)):
+        for s in seeds:
+            path = tmp_path / f"{s}.png"
+            Image.fromarray((quick_box(rooms, s).numpy() * 255).astype(np.uint8)).save(path)
+            args += [flag, f"{s}:{path}"]
+    out = tmp_path / "k.safetensors"
+    assert main(["knob", "learn", "--model", "rooms", "--device", "cpu", "--name", "lamp off", "--app", *args,
+                 "-o", str(out)]) == 0
+    assert "region core:" in capsys.readouterr().out
+    assert [r.name for r in load_knob(out).regions] == [CORE]
+
+
+def test_the_benchmark_measures_the_app_knob_with_strokes(capsys):
+    assert main(["bench", "rooms", "--model", "rooms", "--device", "cpu", "--seeds", "1", "--tuning-scenes", "--app",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    knob = data["methods"]["knob"]
+    assert knob["learned_by"] == "studio.knob_regions.learn_app_knob" and set(knob["masks"]) == {"truth", "rough",
+                                                                                                 "stroke"}
+    for figures in knob["masks"].values():
+        assert 0 <= figures["really_off"] <= 1 and figures["relight_psnr"] > 0
+    assert main(["bench", "rooms", "--model", "rooms", "--device", "cpu", "--seeds", "1", "--knob-from", "tuned",
+                 "--example-masks", "stroke"]) == 2
+    assert "Stroke masks" in capsys.readouterr().err
