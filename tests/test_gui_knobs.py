@@ -15,7 +15,8 @@ from tests.gui_support import drag, open_window, paint_square
 from widgets.demo import Demo
 
 PRESENT, WANTED = (0, 3, 5, 6), (4, 7, 9, 10)  # seeds whose lamp 0 the Rooms world renders lit / unlit
-TARGET, OTHER_SEED = 1, 8  # both lamps lit
+TARGET, OTHER_SEED = 1, 40  # both lamps lit; on seed 40 a knob learned with learn_knob's bare defaults leaves
+# the lamp lit
 
 
 def scene_of(window, seed: int) -> world.Scene:

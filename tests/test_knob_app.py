@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from models.base import Sample
+from studio.bench import rooms as bench
 from studio.cli import main
 from studio.core.rooms import world
 from studio.exported import open_model
 from studio.knob_regions import CORE, app_layers, core_box, learn_app_knob
-from studio.knobs import Example, KnobEdit, KnobError, load_knob
+from studio.knobs import Example, KnobEdit, KnobError, learn_knob, load_knob
 from tests.toy import ToyGenerator
 
 PRESENT, WANTED = (0, 3, 5, 6), (4, 7, 9, 10)  # seeds whose lamp 0 the Rooms world renders lit / unlit
@@ -132,3 +133,14 @@ def test_the_benchmark_measures_the_app_knob_with_strokes(capsys):
     assert main(["bench", "rooms", "--model", "rooms", "--device", "cpu", "--seeds", "1", "--knob-from", "tuned",
                  "--example-masks", "stroke"]) == 2
     assert "Stroke masks" in capsys.readouterr().err
+
+
+def test_it_switches_held_out_lamps_off_where_the_bare_defaults_do_not(rooms):
+    examples = bench.knob_examples(rooms, masks="rough", part=None)  # 4 lit + 4 unlit tuning lamps, quick boxes
+    scenes = bench.truth_scenes(rooms, 8)  # held-out rooms, none an example
+    app = bench.app_benchmark(rooms, scenes, learn_app_knob(rooms, "lamp off", *examples), kinds=("rough",))
+    bare = bench.app_benchmark(rooms, scenes, learn_knob(rooms, "lamp off", present=examples[0], wanted=examples[1]),
+                               kinds=("rough",))
+    app_rough, bare_rough = app["methods"]["knob"]["masks"]["rough"], bare["methods"]["knob"]["masks"]["rough"]
+    assert app_rough["really_off"] >= 0.85 and app_rough["outside_change"] <= 0.005
+    assert app_rough["really_off"] >= bare_rough["really_off"] + 0.3

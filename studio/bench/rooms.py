@@ -480,6 +480,23 @@ def _method_summary(rows: list[dict], units: list[int]) -> dict:
             "units_used": round(statistics.mean(units), 2) if units else 0.0}
 
 
+def model_and_ceiling(generator, scene: TruthScene, ceiling: list, lit: list, ceiling_rows: list) -> tuple:
+    """The scene's room, the model's image of it and the ceiling: the model's image with the lamp's lit flag flipped
+    in the latent (the best any edit of this model can do), both (H, W, 3); appends the ceiling's PSNR, the unedited
+    image's PSNR against the lit truth and the ceiling's user figures to the three lists."""
+    room = world.scene_from(world.sample_latent(scene.seed), scene.caption)
+    with torch.inference_mode():
+        model = _image(generator.render([scene.sample]))
+        off_latent = world.encode_latent(world.with_lamp(room, scene.lamp, lit=False))
+        flipped = generator.sample(scene.seed, scene.caption, latent=[float(v) for v in off_latent])
+        ceil = _image(generator.render([flipped]))
+    r = scene.region
+    ceiling.append(_psnr(ceil[r], scene.unlit[r]))
+    ceiling_rows.append(user_figures(model, ceil, scene, room, ceil))
+    lit.append(_psnr(model[r], scene.lit[r]))
+    return room, model, ceil
+
+
 def user_benchmark(generator, scenes: Sequence[TruthScene], knob, *, top: int = DEFAULT_TOP,
                    method: str = DEFAULT_METHOD, layer: str = ALL_LAYERS, keep_images: bool = False,
                    progress=None) -> dict:
@@ -496,16 +513,8 @@ def user_benchmark(generator, scenes: Sequence[TruthScene], knob, *, top: int = 
     live = LiveRenderer(generator)
     try:
         for n, scene in enumerate(scenes):
-            room = world.scene_from(world.sample_latent(scene.seed), scene.caption)
-            with torch.inference_mode():
-                model = _image(generator.render([scene.sample]))
-                off_latent = world.encode_latent(world.with_lamp(room, scene.lamp, lit=False))
-                flipped = generator.sample(scene.seed, scene.caption, latent=[float(v) for v in off_latent])
-                ceil = _image(generator.render([flipped]))
+            room, model, ceil = model_and_ceiling(generator, scene, ceiling, lit, ceiling_rows)
             r = scene.region
-            ceiling.append(_psnr(ceil[r], scene.unlit[r]))
-            ceiling_rows.append(user_figures(model, ceil, scene, room, ceil))
-            lit.append(_psnr(model[r], scene.lit[r]))
             shown = {}
             for kind, region in (("truth", r), ("rough", rough_mask(r))):
                 mask = torch.from_numpy(region.astype(np.float32))
@@ -559,16 +568,7 @@ def app_benchmark(generator, scenes: Sequence[TruthScene], knob, kinds: Sequence
     live = LiveRenderer(generator)
     try:
         for n, scene in enumerate(scenes):
-            room = world.scene_from(world.sample_latent(scene.seed), scene.caption)
-            with torch.inference_mode():
-                model = _image(generator.render([scene.sample]))
-                off_latent = world.encode_latent(world.with_lamp(room, scene.lamp, lit=False))
-                flipped = generator.sample(scene.seed, scene.caption, latent=[float(v) for v in off_latent])
-                ceil = _image(generator.render([flipped]))
-            r = scene.region
-            ceiling.append(_psnr(ceil[r], scene.unlit[r]))
-            ceiling_rows.append(user_figures(model, ceil, scene, room, ceil))
-            lit.append(_psnr(model[r], scene.lit[r]))
+            room, model, ceil = model_and_ceiling(generator, scene, ceiling, lit, ceiling_rows)
             for kind in kinds:
                 mask = torch.from_numpy(user_mask(room, scene.lamp, size, kind).astype(np.float32))
                 knobbed = _image(live.render(scene.sample, (), None, [KnobEdit(knob, mask, 1.0)])[0])
