@@ -61,6 +61,14 @@ SPREAD_FLOOR = 0.01
 MIN_CONTRAST = 1.0
 #: The spread floor of ``select="cells"`` (0.05 beat 0.01 and 0.2 on the tuning rooms and the default prompt's).
 CELL_SPREAD_FLOOR = 0.05
+#: A part region pulls each unit in each cell of its pattern by (the unit's change there between the present and the
+#: wanted pattern, over its largest change) to this power (:meth:`KnobRegion.gain`): cells where the examples hardly
+#: differ are pulled less. On 30 Rooms tuning rooms (the app's knob, its core part): 19.14 dB against 18.84 with
+#: rough boxes, 19.76 against 19.60 with the truth masks, 19.40 against 19.31 with round strokes, really off the same;
+#: 0.5 gave 19.23 / 19.74 / 19.38, 1 19.27 / 19.68 / 19.32. On the whole region it kept the other lamp more often
+#: (0.95 against 0.74 with rough boxes) but switched fewer lamps off with strokes (0.90 at 0.25, 0.60 at 0.5), so
+#: the whole region pulls every cell alike.
+PART_GAIN_POWER = 0.25
 
 
 class KnobError(StudioError):
@@ -92,6 +100,17 @@ class KnobRegion:
     #: The last painted mask and its cut (masks are replaced, never changed in place): each frame of a strength drag
     #: then hands the hook engine the same region mask, so its placements are shared like the knob's own.
     _cut: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    _gains: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def gain(self, layer: str) -> torch.Tensor:
+        """(K, P, P) in [0, 1]: how strongly each unit of ``layer`` is pulled in each cell, its change between the
+        present and the wanted pattern there over its largest change, to the power ``PART_GAIN_POWER`` (the same for
+        both signs of strength; worked out once per layer)."""
+        if layer not in self._gains:
+            change = (self.wanted[layer].float() - self.present[layer].float()).abs()
+            top = change.flatten(1).max(1).values.clamp(min=1e-12)[:, None, None]
+            self._gains[layer] = (change / top).clamp(0, 1) ** PART_GAIN_POWER
+        return self._gains[layer]
 
     def mask_in(self, mask: torch.Tensor) -> torch.Tensor:
         """``mask`` kept only inside this region's place in the box of ``mask`` (all zeros for an empty mask)."""
@@ -284,7 +303,7 @@ class KnobEdit:
         for region in self.knob.regions:
             mask = region.mask_in(self.mask)
             out += [UnitTargets(layer, units, getattr(region, side)[layer], mask, strength, region.relative.get(layer),
-                                self.steps)
+                                self.steps, region.gain(layer))
                     for layer, units in region.units.items() if len(units)]
         return out
 

@@ -78,7 +78,7 @@ def test_a_knob_with_a_part_region_places_once_per_drag_too(monkeypatch):
     try:
         mask = box(2, 4, 14, 20)
         images = [live.render(sample, knobs=[KnobEdit(knob, mask, s)])[0] for s in (0.2, 0.6, 1.0)]
-        assert len(placed) == len(LAYERS) + 1  # the knob's layers and the region's one, each once
+        assert len(placed) == len(LAYERS) + 2  # the knob's layers, the region's pattern and its gain, each once
         assert torch.equal(images[-1], fresh(gen, sample, KnobEdit(knob, mask, 1.0)))
     finally:
         live.close()

@@ -179,6 +179,59 @@ def test_relative_targets_follow_the_surroundings_of_the_region():
     assert torch.equal(out[0, :, 5:, 5:], x[0, :, 5:, 5:])  # outside the mask: untouched
 
 
+def test_a_gain_pulls_each_cell_by_its_own_share_and_a_misshapen_one_is_one_sentence():
+    """``UnitTargets.gain`` weighs the pull per cell of the pattern, placed on the mask's box like the pattern."""
+    from studio.core.errors import StudioError
+    from studio.core.hooks import UnitTargets
+
+    x = torch.zeros(1, 1, 8, 8)
+    mask = torch.zeros(32, 32)
+    mask[8:24, 8:24] = 1.0  # cells 2..5 at 8x8; the 2x2 pattern's cells are 2 layer cells each
+    gain = torch.tensor([[[1.0, 0.0], [0.5, 1.0]]])
+    out = UnitTargets("l", torch.tensor([0]), torch.full((1, 2, 2), 4.0), mask, 1.0, gain=gain).blend(x)
+    assert torch.allclose(out[0, 0, 2, 2], torch.tensor(4.0))  # gain 1: all the way to the target
+    assert torch.allclose(out[0, 0, 2, 5], torch.tensor(0.0))  # gain 0: left as it is
+    assert torch.allclose(out[0, 0, 5, 2], torch.tensor(2.0))  # gain 0.5 at strength 1: half way
+    half = UnitTargets("l", torch.tensor([0]), torch.full((1, 2, 2), 4.0), mask, 0.5, gain=gain).blend(x)
+    assert torch.allclose(half[0, 0, 5, 2], torch.tensor(1.0))  # strength and gain multiply
+    with pytest.raises(StudioError, match="gain must be shaped like its pattern"):
+        UnitTargets("l", torch.tensor([0]), torch.ones(1, 2, 2), mask, gain=torch.ones(1, 3, 3))
+
+
+def test_a_part_region_leaves_the_cells_where_its_examples_do_not_differ(planted):
+    """The part's pull in a cell follows the unit's change there between the present and wanted patterns: where the
+    examples agree (no change), the edit leaves the activation as it is, for either sign of strength."""
+    from studio.knobs import PART_GAIN_POWER
+
+    def parted(wanted: bool) -> list[Example]:
+        return [Example(e.sample, e.mask, {"top": top_mask()}) for e in examples(planted, wanted)]
+
+    knob = learn_knob(planted, "raise", present=parted(False), wanted=parted(True), layers=["blocks.1"], units=3,
+                      select="cells", part_layers=["blocks.1"], part_units=2, part_pattern=4)
+    region = knob.regions[0]
+    gain = region.gain("blocks.1")
+    change = (region.wanted["blocks.1"] - region.present["blocks.1"]).abs()
+    assert gain.shape == change.shape and float(gain.max()) == pytest.approx(1.0) and float(gain.min()) >= 0
+    top = change.flatten(1).max(1).values[:, None, None]
+    assert torch.allclose(gain, (change / top) ** PART_GAIN_POWER)
+    assert region.gain("blocks.1") is gain  # worked out once
+    # a unit whose patterns agree in one cell: that cell's pull is 0, however strong the knob
+    region.present["blocks.1"] = region.present["blocks.1"].clone()
+    region.present["blocks.1"][0, 0, 0] = region.wanted["blocks.1"][0, 0, 0]
+    region._gains.clear()
+    assert float(region.gain("blocks.1")[0, 0, 0]) == 0.0
+    mask, sample = left_mask(), planted.sample(12)
+    for strength in (1.0, -1.0):
+        targets = [t for t in KnobEdit(knob, mask, strength).targets() if t.gain is not None]
+        assert len(targets) == len(region.units) and all(t.mask is not mask for t in targets)  # the part's own cut
+        x = torch.randn(1, 16, 16, 16)
+        out = targets[0].blend(x)
+        box = region.mask_in(mask).nonzero()
+        r0, c0 = int(box[:, 0].min()) // 2, int(box[:, 1].min()) // 2  # the part's first cell at 16x16
+        unit = int(targets[0].units[0])
+        assert torch.equal(out[0, unit, r0, c0], x[0, unit, r0, c0])
+
+
 def test_every_bad_input_gets_one_sentence(planted, tmp_path):
     present, wanted = examples(planted, False), examples(planted, True)
     with pytest.raises(KnobError, match="at least one wanted example"):

@@ -303,6 +303,8 @@ class UnitTargets:
     the mask's box (:func:`surround_mean`), so its target follows this image's surroundings (a wall's own colour)
     instead of the examples' average; 0 (the default) is an absolute value.
     ``steps=(start, stop)`` limits it to those denoising steps, as for a :class:`UnitEdit` (None: every step).
+    ``gain`` (K, P, Q) in [0, 1], placed like the pattern: how strongly each unit is pulled in each cell (the pull is
+    ``strength * m * gain``); None pulls every cell alike.
     """
 
     layer: str
@@ -312,6 +314,7 @@ class UnitTargets:
     strength: float = 1.0
     relative: torch.Tensor | None = None  # (K,) in [0, 1]; None: every unit absolute
     steps: tuple[int, int] | None = None
+    gain: torch.Tensor | None = None  # (K, P, Q) in [0, 1]; None: 1 in every cell
     #: The mask's box and, per activation shape, the placed target and the mask at that size: they depend on the
     #: pattern and the mask only, so :meth:`Editor.set_knobs` shares one dict between the frames of a drag.
     placements: dict = field(default_factory=dict, repr=False)
@@ -322,6 +325,9 @@ class UnitTargets:
         if self.pattern.dim() != 3 or self.pattern.shape[0] != len(self.units):
             raise StudioError(f"A target pattern for {len(self.units)} units must be (K, P, Q), "
                               f"not {tuple(self.pattern.shape)}.")
+        if self.gain is not None and tuple(self.gain.shape) != tuple(self.pattern.shape):
+            raise StudioError(f"A target's gain must be shaped like its pattern {tuple(self.pattern.shape)}, "
+                              f"not {tuple(self.gain.shape)}.")
         if self.relative is not None:
             self.relative = torch.as_tensor(self.relative, dtype=torch.float32).reshape(-1)
             if len(self.relative) != len(self.units):
@@ -338,12 +344,15 @@ class UnitTargets:
         return self.placements["box"]
 
     def _at(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K, h, w) target and (1, 1, h, w) mask ``m`` for an activation like ``x`` (cached in ``placements``)."""
-        key = (tuple(x.shape[-2:]), x.device, x.dtype)
+        """(K, h, w) target and the pull's weight (1 or K, h, w) for an activation like ``x``: the mask at that size,
+        times the placed gain if any (both cached in ``placements``; strength is applied by the caller)."""
+        key = (tuple(x.shape[-2:]), x.device, x.dtype, self.gain is not None)
         if key not in self.placements:
             size = x.shape[-2:]
             target = place_pattern(self.pattern.to(x.device), self.box, size).to(x.dtype)
-            m = resize_mask(self.mask.to(x.device, torch.float32), size).to(x.dtype)
+            m = resize_mask(self.mask.to(x.device, torch.float32), size).to(x.dtype)[0]
+            if self.gain is not None:
+                m = m * place_pattern(self.gain.to(x.device), self.box, size).to(x.dtype)
             self.placements[key] = (target, m)
         return self.placements[key]
 
@@ -357,7 +366,7 @@ class UnitTargets:
         if self.strength == 0 or x.dim() != 4 or self.box is None:
             return x
         target, m = self._at(x)
-        weight = m * float(self.strength)
+        weight = m[None] * float(self.strength)
         units = self.units.to(x.device)
         chosen = x[:, units]
         target = target[None]
