@@ -45,15 +45,16 @@ def test_a_drag_places_once_and_a_new_mask_places_again(monkeypatch):
         images = []
         for strength in (0.2, 0.5, 0.9, 1.4, -0.7, 1.0):  # a drag, one new KnobEdit per frame as the panel makes
             images.append(live.render(sample, knobs=[KnobEdit(knob, first, strength)])[0])
-        # one placement per layer and pattern (wanted, and present once the strength went below 0), not per frame
-        assert len(placed) == 2 * len(LAYERS) and len(boxes) == 2 * len(LAYERS)
+        # one placement per layer and pattern (wanted, and present once the strength went below 0), each with its
+        # side gain (3x3 patterns), not per frame
+        assert len(placed) == 2 * 2 * len(LAYERS) and len(boxes) == 2 * len(LAYERS)
         assert torch.equal(images[-1], fresh(gen, sample, KnobEdit(knob, first, 1.0)))
         assert torch.equal(images[2], fresh(gen, sample, KnobEdit(knob, first, 0.9)))
 
         second = box(16, 10, 30, 28)  # the row's Mask button: a new mask tensor
         placed.clear()
         moved = live.render(sample, knobs=[KnobEdit(knob, second, 1.0)])[0]
-        assert len(placed) == len(LAYERS)
+        assert len(placed) == 2 * len(LAYERS)
         assert torch.equal(moved, fresh(gen, sample, KnobEdit(knob, second, 1.0)))
         assert not torch.allclose(moved, images[-1], atol=1e-4)
         placed.clear()  # (the fresh renders above placed in their own editors)
@@ -78,7 +79,7 @@ def test_a_knob_with_a_part_region_places_once_per_drag_too(monkeypatch):
     try:
         mask = box(2, 4, 14, 20)
         images = [live.render(sample, knobs=[KnobEdit(knob, mask, s)])[0] for s in (0.2, 0.6, 1.0)]
-        assert len(placed) == len(LAYERS) + 2  # the knob's layers, the region's pattern and its gain, each once
+        assert len(placed) == 2 * (len(LAYERS) + 1)  # each pattern of the knob's layers and the region's, and its gain
         assert torch.equal(images[-1], fresh(gen, sample, KnobEdit(knob, mask, 1.0)))
     finally:
         live.close()

@@ -222,14 +222,30 @@ def test_a_part_region_leaves_the_cells_where_its_examples_do_not_differ(planted
     assert float(region.gain("blocks.1")[0, 0, 0]) == 0.0
     mask, sample = left_mask(), planted.sample(12)
     for strength in (1.0, -1.0):
-        targets = [t for t in KnobEdit(knob, mask, strength).targets() if t.gain is not None]
-        assert len(targets) == len(region.units) and all(t.mask is not mask for t in targets)  # the part's own cut
+        targets = [t for t in KnobEdit(knob, mask, strength).targets() if t.mask is not mask]  # the part's own cut
+        assert len(targets) == len(region.units) and all(t.gain is not None for t in targets)
         x = torch.randn(1, 16, 16, 16)
         out = targets[0].blend(x)
         box = region.mask_in(mask).nonzero()
         r0, c0 = int(box[:, 0].min()) // 2, int(box[:, 1].min()) // 2  # the part's first cell at 16x16
         unit = int(targets[0].units[0])
         assert torch.equal(out[0, unit, r0, c0], x[0, unit, r0, c0])
+
+
+def test_the_whole_region_pulls_its_inner_cells_fully_and_its_sides_by_their_change(planted):
+    from studio.knobs import SIDE_GAIN_POWER
+
+    knob = learn_knob(planted, "raise", present=examples(planted, False), wanted=examples(planted, True),
+                      layers=["blocks.1"], units=3, pattern=4, select="cells")
+    gain = knob.gain("blocks.1")
+    change = (knob.wanted["blocks.1"] - knob.present["blocks.1"]).abs()
+    sides = (change / change.flatten(1).max(1).values[:, None, None]) ** SIDE_GAIN_POWER
+    assert torch.equal(gain[..., 1:-1], torch.ones_like(gain[..., 1:-1]))
+    assert torch.allclose(gain[..., 0], sides[..., 0]) and torch.allclose(gain[..., -1], sides[..., -1])
+    assert all(t.gain is gain for t in KnobEdit(knob, left_mask(), -1.0).targets())
+    narrow = learn_knob(planted, "raise", present=examples(planted, False), wanted=examples(planted, True),
+                        layers=["blocks.1"], units=3, pattern=2)
+    assert narrow.gain("blocks.1") is None  # no inner cells: every cell pulled alike
 
 
 def test_every_bad_input_gets_one_sentence(planted, tmp_path):
