@@ -179,13 +179,20 @@ class Knob:
     examples: dict[str, list[Example]] = field(default_factory=lambda: {"present": [], "wanted": []})
     relative: dict[str, torch.Tensor] = field(default_factory=dict)
     regions: list[KnobRegion] = field(default_factory=list)
+    #: Whether the whole region's side columns are pulled by how much the examples changed there (:meth:`gain`):
+    #: knobs learned from examples (:func:`learn_knob`) do; a knob made by hand or of dissected units (its present
+    #: pattern is where they fire, not a state to leave) pulls every cell alike, as do knob files from before.
+    side_gain: bool = False
     _gains: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def gain(self, layer: str) -> torch.Tensor | None:
         """(K, P, P) in [0, 1] for the whole region's units of ``layer``: 1 in the inner cells; in the first and
         last column of cells (the region's sides) the unit's change there over its largest change, to the power
         ``SIDE_GAIN_POWER``, so what stands at the side of a box and did not change between the examples (another
-        lamp the box also covers) is left alone. None for patterns under 3 cells wide (no inner cells)."""
+        lamp the box also covers) is left alone. None (every cell alike) for patterns under 3 cells wide (no inner
+        cells) and for knobs without :attr:`side_gain`."""
+        if not self.side_gain:
+            return None
         if layer not in self._gains:
             pattern = self.wanted[layer]
             if pattern.shape[-1] < 3:
@@ -244,8 +251,10 @@ class Knob:
                     for part, m in ex.parts.items():
                         tensors[f"example/{side}/{j}/part/{part}"] = m.detach().to("cpu", torch.float32).contiguous()
                 examples[side].append(entry)
-        doc = {"format": FORMAT, "version": VERSION, "name": self.name, "model": self.model, "layers": list(self.units),
-               "regions": regions, "examples": examples}
+        doc = {"format": FORMAT, "version": VERSION, "name": self.name, "model": self.model,
+               "layers": list(self.units), "regions": regions, "examples": examples}
+        if self.side_gain:
+            doc["side_gain"] = True
         return {k: v.detach().cpu().clone() for k, v in tensors.items()}, doc  # clone: safetensors refuses shared memory
 
     @classmethod
@@ -273,7 +282,8 @@ class Knob:
             examples = {side: [example(side, j, s) for j, s in enumerate(items)]
                         for side, items in dict(doc.get("examples") or {}).items()}
             return cls(str(doc["name"]), dict(doc["model"]), units, wanted, present, contrast,
-                       {"present": [], "wanted": [], **examples}, relative, regions)
+                       {"present": [], "wanted": [], **examples}, relative, regions,
+                       bool(doc.get("side_gain", False)))
         except (KeyError, TypeError, ValueError) as error:
             raise KnobError(f"The knob is damaged ({type(error).__name__}: {str(error)[:120]}); learn it again.") from error
 
@@ -503,7 +513,7 @@ def learn_knob(generator: "Generator", name: str, *, present: Sequence[Example],
             regions.append(KnobRegion(part, boxes[part], got[0], got[1], got[2], got[3], got[4]))
     knob_units, want, have, relative, contrast, _ = main
     return Knob(name.strip(), model_layout(generator), knob_units, want, have, contrast,
-                {"present": list(present), "wanted": list(wanted)}, relative, regions)
+                {"present": list(present), "wanted": list(wanted)}, relative, regions, side_gain=True)
 
 
 def save_knob(knob: Knob, path: str | os.PathLike) -> Path:

@@ -16,7 +16,7 @@ def knob_of(gen) -> Knob:
     units = {layer: torch.tensor(u) for layer, u in LAYERS.items()}
     wanted = {layer: torch.randn(len(u), 3, 3) for layer, u in LAYERS.items()}
     present = {layer: torch.randn(len(u), 3, 3) for layer, u in LAYERS.items()}
-    return Knob("by hand", model_layout(gen), units, wanted, present)
+    return Knob("by hand", model_layout(gen), units, wanted, present, side_gain=True)  # as learned: with side gains
 
 
 def box(x0: int, y0: int, x1: int, y1: int) -> torch.Tensor:

@@ -232,7 +232,7 @@ def test_a_part_region_leaves_the_cells_where_its_examples_do_not_differ(planted
         assert torch.equal(out[0, unit, r0, c0], x[0, unit, r0, c0])
 
 
-def test_the_whole_region_pulls_its_inner_cells_fully_and_its_sides_by_their_change(planted):
+def test_the_whole_region_pulls_its_inner_cells_fully_and_its_sides_by_their_change(planted, tmp_path):
     from studio.knobs import SIDE_GAIN_POWER
 
     knob = learn_knob(planted, "raise", present=examples(planted, False), wanted=examples(planted, True),
@@ -246,6 +246,13 @@ def test_the_whole_region_pulls_its_inner_cells_fully_and_its_sides_by_their_cha
     narrow = learn_knob(planted, "raise", present=examples(planted, False), wanted=examples(planted, True),
                         layers=["blocks.1"], units=3, pattern=2)
     assert narrow.gain("blocks.1") is None  # no inner cells: every cell pulled alike
+    # learned knobs say so in their file; a knob made by hand (or of dissected units, or an older file) does not
+    again = load_knob(save_knob(knob, tmp_path / "sides.safetensors"))
+    assert again.side_gain and torch.equal(again.gain("blocks.1"), gain)
+    tensors, doc = knob.to_tensors()
+    older = Knob.from_tensors(tensors, {k: v for k, v in doc.items() if k != "side_gain"})
+    assert not older.side_gain and older.gain("blocks.1") is None
+    assert all(t.gain is None for t in KnobEdit(older, left_mask(), 1.0).targets())
 
 
 def test_every_bad_input_gets_one_sentence(planted, tmp_path):
