@@ -105,3 +105,35 @@ def test_pixel_step_loss_charges_a_blurred_edge_and_nothing_for_the_truth():
     plain = float(rtrain.image_loss(blurred, image, weight, cfg))
     stepped = float(rtrain.image_loss(blurred, image, weight, {**cfg, "grad_weight": 1.0}))
     assert plain > 0 and stepped > plain
+
+
+def test_extra_convs_grown_from_the_init_start_exact_and_train_behind_the_frozen_prefix(start_weights, tmp_path):
+    grown = dict(TINY_MODEL, extra_convs=[0, 0, 0, 1])
+    start = load_weights(start_weights)[0].eval()
+    assert rtrain.grown_convs(start.config, rtrain.model_config(tiny_cfg(model=grown))) == \
+        ["blocks.3.extra.0.weight", "blocks.3.extra.0.bias"]
+    # at lr 0 (nothing moves): the grown net renders exactly as the init
+    out0 = tmp_path / "zero.safetensors"
+    rtrain.train(tiny_cfg(model=grown, lr=0.0, steps=1, train_from_block=3), out0, log=lambda _: None, init=start_weights)
+    latent = torch.from_numpy(world.sample_latent(7))[None]
+    tokens = torch.from_numpy(rtext.encode("a bedroom with blue walls and a lamp"))[None]
+    zero = load_weights(out0)[0].eval()
+    with torch.no_grad():
+        assert torch.equal(start(latent, tokens), zero(latent, tokens))
+    # trained: the new conv learns, the prefix before it stays bit-identical
+    out = tmp_path / "out.safetensors"
+    rtrain.train(tiny_cfg(model=grown, train_from_block=3), out, log=lambda _: None, init=start_weights)
+    after = load_weights(out)[0].eval()
+    assert after.state_dict()["blocks.3.extra.0.weight"].abs().sum() > 0
+    with torch.no_grad():
+        assert torch.equal(start.run_blocks(start.prepare(latent, tokens), stop=2),
+                           after.run_blocks(after.prepare(latent, tokens), stop=2))
+
+
+def test_other_architectures_are_refused_as_init(start_weights, tmp_path):
+    tiny = rtrain.model_config(tiny_cfg())
+    assert rtrain.grown_convs(tiny, tiny) == []
+    assert rtrain.grown_convs(rtrain.model_config(tiny_cfg(model=dict(TINY_MODEL, extra_convs=[1]))), tiny) is None
+    with pytest.raises(ValueError, match="another architecture"):
+        rtrain.train(tiny_cfg(model=dict(TINY_MODEL, widths=[16, 24, 8, 8])), tmp_path / "x.safetensors",
+                     log=lambda _: None, init=start_weights)

@@ -17,7 +17,7 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +218,23 @@ def freeze_prefix(net: RoomsGenerator, first_trained: int) -> list[str]:
     return frozen
 
 
+def grown_convs(start: RoomsConfig, config: RoomsConfig) -> list[str] | None:
+    """The parameter names ``config`` adds to ``start`` when it only has more extra residual convs in some blocks
+    (the rest identical): they start at zero, so the grown net renders exactly as ``start``. ``None`` when the
+    architectures differ otherwise (or ``config`` has fewer extra convs).
+
+    >>> grown_convs(RoomsConfig(widths=(8, 4)), RoomsConfig(widths=(8, 4), extra_convs=(0, 1)))
+    ['blocks.1.extra.0.weight', 'blocks.1.extra.0.bias']
+    """
+    n = len(config.widths)
+    old = list(start.extra_convs) + [0] * (n - len(start.extra_convs))
+    new = list(config.extra_convs) + [0] * (n - len(config.extra_convs))
+    if len(old) != n or len(new) != n or any(b < a for a, b in zip(old, new)) \
+            or replace(start, extra_convs=()) != replace(config, extra_convs=()):
+        return None
+    return [f"blocks.{i}.extra.{j}.{part}" for i in range(n) for j in range(old[i], new[i]) for part in ("weight", "bias")]
+
+
 def image_loss(pred: torch.Tensor, image: torch.Tensor, weight: torch.Tensor, cfg: dict) -> torch.Tensor:
     """Weighted L1 + ``mse_weight`` MSE, plus ``grad_weight`` times the weighted L1 between the images' horizontal and
     vertical pixel steps (a blurred edge costs even where its mean colour is right)."""
@@ -266,9 +283,16 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
     net = RoomsGenerator(mcfg)
     if init is not None:
         start_net, start_meta = load_weights(init)
-        if start_net.config != mcfg:
+        grown = grown_convs(start_net.config, mcfg)
+        if start_net.config != mcfg and grown is None:
             raise ValueError(f"{init} has another architecture than this config: {start_net.config}")
-        net.load_state_dict(start_net.state_dict())
+        missing, unexpected = net.load_state_dict(start_net.state_dict(), strict=False)
+        assert not unexpected and set(missing) == set(grown or []), (missing, unexpected)
+        with torch.no_grad():  # a zero residual conv adds silu(0) = 0: the grown net starts as the init exactly
+            for name in missing:
+                net.get_parameter(name).zero_()
+        if missing:
+            log(f"grown from {init}: {len(missing)} new zero tensors ({', '.join(sorted(missing))})")
         log(f"starting from {init} (trained {start_meta.get('steps')} steps)")
     net = net.to(memory_format=torch.channels_last).train()
     first_trained = int(cfg.get("train_from_block", 0))
