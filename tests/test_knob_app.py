@@ -15,9 +15,9 @@ from studio.core.rooms import world
 from studio.exported import open_model
 from studio.knob_regions import CORE, app_layers, core_box, learn_app_knob
 from studio.knobs import Example, KnobEdit, KnobError, learn_knob, load_knob
+from tests.rooms_knob import PRESENT, WANTED, app_knob, quick_box, scene_of
 from tests.toy import ToyGenerator
 
-PRESENT, WANTED = (0, 3, 5, 6), (4, 7, 9, 10)  # seeds whose lamp 0 the Rooms world renders lit / unlit
 HELD_OUT = (1, 8)  # two lit lamps each; not among the examples
 
 
@@ -27,24 +27,9 @@ def rooms():
     return open_model("rooms", device="cpu", precision="fp32")
 
 
-def scene_of(gen, seed: int) -> world.Scene:
-    return world.scene_from(world.sample_latent(seed), gen.sample(seed).prompt)
-
-
-def quick_box(gen, seed: int, lamp: int = 0, pad: int = 3) -> torch.Tensor:
-    """The box a hand paints over a lamp and its light."""
-    masks = world.truth(scene_of(gen, seed)).masks
-    ys, xs = np.nonzero(masks[f"lamp{lamp}"] | masks[f"glow{lamp}"])
-    mask = torch.zeros(128, 128)
-    mask[max(ys.min() - pad, 0):ys.max() + pad + 1, max(xs.min() - pad, 0):xs.max() + pad + 1] = 1
-    return mask
-
-
 @pytest.fixture(scope="module")
 def knob(rooms):
-    present = [Example(rooms.sample(s), quick_box(rooms, s)) for s in PRESENT]
-    wanted = [Example(rooms.sample(s), quick_box(rooms, s)) for s in WANTED]
-    return learn_app_knob(rooms, "lamp off", present, wanted)
+    return app_knob(rooms)
 
 
 def test_the_core_is_the_smallest_box_that_holds_the_difference():

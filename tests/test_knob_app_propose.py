@@ -14,9 +14,9 @@ from studio import knob_regions as kr
 from studio.core.hooks import mask_box
 from studio.core.rooms import world
 from studio.exported import open_model
-from studio.knobs import Example, KnobEdit, load_knob, save_knob
+from studio.knobs import KnobEdit, load_knob, save_knob
+from tests.rooms_knob import app_knob, scene_of
 
-PRESENT, WANTED = (0, 3, 5, 6), (4, 7, 9, 10)  # seeds whose lamp 0 the Rooms world renders lit / unlit
 #: Held-out seeds where the older proposal (the strong runs plus a 15 % margin) missed: the app's knob applied on it
 #: left the lamp lit or erased it; on the box sized like the examples it switches exactly that lamp off.
 HELD_OUT = (15, 18, 21, 22)
@@ -28,24 +28,9 @@ def rooms():
     return open_model("rooms", device="cpu", precision="fp32")
 
 
-def scene_of(gen, seed: int) -> world.Scene:
-    return world.scene_from(world.sample_latent(seed), gen.sample(seed).prompt)
-
-
-def quick_box(gen, seed: int, lamp: int = 0, pad: int = 3) -> torch.Tensor:
-    """The box a hand paints over a lamp and its light."""
-    masks = world.truth(scene_of(gen, seed)).masks
-    ys, xs = np.nonzero(masks[f"lamp{lamp}"] | masks[f"glow{lamp}"])
-    mask = torch.zeros(128, 128)
-    mask[max(ys.min() - pad, 0):ys.max() + pad + 1, max(xs.min() - pad, 0):xs.max() + pad + 1] = 1
-    return mask
-
-
 @pytest.fixture(scope="module")
 def knob(rooms):
-    present = [Example(rooms.sample(s), quick_box(rooms, s)) for s in PRESENT]
-    wanted = [Example(rooms.sample(s), quick_box(rooms, s)) for s in WANTED]
-    return kr.learn_app_knob(rooms, "lamp off", present, wanted)
+    return app_knob(rooms)
 
 
 def box_pixels(mask: torch.Tensor) -> tuple[int, int, int, int]:
