@@ -287,7 +287,9 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
         if start_net.config != mcfg and grown is None:
             raise ValueError(f"{init} has another architecture than this config: {start_net.config}")
         missing, unexpected = net.load_state_dict(start_net.state_dict(), strict=False)
-        assert not unexpected and set(missing) == set(grown or []), (missing, unexpected)
+        if unexpected or set(missing) != set(grown or []):
+            raise ValueError(f"{init} does not fit this config's network (missing {sorted(missing)[:4]}, "
+                             f"unexpected {sorted(unexpected)[:4]}).")
         with torch.no_grad():  # a zero residual conv adds silu(0) = 0: the grown net starts as the init exactly
             for name in missing:
                 net.get_parameter(name).zero_()
