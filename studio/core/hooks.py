@@ -346,7 +346,7 @@ class UnitTargets:
     def _at(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, h, w) target and the pull's weight (1 or K, h, w) for an activation like ``x``: the mask at that size,
         times the placed gain if any (both cached in ``placements``; strength is applied by the caller)."""
-        key = (tuple(x.shape[-2:]), x.device, x.dtype, self.gain is not None)
+        key = (tuple(x.shape[-2:]), x.device, x.dtype)
         if key not in self.placements:
             size = x.shape[-2:]
             target = place_pattern(self.pattern.to(x.device), self.box, size).to(x.dtype)
