@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from studio.core.rooms import text as rtext
 from studio.core.rooms import world
 from studio.core.rooms.model import load_weights, save_weights
-from studio.core.rooms import text as rtext
 from studio.rooms import train as rtrain
 
 TINY_MODEL = {"text_dim": 8, "stem_res": 4, "widths": [16, 24, 8, 4], "attn_blocks": [0, 1], "attn_heads": 2,
@@ -136,4 +136,71 @@ def test_other_architectures_are_refused_as_init(start_weights, tmp_path):
     assert rtrain.grown_convs(rtrain.model_config(tiny_cfg(model=dict(TINY_MODEL, extra_convs=[1]))), tiny) is None
     with pytest.raises(ValueError, match="another architecture"):
         rtrain.train(tiny_cfg(model=dict(TINY_MODEL, widths=[16, 24, 8, 8])), tmp_path / "x.safetensors",
+                     log=lambda _: None, init=start_weights)
+
+
+KNOB_EDITS = {"examples": 4, "knobs": 1}
+
+
+def test_knob_edited_inputs_are_what_the_app_renders_and_their_targets_the_switched_lamps(start_weights):
+    from studio.exported import open_model
+    from studio.knobs import KnobEdit
+    from studio.live import LiveRenderer
+    from studio.rooms import knob_edits
+
+    data = knob_edits.edited_inputs(start_weights, 3, KNOB_EDITS, log=lambda _: None)
+    assert len(data["inputs"]) == 4 and bool((data["seed"] < rtrain.HELDOUT_BASE).all())
+    gen = open_model(str(start_weights), device="cpu")
+    knob = knob_edits.lamp_knobs(gen, KNOB_EDITS)[0]
+    live = LiveRenderer(gen)
+    for row in range(4):
+        seed = int(data["seed"][row])
+        caption = world.caption(world.sample_scene(np.random.default_rng(seed)))
+        sample = gen.sample(seed, caption)
+        mask = data["mask"][row].float()
+        with torch.inference_mode():
+            app = live.render(sample, (), None, [KnobEdit(knob, mask, float(data["strength"][row]))])[0]
+            plain = gen.render([sample])[0]
+            cond = gen.net.prepare(data["latent"][row:row + 1], data["tokens"][row:row + 1])
+            rerun = gen.net.to_image(gen.net.run_block(3, data["inputs"][row:row + 1].float(), cond))[0]
+        edit = float((plain - app).abs().max())  # the knob's change (small on this tiny net), kept in float16
+        assert edit > 0 and float((rerun - app).abs().max()) < 0.05 * edit
+        room = world.scene_from(world.sample_latent(seed), caption)
+        target = data["image"][row].permute(1, 2, 0).float().numpy()
+        switched = [i for i, lamp in enumerate(room.lamps)
+                    if np.abs(world.truth(world.with_lamp(room, i, lit=not lamp.lit), 32).image - target).max() < 1e-3]
+        assert switched, "the target is the room with one of its lamps switched"
+        assert float(data["weight"][row][data["mask"][row]].mean()) > float(data["weight"][row][~data["mask"][row]].mean())
+    live.close()
+
+
+def test_knob_edits_train_the_rendering_behind_the_frozen_prefix_towards_the_switched_truth(start_weights, tmp_path):
+    from studio.rooms import knob_edits
+
+    data = knob_edits.edited_inputs(start_weights, 3, KNOB_EDITS, log=lambda _: None)
+
+    def edited_loss(path) -> float:
+        net, _ = load_weights(path)
+        with torch.no_grad():
+            cond = net.prepare(data["latent"], data["tokens"])
+            pred = net.to_image(net.run_block(3, data["inputs"].float(), cond))
+        return float(rtrain.image_loss(pred, data["image"].float(), data["weight"].float()[:, None], tiny_cfg()))
+
+    out = tmp_path / "edited.safetensors"
+    rtrain.train(tiny_cfg(train_from_block=3, steps=12, knob_edits=dict(KNOB_EDITS, weight=4.0)), out,
+                 log=lambda _: None, init=start_weights)
+    assert edited_loss(out) < edited_loss(start_weights)
+    start, trained = load_weights(start_weights)[0].state_dict(), load_weights(out)[0].state_dict()
+    assert all(torch.equal(start[k], trained[k]) for k in start if k.startswith(("stem.", "blocks.0.", "blocks.2.")))
+
+
+def test_knob_edits_refuse_an_unfrozen_knob_layer_or_unknown_keys(start_weights, tmp_path):
+    with pytest.raises(ValueError, match="not before blocks.2"):
+        rtrain.train(tiny_cfg(train_from_block=2, knob_edits=KNOB_EDITS), tmp_path / "x.safetensors",
+                     log=lambda _: None, init=start_weights)
+    with pytest.raises(ValueError, match="needs --init"):
+        rtrain.train(tiny_cfg(knob_edits=KNOB_EDITS), tmp_path / "x.safetensors", log=lambda _: None,
+                     init=start_weights)
+    with pytest.raises(ValueError, match="unknown keys"):
+        rtrain.train(tiny_cfg(train_from_block=3, knob_edits={"exampels": 4}), tmp_path / "x.safetensors",
                      log=lambda _: None, init=start_weights)

@@ -274,7 +274,10 @@ def heldout_psnr(net: RoomsGenerator, held: tuple[torch.Tensor, ...]) -> float:
 def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init: Path | None = None) -> dict:
     """Run one training job from a config dict; returns a summary (steps, minutes, final held-out PSNR).
 
-    ``init`` starts from earlier weights (a second, fine-tuning stage) instead of a fresh network.
+    ``init`` starts from earlier weights (a second, fine-tuning stage) instead of a fresh network. A ``knob_edits``
+    entry (with ``train_from_block`` past every layer a lamp knob edits) adds, each step, a batch of knob-edited inputs
+    of the first trained block rendered against the truth with that lamp switched (:mod:`studio.rooms.knob_edits`;
+    the edited inputs are drawn once, at the start, and not kept in ``state_path``).
     """
     torch.manual_seed(cfg["seed"])
     torch.set_num_threads(cfg.get("threads", 2))
@@ -319,6 +322,15 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
         torch.set_rng_state(state["torch_rng"])
         step, spent = state["step"], state["spent"]
         log(f"resumed from {state_path} at step {step} ({spent / 60:.1f} min spent)")
+    edits, edit_spec, edit_rng = None, None, torch.Generator().manual_seed(int(cfg["seed"]))
+    if cfg.get("knob_edits") is not None:
+        from studio.rooms import knob_edits  # the knob machinery only for a stage that asks for it
+
+        if init is None or first_trained == 0:
+            raise ValueError("knob_edits trains on knob-edited activations of a frozen prefix, so it needs --init "
+                             "weights and train_from_block.")
+        edit_spec = knob_edits.spec_of(cfg["knob_edits"])
+        edits = knob_edits.edited_inputs(init, first_trained, edit_spec, log)
     held_seeds = [HELDOUT_BASE + i for i in range(cfg["eval_scenes"])]
     held = batch(held_seeds, size, 0.0)
     log(f"model {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M params, config {mcfg.to_json()}")
@@ -353,6 +365,14 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
         latent, tokens, image, weight = feed.get(step)
         pred, sparsity = forward_with_sparsity(net, latent, tokens, cfg.get("act_l1", {}))
         loss = image_loss(pred, image, weight, cfg) + sparsity
+        if edits is not None:  # the same rendering from a knob-edited input, against the switched lamp's truth
+            inputs, e_latent, e_tokens, e_image, e_weight = knob_edits.edited_batch(edits, cfg["batch"], edit_rng)
+            with torch.no_grad():
+                cond = net.prepare(e_latent, e_tokens)
+            h = inputs
+            for i in range(first_trained, len(net.blocks)):
+                h = net.run_block(i, h, cond)
+            loss = loss + edit_spec["weight"] * image_loss(net.to_image(h), e_image, e_weight, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in trained], cfg["grad_clip"])
