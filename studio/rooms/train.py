@@ -367,8 +367,7 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
         loss = image_loss(pred, image, weight, cfg) + sparsity
         if edits is not None:  # the same rendering from a knob-edited input, against the switched lamp's truth
             inputs, e_latent, e_tokens, e_image, e_weight = knob_edits.edited_batch(edits, cfg["batch"], edit_rng)
-            with torch.no_grad():
-                cond = net.prepare(e_latent, e_tokens)
+            cond = net.prepare(e_latent, e_tokens)  # with grad: the trained blocks' FiLM learns from it too
             h = inputs
             for i in range(first_trained, len(net.blocks)):
                 h = net.run_block(i, h, cond)
