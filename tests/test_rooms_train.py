@@ -162,7 +162,7 @@ def test_knob_edited_inputs_are_what_the_app_renders_and_their_targets_the_switc
             app = live.render(sample, (), None, [KnobEdit(knob, mask, float(data["strength"][row]))])[0]
             plain = gen.render([sample])[0]
             cond = gen.net.prepare(data["latent"][row:row + 1], data["tokens"][row:row + 1])
-            rerun = gen.net.to_image(gen.net.run_block(3, data["inputs"][row:row + 1].float(), cond))[0]
+            rerun = gen.net.forward_from(2, data["inputs"][row:row + 1].float(), cond=cond)[0]
         edit = float((plain - app).abs().max())  # the knob's change (small on this tiny net), kept in float16
         assert edit > 0 and float((rerun - app).abs().max()) < 0.05 * edit
         room = world.scene_from(world.sample_latent(seed), caption)
@@ -183,7 +183,7 @@ def test_knob_edits_train_the_rendering_behind_the_frozen_prefix_towards_the_swi
         net, _ = load_weights(path)
         with torch.no_grad():
             cond = net.prepare(data["latent"], data["tokens"])
-            pred = net.to_image(net.run_block(3, data["inputs"].float(), cond))
+            pred = net.forward_from(2, data["inputs"].float(), cond=cond)
         return float(rtrain.image_loss(pred, data["image"].float(), data["weight"].float()[:, None], tiny_cfg()))
 
     out = tmp_path / "edited.safetensors"

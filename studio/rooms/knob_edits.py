@@ -29,7 +29,7 @@ from studio.exported import open_model
 from studio.knob_regions import app_layers, learn_app_knob
 from studio.knobs import KnobEdit
 from studio.live import LiveRenderer
-from studio.rooms.train import HELDOUT_BASE, lamp_edges
+from studio.rooms.train import HELDOUT_BASE, loss_weight
 
 #: Defaults of a ``knob_edits`` config entry (every key may be given).
 DEFAULTS = {
@@ -117,8 +117,9 @@ def edited_inputs(init: Path, block: int, spec: Mapping, log: Callable[[str], No
             rows["latent"].append(generator.latents([sample])[0].float())
             rows["tokens"].append(generator.tokens([sample])[0])
             rows["image"].append(torch.from_numpy(image).permute(2, 0, 1).half())
-            rows["weight"].append(torch.from_numpy(_weight(truth, switched, bench.lamp_region(scene, i, size),
-                                                           image, spec)).half())
+            weight = loss_weight(truth, spec["light_weight"], spec["lamp_weight"], spec["edge_weight"],
+                                 also_light=bench.lamp_region(scene, i, size))  # the lamp's light, lit or not
+            rows["weight"].append(torch.from_numpy(weight).half())
             rows["mask"].append(mask.to(torch.bool))
             rows["seed"].append(torch.tensor(sample_seed))
             rows["knob"].append(torch.tensor(k))
@@ -128,19 +129,6 @@ def edited_inputs(init: Path, block: int, spec: Mapping, log: Callable[[str], No
         live.close()
     log(f"knob_edits: {len(rows['inputs'])} edited scenes from seeds {spec['scene_first']}-{seed - 1}")
     return {key: torch.stack(values) for key, values in rows.items()}
-
-
-def _weight(truth, scene, region: np.ndarray, image: np.ndarray, spec: Mapping) -> np.ndarray:
-    """Per-pixel loss weight of one edited scene: draw_example's, with the edited lamp's whole light region (lit or
-    not) counted as light."""
-    lamps = np.zeros(region.shape, dtype=bool)
-    light = np.zeros(region.shape, dtype=bool)
-    for k in range(len(scene.lamps)):
-        lamps |= np.asarray(truth.masks[f"lamp{k}"], dtype=bool)
-        light |= np.asarray(truth.masks[f"glow{k}"], dtype=bool)
-    near = lamps | light | region
-    weight = 1.0 + spec["light_weight"] * near + spec["lamp_weight"] * lamps
-    return (weight + spec["edge_weight"] * lamp_edges(image, near)).astype(np.float32)
 
 
 def edited_batch(data: Mapping[str, torch.Tensor], count: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:

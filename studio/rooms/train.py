@@ -67,18 +67,29 @@ def draw_example(seed: int, size: int = 128, light_weight: float = 4.0, style: i
     if light_weight > 0 or lamp_weight > 0 or edge_weight > 0:
         t = world.truth(scene, size=size)
         image = np.asarray(t.image, dtype=np.float32)
-        lamps = np.zeros(image.shape[:2], dtype=bool)
-        light = np.zeros(image.shape[:2], dtype=bool)
-        for i in range(world.MAX_LAMPS):
-            lamps |= np.asarray(t.masks[f"lamp{i}"], dtype=bool)
-            light |= np.asarray(t.masks[f"glow{i}"], dtype=bool)
-        weight = 1.0 + light_weight * (lamps | light).astype(np.float32) + lamp_weight * lamps.astype(np.float32)
-        if edge_weight > 0:
-            weight = weight + edge_weight * lamp_edges(image, lamps | light).astype(np.float32)
+        weight = loss_weight(t, light_weight, lamp_weight, edge_weight)
     else:
         image = np.asarray(world.render(scene, size=size), dtype=np.float32)
         weight = np.ones(image.shape[:2], dtype=np.float32)
     return Example(latent, np.asarray(rtext.encode(cap), dtype=np.int64), cap, image, weight, scene)
+
+
+def loss_weight(truth, light_weight: float, lamp_weight: float = 0.0, edge_weight: float = 0.0,
+                also_light: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) float32 loss weight of one truth render (see :func:`draw_example`): 1, plus ``light_weight`` on lamps and
+    their light (and on ``also_light``, e.g. a switched lamp's light region, lit or not), plus ``lamp_weight`` on the
+    lamps, plus ``edge_weight`` on the target's edges there."""
+    image = np.asarray(truth.image, dtype=np.float32)
+    lamps = np.zeros(image.shape[:2], dtype=bool)
+    light = np.zeros(image.shape[:2], dtype=bool)
+    for i in range(world.MAX_LAMPS):
+        lamps |= np.asarray(truth.masks[f"lamp{i}"], dtype=bool)
+        light |= np.asarray(truth.masks[f"glow{i}"], dtype=bool)
+    near = lamps | light if also_light is None else lamps | light | also_light
+    weight = 1.0 + light_weight * near.astype(np.float32) + lamp_weight * lamps.astype(np.float32)
+    if edge_weight > 0:
+        weight = weight + edge_weight * lamp_edges(image, near).astype(np.float32)
+    return weight.astype(np.float32)
 
 
 def lamp_edges(image: np.ndarray, region: np.ndarray, threshold: float = EDGE_THRESHOLD, grow: int = 2) -> np.ndarray:
@@ -368,10 +379,8 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
         if edits is not None:  # the same rendering from a knob-edited input, against the switched lamp's truth
             inputs, e_latent, e_tokens, e_image, e_weight = knob_edits.edited_batch(edits, cfg["batch"], edit_rng)
             cond = net.prepare(e_latent, e_tokens)  # with grad: the trained blocks' FiLM learns from it too
-            h = inputs
-            for i in range(first_trained, len(net.blocks)):
-                h = net.run_block(i, h, cond)
-            loss = loss + edit_spec["weight"] * image_loss(net.to_image(h), e_image, e_weight, cfg)
+            pred = net.forward_from(first_trained - 1, inputs, cond=cond)
+            loss = loss + edit_spec["weight"] * image_loss(pred, e_image, e_weight, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in trained], cfg["grad_clip"])
