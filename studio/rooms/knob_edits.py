@@ -124,6 +124,8 @@ def edited_inputs(init: Path, block: int, spec: Mapping, log: Callable[[str], No
             rows["seed"].append(torch.tensor(sample_seed))
             rows["knob"].append(torch.tensor(k))
             rows["strength"].append(torch.tensor(strength))
+            if len(rows["inputs"]) % 1000 == 0 and len(rows["inputs"]) < spec["examples"]:
+                log(f"knob_edits: {len(rows['inputs'])} of {spec['examples']} edited scenes drawn")
     finally:
         hook.remove()
         live.close()
