@@ -8,8 +8,8 @@ import torch
 
 from studio.core.rooms import world
 from studio.exported import open_model
-from studio.knob_regions import present_score, propose_region
-from studio.knobs import Example, KnobEdit, learn_knob
+from studio.knob_regions import learn_app_knob, present_score, propose_region
+from studio.knobs import Example, KnobEdit
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,9 @@ def example(gen, seed: int, lamp: int = 0, pad: int = 3) -> Example:
 
 @pytest.fixture(scope="module")
 def knob(rooms):
-    return learn_knob(rooms, "lamp off", present=[example(rooms, s) for s in (0, 3, 5, 6)],
-                      wanted=[example(rooms, s) for s in (4, 7, 9, 10)])
+    """The knob the Seeds tab's Learn makes from 4 + 4 quick boxes (``learn_app_knob``)."""
+    return learn_app_knob(rooms, "lamp off", [example(rooms, s) for s in (0, 3, 5, 6)],
+                          [example(rooms, s) for s in (4, 7, 9, 10)])
 
 
 def test_the_proposed_region_lands_on_a_lit_lamp_and_the_knob_switches_it_off_there(rooms, knob):
