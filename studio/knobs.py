@@ -63,18 +63,18 @@ MIN_CONTRAST = 1.0
 CELL_SPREAD_FLOOR = 0.05
 #: A part region pulls each unit in each cell of its pattern by (the unit's change there between the present and the
 #: wanted pattern, over its largest change) to this power (:meth:`KnobRegion.gain`): cells where the examples hardly
-#: differ are pulled less. On 30 Rooms tuning rooms (the app's knob, its core part): 19.14 dB against 18.84 with
-#: rough boxes, 19.76 against 19.60 with the truth masks, 19.40 against 19.31 with round strokes, really off the same;
-#: 0.5 gave 19.23 / 19.74 / 19.38, 1 19.27 / 19.68 / 19.32. On the whole region it kept the other lamp more often
-#: (0.95 against 0.74 with rough boxes) but switched fewer lamps off with strokes (0.90 at 0.25, 0.60 at 0.5), so
+#: differ are pulled less. On 30 Rooms tuning rooms (two-stage weights; the app's knob, its core part): 19.14 dB against
+#: 18.84 with rough boxes, 19.76 against 19.60 with the truth masks, 19.40 against 19.31 with round strokes, really off
+#: the same; 0.5 gave 19.23 / 19.74 / 19.38, 1 19.27 / 19.68 / 19.32. On the whole region it kept the other lamp more
+#: often (0.95 against 0.74 with rough boxes) but switched fewer lamps off with strokes (0.90 at 0.25, 0.60 at 0.5), so
 #: the whole region pulls every cell alike.
 PART_GAIN_POWER = 0.25
-#: The whole region pulls its units fully in its inner cells and, in its first and last column of cells, by the
-#: unit's change there over its largest change to this power (:meth:`Knob.gain`): a second lamp at the side of a quick
-#: box stays as it is. The app's knob on 30 Rooms tuning rooms: the other lamp kept in 19 of 19 rooms against 14 with
-#: rough boxes (17 of 19 with strokes), relight 19.27 / 19.71 / 19.48 dB (rough / truth / strokes) against 19.14 /
-#: 19.76 / 19.40; all four sides gave 19.33 / 19.64 / 18.95 (strokes leave the light above the lamp), the whole
-#: region (power 0.25) 18.79 dB with strokes and 0.90 really off.
+#: The whole region pulls its units fully in its inner cells and, in its first and last column of cells, by the unit's
+#: change there over its largest change to this power (:meth:`Knob.gain`): a second lamp at the side of a quick box
+#: stays as it is. The app's knob on 30 Rooms tuning rooms (two-stage weights): the other lamp kept in 19 of 19 rooms
+#: against 14 with rough boxes (17 of 19 with strokes), relight 19.27 / 19.71 / 19.48 dB (rough / truth / strokes)
+#: against 19.14 / 19.76 / 19.40; all four sides gave 19.33 / 19.64 / 18.95 (strokes leave the light above the lamp),
+#: the whole region (power 0.25) 18.79 dB with strokes and 0.90 really off.
 SIDE_GAIN_POWER = 1.0
 
 
