@@ -1,13 +1,19 @@
 """Rooms training options of the crisp-lamp stage: a frozen prefix, lamp-edge weights, the pixel-step loss."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from studio.core.rooms import text as rtext
 from studio.core.rooms import world
 from studio.core.rooms.model import load_weights, save_weights
+from studio.exported import open_model
+from studio.knob_regions import app_layers
 from studio.rooms import train as rtrain
 
 TINY_MODEL = {"text_dim": 8, "stem_res": 4, "widths": [16, 24, 8, 4], "attn_blocks": [0, 1], "attn_heads": 2,
@@ -205,3 +211,15 @@ def test_knob_edits_refuse_an_unfrozen_knob_layer_or_unknown_keys(start_weights,
     with pytest.raises(ValueError, match="unknown keys"):
         rtrain.train(tiny_cfg(train_from_block=3, knob_edits={"exampels": 4}), tmp_path / "x.safetensors",
                      log=lambda _: None, init=start_weights)
+
+
+def test_the_shipped_weights_come_from_the_committed_stages_and_stage_3_leaves_the_app_knobs_layers_alone():
+    rooms = Path(__file__).resolve().parent.parent / "resources" / "rooms"
+    stages = json.loads((rooms / "default.json").read_text())["stages"]
+    last = json.loads((rooms / stages[-1]).read_text())
+    with safe_open(str(rooms / "rooms.safetensors"), "pt") as f:
+        made_by = json.loads(f.metadata()["train_config"])
+    assert made_by == last  # the shipped file says it is the last listed stage's output, settings and all
+    main, part = app_layers(open_model("rooms", device="cpu"))
+    edited = {int(name.split(".")[1]) for name in (*main, *part)}
+    assert max(edited) < last["train_from_block"]  # the knob's layers stayed frozen while the decoder trained
