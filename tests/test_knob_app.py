@@ -124,6 +124,7 @@ def test_the_benchmark_measures_the_app_knob_with_strokes(capsys):
                                                                                                  "stroke"}
     for figures in knob["masks"].values():
         assert 0 <= figures["really_off"] <= 1 and figures["relight_psnr"] > 0
+    assert data["met"] == bench.target_verdict(data) and data["met"]["lit_psnr"] == (data["lit_psnr"] >= 26.0)
     assert main(["bench", "rooms", "--model", "rooms", "--device", "cpu", "--seeds", "1", "--knob-from", "tuned",
                  "--example-masks", "stroke"]) == 2
     assert "Stroke masks" in capsys.readouterr().err

@@ -25,7 +25,8 @@ lamp's lit flag flipped in the latent, against the unlit truth (the best an edit
 cell, targets relative to the surroundings where the examples agree better so, 48 units on ``blocks.0``-``blocks.2``
 with 6x6 patterns over the whole region, 32 on ``blocks.1``-``blocks.3`` with 4x4 patterns over the lamp part) were
 chosen on 12 tuning rooms (seeds from ``TUNING_FIRST + 2*10**6``, as ``--tuning-scenes``), never on the reported
-seeds.
+seeds. ``met`` says which of the issue's targets (``KNOB_TARGETS``) the knob with rough masks meets, and ``all``:
+the gap to the ceiling counts only together with ``lit_psnr`` (:func:`target_verdict`).
 
 The older ranking-only figures (``evaluate``, ``--tune``) follow.
 
@@ -70,7 +71,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -338,7 +339,28 @@ ROUGH_PX = 3
 #: 0.7; the ceiling changes the other lamp by 0.006-0.16 (median 0.012) on the tuning rooms, switching both lamps
 #: off by 0.32-0.50 and darkening the image to 60 % by 0.21-0.31.
 OTHER_LAMP_TOLERANCE = 0.05
-KNOB_TARGETS = {"really_off": 0.9, "relight_gap_db": 2.5, "outside_change": 0.005, "other_lamp_kept": 0.95}
+#: The issue's targets for the knob with rough masks on held-out rooms, and for the model (``lit_psnr``: the unedited
+#: image against the lit truth in the lamp's region).
+KNOB_TARGETS = {"really_off": 0.9, "relight_gap_db": 2.5, "outside_change": 0.005, "other_lamp_kept": 0.95,
+                "lit_psnr": 26.0}
+
+
+def target_verdict(result: Mapping) -> dict[str, bool | None]:
+    """Which of :data:`KNOB_TARGETS` the knob with rough masks (``methods.knob.masks.rough``) meets in ``result``,
+    and ``all``. ``other_lamp_kept`` is None when no room had another lit lamp (it does not fail ``all``).
+
+    The gap to the ceiling is relative: a worse model closes it by a fallen ceiling, not a better edit, so ``all``
+    also needs ``lit_psnr``, which falls with such a model."""
+    rough = result["methods"]["knob"]["masks"]["rough"]
+    t = KNOB_TARGETS
+    kept = rough["other_lamp_kept"]
+    met = {"really_off": rough["really_off"] >= t["really_off"],
+           "relight_gap_db": result["ceiling_psnr"] - rough["relight_psnr"] <= t["relight_gap_db"],
+           "outside_change": rough["outside_change"] <= t["outside_change"],
+           "other_lamp_kept": None if kept is None else kept >= t["other_lamp_kept"],
+           "lit_psnr": result["lit_psnr"] >= t["lit_psnr"]}
+    met["all"] = all(v for v in met.values() if v is not None)
+    return met
 
 
 def rough_mask(region: np.ndarray, px: int = ROUGH_PX) -> np.ndarray:
@@ -545,6 +567,7 @@ def user_benchmark(generator, scenes: Sequence[TruthScene], knob, *, top: int = 
               "ceiling": {k: v for k, v in _method_summary(ceiling_rows, []).items() if k != "units_used"},
               "scenes": len(scenes), "seeds": [s.seed for s in scenes], "methods": methods,
               "targets": dict(KNOB_TARGETS), "seconds": round(time.perf_counter() - start, 2)}
+    result["met"] = target_verdict(result)
     if keep_images:
         result["images"] = images
     return result
@@ -583,10 +606,13 @@ def app_benchmark(generator, scenes: Sequence[TruthScene], knob, kinds: Sequence
                                          **{layer: len(u) for layer, u in r.units.items()}} for r in knob.regions},
                     "examples": {side: [e.sample.seed for e in items] for side, items in knob.examples.items()},
                     "strength": 1.0, "learned_by": "studio.knob_regions.learn_app_knob"}
-    return {"ceiling_psnr": round(statistics.mean(ceiling), 2), "lit_psnr": round(statistics.mean(lit), 2),
-            "ceiling": {k: v for k, v in _method_summary(ceiling_rows, []).items() if k != "units_used"},
-            "scenes": len(scenes), "seeds": [s.seed for s in scenes], "methods": {"knob": knob_figures},
-            "targets": dict(KNOB_TARGETS), "seconds": round(time.perf_counter() - start, 2)}
+    result = {"ceiling_psnr": round(statistics.mean(ceiling), 2), "lit_psnr": round(statistics.mean(lit), 2),
+              "ceiling": {k: v for k, v in _method_summary(ceiling_rows, []).items() if k != "units_used"},
+              "scenes": len(scenes), "seeds": [s.seed for s in scenes], "methods": {"knob": knob_figures},
+              "targets": dict(KNOB_TARGETS), "seconds": round(time.perf_counter() - start, 2)}
+    if "rough" in kinds:
+        result["met"] = target_verdict(result)
+    return result
 
 
 def register(benches: argparse._SubParsersAction) -> None:
@@ -697,7 +723,7 @@ def run(args: argparse.Namespace) -> int:
                   f"relight {f['relight_psnr']:.1f} dB, outside {f['outside_change']:.4f}, other lamp kept {kept}, "
                   f"{f['units_used']:g} units")
     print(f"targets (knob, rough masks): really_off >= 0.9, relight_psnr >= ceiling - 2.5 dB, outside_change <= 0.005, "
-          f"other_lamp_kept >= 0.95; {result['seconds']:.0f} s")
+          f"other_lamp_kept >= 0.95; lit_psnr >= 26 dB: {_verdict_text(result['met'])}; {result['seconds']:.0f} s")
     return 0
 
 
@@ -719,4 +745,11 @@ def run_app(generator, args: argparse.Namespace, first: int, report) -> int:
         kept = "n/a" if f["other_lamp_kept"] is None else f"{f['other_lamp_kept']:.2f}"
         print(f"  {kind:>6} masks: really off {f['really_off']:.2f}, lamp off {f['lamp_off_rate']:.2f}, relight "
               f"{f['relight_psnr']:.1f} dB, outside {f['outside_change']:.4f}, other lamp kept {kept}")
+    print(f"targets (rough masks, and lit_psnr): {_verdict_text(result['met'])}")
     return 0
+
+
+def _verdict_text(met: Mapping) -> str:
+    """``met`` in words: "all met" or the targets missed."""
+    missed = [name for name, ok in met.items() if name != "all" and ok is False]
+    return "all met" if met["all"] else "missed: " + ", ".join(missed)
