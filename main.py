@@ -5,6 +5,7 @@ import argparse
 import ctypes
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -162,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     demo = Demo(window)
     demo.finished.connect(lambda: QTimer.singleShot(300, capture))
     QTimer.singleShot(180_000, capture)  # never hang: give up after three minutes
-    loop.exec()
+    try:
+        loop.exec()
+    finally:
+        settings.sync()  # nothing left to write later into the folder removed below
+        shutil.rmtree(folder, ignore_errors=True)
     if status["code"]:
         said = window.banner.text() if not window.banner.isHidden() else window.statusBar().currentMessage()
         print(f"error: {said or 'the model did not load'}", file=sys.stderr)
