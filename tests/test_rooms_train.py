@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,30 @@ def test_the_shipped_weights_come_from_the_committed_stages_and_stage_3_leaves_t
     main, part = app_layers(open_model("rooms", device="cpu"))
     edited = {int(name.split(".")[1]) for name in (*main, *part)}
     assert max(edited) < last["train_from_block"]  # the knob's layers stayed frozen while the decoder trained
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stage", [{}, {"train_from_block": 3, "knob_edits": dict(KNOB_EDITS, weight=4.0)}],
+                         ids=["plain", "knob-edits"])
+def test_a_stage_stopped_after_a_checkpoint_resumes_to_the_same_weights(start_weights, tmp_path, stage):
+    cfg = tiny_cfg(steps=8, checkpoint_minutes=0, **stage)  # a checkpoint (and its state) after every step
+    whole = tmp_path / "whole.safetensors"
+    rtrain.train(cfg, whole, log=lambda _: None, init=start_weights, state_path=tmp_path / "whole.state")
+
+    def stop_at_step_3(line: str) -> None:
+        if line.startswith("checkpoint") and line.endswith("at step 3"):
+            raise Interrupted
+
+    resumed, state = tmp_path / "resumed.safetensors", tmp_path / "resumed.state"
+    threads = threading.active_count()
+    with pytest.raises(Interrupted):
+        rtrain.train(cfg, resumed, log=stop_at_step_3, init=start_weights, state_path=state)
+    assert threading.active_count() == threads  # the batch feed's thread stopped with the run
+    said = []
+    rtrain.train(cfg, resumed, log=said.append, init=start_weights, state_path=state)
+    assert any("resumed from" in line and "at step 3" in line for line in said)
+    a, b = load_weights(whole)[0].state_dict(), load_weights(resumed)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -326,14 +326,17 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
         lr=cfg["lr"], betas=(0.9, 0.99),
     )
     step, spent = 0, 0.0
+    edit_rng = torch.Generator().manual_seed(int(cfg["seed"]))  # which knob-edited scenes each step draws
     if state_path is not None and state_path.exists():
         state = torch.load(state_path, weights_only=True)  # our own file, still no pickled code
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         torch.set_rng_state(state["torch_rng"])
+        if "edit_rng" in state:  # state files written before it was kept resume with a fresh draw
+            edit_rng.set_state(state["edit_rng"])
         step, spent = state["step"], state["spent"]
         log(f"resumed from {state_path} at step {step} ({spent / 60:.1f} min spent)")
-    edits, edit_spec, edit_rng = None, None, torch.Generator().manual_seed(int(cfg["seed"]))
+    edits, edit_spec = None, None
     if cfg.get("knob_edits") is not None:
         from studio.rooms import knob_edits  # the knob machinery only for a stage that asks for it
 
@@ -360,44 +363,46 @@ def train(cfg: dict, out: Path, log=print, state_path: Path | None = None, init:
         if state_path is not None:
             tmp = state_path.with_name(state_path.name + ".tmp")
             torch.save({"model": net.state_dict(), "opt": opt.state_dict(),
-                        "torch_rng": torch.get_rng_state(), "step": step,
+                        "torch_rng": torch.get_rng_state(), "edit_rng": edit_rng.get_state(), "step": step,
                         "spent": time.perf_counter() - start}, tmp)
             os.replace(tmp, state_path)
         log(f"{'final weights' if final else 'checkpoint'} -> {out} at step {step}")
 
-    while True:
-        elapsed = time.perf_counter() - start
-        progress = max(step / cfg["steps"], elapsed / budget)
-        if progress >= 1.0:
-            break
-        lr = lr_at(progress, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        latent, tokens, image, weight = feed.get(step)
-        pred, sparsity = forward_with_sparsity(net, latent, tokens, cfg.get("act_l1", {}))
-        loss = image_loss(pred, image, weight, cfg) + sparsity
-        if edits is not None:  # the same rendering from a knob-edited input, against the switched lamp's truth
-            inputs, e_latent, e_tokens, e_image, e_weight = knob_edits.edited_batch(edits, cfg["batch"], edit_rng)
-            cond = net.prepare(e_latent, e_tokens)  # with grad: the trained blocks' FiLM learns from it too
-            pred = net.forward_from(first_trained - 1, inputs, cond=cond)
-            loss = loss + edit_spec["weight"] * image_loss(pred, e_image, e_weight, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in trained], cfg["grad_clip"])
-        opt.step()
-        step += 1
-        value = loss.item()
-        loss_avg = value if loss_avg is None else 0.95 * loss_avg + 0.05 * value
-        if step % cfg["log_every"] == 0:
-            log(f"step {step} loss {loss_avg:.4f} lr {lr:.2e} {elapsed / 60:.1f} min "
-                f"{step * cfg['batch'] / max(elapsed, 1e-6):.1f} img/s")
-        if step % cfg["eval_every"] == 0:
-            best = heldout_psnr(net, held)
-            log(f"step {step} held-out PSNR {best:.2f} dB ({len(held_seeds)} scenes)")
-        if time.perf_counter() - last_ckpt > cfg["checkpoint_minutes"] * 60:
-            save()
-            last_ckpt = time.perf_counter()
-    feed.close()
+    try:  # an error or Ctrl+C mid-run must not leave the feed's thread rendering
+        while True:
+            elapsed = time.perf_counter() - start
+            progress = max(step / cfg["steps"], elapsed / budget)
+            if progress >= 1.0:
+                break
+            lr = lr_at(progress, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            latent, tokens, image, weight = feed.get(step)
+            pred, sparsity = forward_with_sparsity(net, latent, tokens, cfg.get("act_l1", {}))
+            loss = image_loss(pred, image, weight, cfg) + sparsity
+            if edits is not None:  # the same rendering from a knob-edited input, against the switched lamp's truth
+                inputs, e_latent, e_tokens, e_image, e_weight = knob_edits.edited_batch(edits, cfg["batch"], edit_rng)
+                cond = net.prepare(e_latent, e_tokens)  # with grad: the trained blocks' FiLM learns from it too
+                pred = net.forward_from(first_trained - 1, inputs, cond=cond)
+                loss = loss + edit_spec["weight"] * image_loss(pred, e_image, e_weight, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for _, p in trained], cfg["grad_clip"])
+            opt.step()
+            step += 1
+            value = loss.item()
+            loss_avg = value if loss_avg is None else 0.95 * loss_avg + 0.05 * value
+            if step % cfg["log_every"] == 0:
+                log(f"step {step} loss {loss_avg:.4f} lr {lr:.2e} {elapsed / 60:.1f} min "
+                    f"{step * cfg['batch'] / max(elapsed, 1e-6):.1f} img/s")
+            if step % cfg["eval_every"] == 0:
+                best = heldout_psnr(net, held)
+                log(f"step {step} held-out PSNR {best:.2f} dB ({len(held_seeds)} scenes)")
+            if time.perf_counter() - last_ckpt > cfg["checkpoint_minutes"] * 60:
+                save()
+                last_ckpt = time.perf_counter()
+    finally:
+        feed.close()
     final_psnr = heldout_psnr(net, held)
     minutes = (time.perf_counter() - start) / 60
     log(f"done: {step} steps, {minutes:.1f} min, held-out PSNR {final_psnr:.2f} dB")
