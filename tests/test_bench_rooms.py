@@ -117,3 +117,24 @@ def test_the_verdict_needs_every_target_and_a_gap_closed_by_a_fallen_ceiling_doe
         assert not bench.target_verdict(wrong)["all"]
     no_pair = bench.target_verdict(_result(26.5, 25.0, 23.0, kept=None))  # no room with a second lit lamp
     assert no_pair["other_lamp_kept"] is None and no_pair["all"]
+
+
+def test_the_oracle_knob_with_each_rooms_own_lamp_off_activations_nearly_reaches_the_ceiling(gen, capsys):
+    from studio.bench import rooms_oracle as oracle
+
+    scenes = bench.truth_scenes(gen, 3)
+    knob = bench.app_knob(gen, "rough")
+    result = oracle.oracle_benchmark(gen, scenes, knob, cells=(6,))
+    m = result["methods"]
+    assert set(m) == {"knob", "own", "own_cells_6", "others_cells_6"}
+    assert sum(result["units"].values()) == sum(len(u) for u in oracle.knob_units(knob).values()) <= knob.unit_count
+    # the room's own targets, placed back exactly: within 1 dB of the ceiling (0.8 here; placed back blurred, 1.3;
+    # read from the lit render, far below), and far above the other rooms' mean pattern
+    assert m["own"]["gap_db"] < 1.0 and m["own"]["really_off"] == 1.0
+    assert m["own"]["relight_psnr"] > max(m["knob"]["relight_psnr"], m["others_cells_6"]["relight_psnr"]) + 1.0
+    assert m["own_cells_6"]["relight_psnr"] < m["own"]["relight_psnr"]  # the pattern's cells lose the fine shape
+    from studio.cli import main
+
+    assert main(["bench", "rooms", "--oracle", "--seeds", "1", "--threads", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["methods"]["own"]["gap_db"] < printed["methods"]["knob"]["gap_db"]

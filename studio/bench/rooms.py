@@ -659,6 +659,10 @@ def register(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--app", action="store_true",
                    help="the knob the app learns (learn_app_knob: one mask per example, a self-found core part) "
                         "applied with truth, rough and stroke masks; no ranked-off method")
+    p.add_argument("--oracle", action="store_true",
+                   help="where the app's knob loses: its own units with each room's own lamp-off activations as "
+                        "targets (full resolution, pooled to 6x6 and 12x12 cells, and the other rooms' mean), rough "
+                        "boxes (studio/bench/rooms_oracle.py)")
     p.add_argument("--tuning-scenes", action="store_true",
                    help="report on the tuning scenes (choosing knob settings) instead of the held-out ones")
     p.add_argument("--tune", action="store_true",
@@ -690,6 +694,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
 
     first = TUNING_FIRST + 2 * UNLIT_OFFSET if args.tuning_scenes else HELD_OUT_FIRST
+    if args.oracle:
+        return run_oracle(generator, args, first, report)
     if args.app:
         return run_app(generator, args, first, report)
     if args.knob_from == "app":
@@ -745,6 +751,25 @@ def run_app(generator, args: argparse.Namespace, first: int, report) -> int:
         print(f"  {kind:>6} masks: really off {f['really_off']:.2f}, lamp off {f['lamp_off_rate']:.2f}, relight "
               f"{f['relight_psnr']:.1f} dB, outside {f['outside_change']:.4f}, other lamp kept {kept}")
     print(f"targets (knob, rough masks): {_targets_text()}: {_verdict_text(result['met'])}")
+    return 0
+
+
+def run_oracle(generator, args: argparse.Namespace, first: int, report) -> int:
+    """``bench rooms --oracle``: the app's knob against knobs of its units with the rooms' own lamp-off targets."""
+    from studio.bench.rooms_oracle import oracle_benchmark
+
+    knob = app_knob(generator, args.example_masks)
+    result = oracle_benchmark(generator, truth_scenes(generator, args.seeds, first), knob, progress=report)
+    result["first_seed"] = first
+    result["threads"] = torch.get_num_threads()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['scenes']} {'tuning' if args.tuning_scenes else 'held-out'} rooms, rough boxes, the app's knob's "
+          f"{sum(result['units'].values())} units; ceiling {result['ceiling_psnr']:.2f} dB")
+    for name, f in result["methods"].items():
+        print(f"  {name:>16}: really off {f['really_off']:.2f}, relight {f['relight_psnr']:.2f} dB "
+              f"(ceiling - {f['gap_db']:.2f}), outside {f['outside_change']:.4f}")
     return 0
 
 
