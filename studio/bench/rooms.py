@@ -710,15 +710,12 @@ def run(args: argparse.Namespace) -> int:
     scenes = truth_scenes(generator, args.seeds, first)
     result = user_benchmark(generator, scenes, knob, top=args.top, method=args.method, layer=args.layer,
                             keep_images=bool(args.picture), progress=report)
-    result["first_seed"] = first
     result["methods"]["knob"]["example_masks"] = args.example_masks
     result["methods"]["knob"]["learned_by"] = ("studio.knob_regions.learn_app_knob" if args.knob_from == "app" else
                                                "studio.knobs.learn_knob with the lamp's truth box as a part")
     if args.picture:
         result["picture"] = str(save_strip(result.pop("images")[:4], args.picture))
-    result["threads"] = torch.get_num_threads()
-    if args.json:
-        print(json.dumps(result))
+    if _printed_as_json(result, args, first):
         return 0
     print(f"{result['scenes']} {'tuning' if args.tuning_scenes else 'held-out'} rooms; ceiling (lit flag flipped in "
           f"the latent) {result['ceiling_psnr']:.1f} dB, unedited vs lit truth {result['lit_psnr']:.1f} dB")
@@ -737,12 +734,9 @@ def run_app(generator, args: argparse.Namespace, first: int, report) -> int:
     knob = app_knob(generator, args.example_masks)
     scenes = truth_scenes(generator, args.seeds, first)
     result = app_benchmark(generator, scenes, knob, progress=report)
-    result["first_seed"] = first
     result["app"] = True
     result["methods"]["knob"]["example_masks"] = args.example_masks
-    result["threads"] = torch.get_num_threads()
-    if args.json:
-        print(json.dumps(result))
+    if _printed_as_json(result, args, first):
         return 0
     print(f"{result['scenes']} {'tuning' if args.tuning_scenes else 'held-out'} rooms, the app's knob from "
           f"{args.example_masks} example masks; ceiling {result['ceiling_psnr']:.1f} dB")
@@ -760,10 +754,7 @@ def run_oracle(generator, args: argparse.Namespace, first: int, report) -> int:
 
     knob = app_knob(generator, args.example_masks)
     result = oracle_benchmark(generator, truth_scenes(generator, args.seeds, first), knob, progress=report)
-    result["first_seed"] = first
-    result["threads"] = torch.get_num_threads()
-    if args.json:
-        print(json.dumps(result))
+    if _printed_as_json(result, args, first):
         return 0
     print(f"{result['scenes']} {'tuning' if args.tuning_scenes else 'held-out'} rooms, rough boxes, the app's knob's "
           f"{sum(result['units'].values())} units; ceiling {result['ceiling_psnr']:.2f} dB")
@@ -771,6 +762,15 @@ def run_oracle(generator, args: argparse.Namespace, first: int, report) -> int:
         print(f"  {name:>16}: really off {f['really_off']:.2f}, relight {f['relight_psnr']:.2f} dB "
               f"(ceiling - {f['gap_db']:.2f}), outside {f['outside_change']:.4f}")
     return 0
+
+
+def _printed_as_json(result: dict, args: argparse.Namespace, first: int) -> bool:
+    """Adds the run's first seed and threads to ``result``; prints it as one JSON object if ``--json`` asked."""
+    result["first_seed"] = first
+    result["threads"] = torch.get_num_threads()
+    if args.json:
+        print(json.dumps(result))
+    return bool(args.json)
 
 
 def _targets_text() -> str:
