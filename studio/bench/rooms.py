@@ -502,6 +502,12 @@ def _method_summary(rows: list[dict], units: list[int]) -> dict:
             "units_used": round(statistics.mean(units), 2) if units else 0.0}
 
 
+def lamp_off_sample(generator, scene: TruthScene, room):
+    """The scene's sample with its lamp's lit flag flipped in the latent (what the ceiling renders)."""
+    off_latent = world.encode_latent(world.with_lamp(room, scene.lamp, lit=False))
+    return generator.sample(scene.seed, scene.caption, latent=[float(v) for v in off_latent])
+
+
 def model_and_ceiling(generator, scene: TruthScene, ceiling: list, lit: list, ceiling_rows: list) -> tuple:
     """The scene's room, the model's image of it and the ceiling: the model's image with the lamp's lit flag flipped
     in the latent (the best any edit of this model can do), both (H, W, 3); appends the ceiling's PSNR, the unedited
@@ -509,9 +515,7 @@ def model_and_ceiling(generator, scene: TruthScene, ceiling: list, lit: list, ce
     room = world.scene_from(world.sample_latent(scene.seed), scene.caption)
     with torch.inference_mode():
         model = _image(generator.render([scene.sample]))
-        off_latent = world.encode_latent(world.with_lamp(room, scene.lamp, lit=False))
-        flipped = generator.sample(scene.seed, scene.caption, latent=[float(v) for v in off_latent])
-        ceil = _image(generator.render([flipped]))
+        ceil = _image(generator.render([lamp_off_sample(generator, scene, room)]))
     r = scene.region
     ceiling.append(_psnr(ceil[r], scene.unlit[r]))
     ceiling_rows.append(user_figures(model, ceil, scene, room, ceil))

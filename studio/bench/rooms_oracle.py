@@ -8,7 +8,7 @@ lamp's lit flag flipped in the latent (the ceiling), read over the rough box:
 - ``own``: the room's own lamp-off activations at the layer's full resolution over the box;
 - ``own_cells_P``: the same pooled to P x P cells of the box (the knob's pattern form, P = 6 for its region part);
 - ``others_cells_P``: the mean of the *other* rooms' own P x P patterns (what a single mean pattern of that form could
-  reach from endlessly many well-aligned examples).
+  reach from endlessly many well-aligned examples; with two rooms or more).
 
 If ``own`` comes near the ceiling, the knob chose the right units and layers and what is missing is its targets;
 if ``own_cells_P`` falls far below ``own``, the pattern form itself loses it.
@@ -23,18 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from studio.bench.rooms import (_image, _method_summary, lamp_off_sample,
+                                model_and_ceiling, user_figures, user_mask)
 from studio.core.hooks import Trace, box_grid, mask_box
-from studio.core.rooms import world
 from studio.knobs import Knob, KnobEdit
 from studio.live import LiveRenderer
 
 ORACLE_CELLS: tuple[int, ...] = (6, 12)
-
-
-def lamp_off_sample(generator, scene, room):
-    """The scene's sample with its lamp's lit flag flipped in the latent (what the ceiling renders)."""
-    off_latent = world.encode_latent(world.with_lamp(room, scene.lamp, lit=False))
-    return generator.sample(scene.seed, scene.caption, latent=[float(v) for v in off_latent])
 
 
 def knob_units(knob: Knob) -> dict[str, torch.Tensor]:
@@ -77,13 +72,11 @@ def oracle_benchmark(generator, scenes: Sequence, knob: Knob, cells: Sequence[in
                      progress=None) -> dict:
     """The figures of ``own``, ``own_cells_P`` and ``others_cells_P`` (rough boxes), beside the knob itself and the
     ceiling; the per-method keys of :func:`studio.bench.rooms.user_benchmark` (``really_off``, ``relight_psnr``...)."""
-    from studio.bench.rooms import _image, _method_summary, model_and_ceiling, user_figures, user_mask
-
     start = time.perf_counter()
     units = knob_units(knob)
     layers = list(units)
     size = int(generator.resolution[0])
-    ceiling, lit, ceiling_rows, kept = [], [], [], []
+    ceiling, lit, ceiling_rows, rooms = [], [], [], []
     for n, scene in enumerate(scenes):
         room, model, ceil = model_and_ceiling(generator, scene, ceiling, lit, ceiling_rows)
         mask = torch.from_numpy(user_mask(room, scene.lamp, size, "rough").astype(np.float32))
@@ -93,27 +86,29 @@ def oracle_benchmark(generator, scenes: Sequence, knob: Knob, cells: Sequence[in
                 generator.render([sample])
             acts[side] = {layer: trace[layer].detach().cpu() for layer in layers}
         patterns = {P: {side: box_patterns(acts[side], units, mask, P) for side in acts} for P in (None, *cells)}
-        kept.append(dict(scene=scene, room=room, model=model, ceil=ceil, mask=mask, patterns=patterns))
+        rooms.append(dict(scene=scene, room=room, model=model, ceil=ceil, mask=mask, patterns=patterns))
         if progress is not None:
             progress(n + 1, 2 * len(scenes), scene.seed, knob.unit_count)
+    others = len(rooms) > 1  # the other rooms' mean needs other rooms
     rows: dict[str, list] = {"knob": [], "own": [], **{f"own_cells_{P}": [] for P in cells},
-                             **{f"others_cells_{P}": [] for P in cells}}
+                             **{f"others_cells_{P}": [] for P in cells if others}}
     live = LiveRenderer(generator)
     try:
-        for n, d in enumerate(kept):
+        for n, d in enumerate(rooms):
             knobs = {"knob": knob, "own": oracle_knob(knob, units, d["patterns"][None]["off"],
                                                       d["patterns"][None]["present"])}
             for P in cells:
                 knobs[f"own_cells_{P}"] = oracle_knob(knob, units, d["patterns"][P]["off"], d["patterns"][P]["present"])
-                others = [e["patterns"][P] for e in kept if e is not d] or [d["patterns"][P]]
-                mean = {side: {layer: torch.stack([o[side][layer] for o in others]).mean(0) for layer in units}
-                        for side in ("off", "present")}
-                knobs[f"others_cells_{P}"] = oracle_knob(knob, units, mean["off"], mean["present"])
+                if others:
+                    rest = [e["patterns"][P] for e in rooms if e is not d]
+                    mean = {side: {layer: torch.stack([o[side][layer] for o in rest]).mean(0) for layer in units}
+                            for side in ("off", "present")}
+                    knobs[f"others_cells_{P}"] = oracle_knob(knob, units, mean["off"], mean["present"])
             for name, k in knobs.items():
                 image = _image(live.render(d["scene"].sample, (), None, [KnobEdit(k, d["mask"], 1.0)])[0])
                 rows[name].append(user_figures(d["model"], image, d["scene"], d["room"], d["ceil"]))
             if progress is not None:
-                progress(len(kept) + n + 1, 2 * len(kept), d["scene"].seed, knob.unit_count)
+                progress(len(rooms) + n + 1, 2 * len(rooms), d["scene"].seed, knob.unit_count)
     finally:
         live.close()
     keys = ("really_off", "relight_psnr", "outside_change", "other_lamp_kept")
@@ -124,6 +119,6 @@ def oracle_benchmark(generator, scenes: Sequence, knob: Knob, cells: Sequence[in
     ceiling_psnr = round(statistics.mean(ceiling), 2)
     for figures in methods.values():
         figures["gap_db"] = round(ceiling_psnr - figures["relight_psnr"], 2)
-    return {"scenes": len(kept), "mask": "rough", "ceiling_psnr": ceiling_psnr,
+    return {"scenes": len(rooms), "mask": "rough", "ceiling_psnr": ceiling_psnr,
             "lit_psnr": round(statistics.mean(lit), 2), "units": {layer: len(u) for layer, u in units.items()},
             "cells": list(cells), "methods": methods, "seconds": round(time.perf_counter() - start, 1)}
