@@ -23,8 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from studio.bench.rooms import (_image, _method_summary, lamp_off_sample,
-                                model_and_ceiling, user_figures, user_mask)
+from studio.bench.rooms import _image, _method_summary, lamp_off_sample, model_and_ceiling, user_figures, user_mask
 from studio.core.hooks import Trace, box_grid, mask_box
 from studio.knobs import Knob, KnobEdit
 from studio.live import LiveRenderer
