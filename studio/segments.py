@@ -62,8 +62,7 @@ class Segmenter:
 
 def rooms_scene(seed: int) -> world.Scene:
     """The room a seed shows in dissection: its latent with its natural caption (as the truth benchmark draws it)."""
-    natural = world.sample_scene(np.random.default_rng(seed))
-    return world.scene_from(world.sample_latent(seed), world.caption(natural))
+    return world.seed_scene(seed)
 
 
 class RoomsSegmenter(Segmenter):

@@ -13,7 +13,7 @@ PRESENT, WANTED = (0, 3, 5, 6), (4, 7, 9, 10)  # seeds whose lamp 0 the Rooms wo
 
 
 def scene_of(gen, seed: int) -> world.Scene:
-    return world.scene_from(world.sample_latent(seed), gen.sample(seed).prompt)
+    return world.seed_scene(seed, gen.sample(seed).prompt)
 
 
 def quick_box(gen, seed: int, lamp: int = 0, pad: int = 3) -> torch.Tensor:

@@ -23,7 +23,7 @@ def test_truth_scenes_are_held_out_with_a_lit_lamp_and_exact_counterfactuals(gen
     scenes = bench.truth_scenes(gen, 2)
     assert len(scenes) == 2 and all(s.seed >= 10**9 for s in scenes)  # training seeds lie below 10**9
     for s in scenes:
-        scene = world.scene_from(world.sample_latent(s.seed), s.caption)
+        scene = world.seed_scene(s.seed, s.caption)
         assert scene.lamps[s.lamp].lit and not any(l.lit for l in scene.lamps[:s.lamp])  # the first lit lamp
         assert s.region.any() and not s.region.all()
         change = np.abs(s.lit - s.unlit).max(axis=-1)

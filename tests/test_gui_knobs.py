@@ -20,7 +20,7 @@ TARGET, OTHER_SEED = 1, 40  # both lamps lit; on seed 40 a knob learned with lea
 
 
 def scene_of(window, seed: int) -> world.Scene:
-    return world.scene_from(world.sample_latent(seed), window.state.sample.prompt)
+    return world.seed_scene(seed, window.state.sample.prompt)
 
 
 def lamp_box(window, seed: int, lamp: int, pad: int = 3) -> tuple[int, int, int, int]:

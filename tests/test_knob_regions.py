@@ -18,7 +18,7 @@ def rooms():
 
 
 def scene_of(gen, seed):
-    return world.scene_from(world.sample_latent(seed), gen.sample(seed).prompt)
+    return world.seed_scene(seed, gen.sample(seed).prompt)
 
 
 def example(gen, seed: int, lamp: int = 0, pad: int = 3) -> Example:

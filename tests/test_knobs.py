@@ -334,7 +334,7 @@ def _lamp_masks(gen, tmp_path):
     found: dict[bool, tuple[int, str]] = {}
     seed = 100
     while len(found) < 2:
-        scene = world.scene_from(world.sample_latent(seed), gen.default_prompt)
+        scene = world.seed_scene(seed, gen.default_prompt)
         for i, lamp in enumerate(scene.lamps):
             if lamp.lit not in found:
                 path = tmp_path / f"mask{seed}_{i}.png"
@@ -399,7 +399,7 @@ def test_shipped_lamp_off_darkens_the_left_lamp_of_seeds_0_and_13_and_keeps_the_
     knob = {k.name: k for k in shipped_knobs(rooms)}["lamp-off"]
     for seed in (0, 13):
         sample = rooms.sample(seed)
-        room = world.scene_from(world.sample_latent(seed), sample.prompt)
+        room = world.seed_scene(seed, sample.prompt)
         assert [lamp.lit for lamp in room.lamps] == [True, False]
         mask = torch.from_numpy(rough_mask(lamp_region(room, 0, 128)).astype(np.float32))
         with torch.inference_mode(), rooms.editor() as editor:
@@ -438,7 +438,7 @@ def test_wrong_edits_score_badly():
             return Sample(seed, prompt)
 
     scene = truth_scenes(Size(), 1)[0]
-    room = world.scene_from(world.sample_latent(scene.seed), scene.caption)
+    room = world.seed_scene(scene.seed, scene.caption)
     model = scene.lit
     hole = model.copy()
     hole[scene.region] = 0.0
@@ -461,7 +461,7 @@ def test_other_lamp_kept_passes_the_lamp_off_render_and_fails_wrong_edits():
             return Sample(seed, prompt)
 
     for scene in truth_scenes(Size(), 8):
-        room = world.scene_from(world.sample_latent(scene.seed), scene.caption)
+        room = world.seed_scene(scene.seed, scene.caption)
         if sum(lamp.lit for lamp in room.lamps) >= 2:
             break
     else:

@@ -162,7 +162,7 @@ def test_knob_edited_inputs_are_what_the_app_renders_and_their_targets_the_switc
     live = LiveRenderer(gen)
     for row in range(4):
         seed = int(data["seed"][row])
-        caption = world.caption(world.sample_scene(np.random.default_rng(seed)))
+        caption = world.natural_caption(seed)
         sample = gen.sample(seed, caption)
         mask = data["mask"][row].float()
         with torch.inference_mode():
@@ -172,7 +172,7 @@ def test_knob_edited_inputs_are_what_the_app_renders_and_their_targets_the_switc
             rerun = gen.net.forward_from(2, data["inputs"][row:row + 1].float(), cond=cond)[0]
         edit = float((plain - app).abs().max())  # the knob's change (small on this tiny net), kept in float16
         assert edit > 0 and float((rerun - app).abs().max()) < 0.05 * edit
-        room = world.scene_from(world.sample_latent(seed), caption)
+        room = world.seed_scene(seed, caption)
         target = data["image"][row].permute(1, 2, 0).float().numpy()
         switched = [i for i, lamp in enumerate(room.lamps)
                     if np.abs(world.truth(world.with_lamp(room, i, lit=not lamp.lit), 32).image - target).max() < 1e-3]

@@ -185,3 +185,14 @@ def test_tokenizer_covers_every_caption():
             assert [VOCAB[i] for i in ids if i] == tokenize(text)
     assert tokenize("A Bedroom, BLUE walls!") == ["a", "bedroom", "blue", "walls"]
     assert encode("a zebra")[1] == VOCAB.index("<unk>")
+
+
+def test_a_seed_with_its_natural_caption_is_the_room_the_prior_drew():
+    from studio.core.rooms import world
+
+    for seed in (0, 3, 2_000_000_004):
+        drawn = sample_scene(np.random.default_rng(seed))
+        assert world.natural_caption(seed) == caption(drawn)
+        assert world.seed_scene(seed) == drawn
+        other = CaptionFields("red", not drawn.bed, drawn.window, max(1, 3 - len(drawn.lamps)))
+        assert world.seed_scene(seed, other) == scene_from(sample_latent(seed), other) != drawn

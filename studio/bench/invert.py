@@ -69,7 +69,7 @@ def bench_rooms(scenes: int, steps: int, first: int = HELD_OUT_FIRST, progress=N
     live = LiveRenderer(generator)
     try:
         for n, scene in enumerate(truth_scenes(generator, scenes, first)):
-            room = world.scene_from(world.sample_latent(scene.seed), scene.caption)
+            room = world.seed_scene(scene.seed, scene.caption)
             target = torch.from_numpy(np.ascontiguousarray(scene.lit.transpose(2, 0, 1)))
             began = time.process_time()
             inv = invert(generator, target, steps=steps)

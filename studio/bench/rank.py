@@ -69,7 +69,7 @@ def problems(generator, sets: int, seeds: int) -> list[tuple[list, torch.Tensor,
             caption = world.caption(world.CaptionFields(*fields))
             found, masks, seed = [], [], first
             while len(found) < seeds:
-                scene = world.scene_from(world.sample_latent(seed), caption)
+                scene = world.seed_scene(seed, caption)
                 if scene.lamps[lamp].lit:
                     found.append(generator.sample(seed, caption))
                     masks.append(torch.from_numpy(world.truth(scene, generator.resolution[0]).masks[f"glow{lamp}"]))

@@ -124,9 +124,8 @@ def truth_scenes(generator, count: int, first: int = HELD_OUT_FIRST) -> list[Tru
     size = int(generator.resolution[0])
     out, seed = [], first
     while len(out) < count:
-        natural = world.sample_scene(np.random.default_rng(seed))  # what sample_latent(seed) encodes
-        caption = world.caption(natural)
-        scene = world.scene_from(world.sample_latent(seed), caption)
+        caption = world.natural_caption(seed)
+        scene = world.seed_scene(seed, caption)
         lit = [i for i, lamp in enumerate(scene.lamps) if lamp.lit]
         if lit:
             i = lit[0]
@@ -427,8 +426,8 @@ def knob_examples(generator, count: int = KNOB_EXAMPLES, first: int = KNOB_FIRST
     def pick(start: int, lit: bool) -> list:
         out, seed = [], start
         while len(out) < count:
-            caption = world.caption(world.sample_scene(np.random.default_rng(seed)))
-            scene = world.scene_from(world.sample_latent(seed), caption)
+            caption = world.natural_caption(seed)
+            scene = world.seed_scene(seed, caption)
             lamps = [i for i, lamp in enumerate(scene.lamps) if lamp.lit == lit]
             if lamps:
                 mask = user_mask(scene, lamps[0], size, masks).astype(np.float32)
@@ -512,7 +511,7 @@ def model_and_ceiling(generator, scene: TruthScene, ceiling: list, lit: list, ce
     """The scene's room, the model's image of it and the ceiling: the model's image with the lamp's lit flag flipped
     in the latent (the best any edit of this model can do), both (H, W, 3); appends the ceiling's PSNR, the unedited
     image's PSNR against the lit truth and the ceiling's user figures to the three lists."""
-    room = world.scene_from(world.sample_latent(scene.seed), scene.caption)
+    room = world.seed_scene(scene.seed, scene.caption)
     with torch.inference_mode():
         model = _image(generator.render([scene.sample]))
         ceil = _image(generator.render([lamp_off_sample(generator, scene, room)]))

@@ -95,8 +95,8 @@ def edited_inputs(init: Path, block: int, spec: Mapping, log: Callable[[str], No
         while len(rows["inputs"]) < spec["examples"]:
             if seed >= HELDOUT_BASE:
                 raise ValueError(f"knob_edits ran into the held-out seeds ({HELDOUT_BASE}): lower scene_first.")
-            caption = world.caption(world.sample_scene(np.random.default_rng(seed)))
-            scene = world.scene_from(world.sample_latent(seed), caption)
+            caption = world.natural_caption(seed)
+            scene = world.seed_scene(seed, caption)
             sample_seed, seed = seed, seed + 1
             if not scene.lamps:
                 continue

@@ -269,6 +269,17 @@ def sample_latent(seed: int) -> np.ndarray:
     return encode_latent(sample_scene(np.random.default_rng(seed)))
 
 
+def natural_caption(seed: int) -> str:
+    """The canonical caption of the room ``seed`` draws from the prior (what the benchmarks pair with its latent)."""
+    return caption(sample_scene(np.random.default_rng(seed)))
+
+
+def seed_scene(seed: int, fields: CaptionFields | str | None = None) -> Scene:
+    """The room the model is asked for by ``seed`` and a caption: ``sample_latent(seed)`` with ``fields`` (None: the
+    seed's :func:`natural_caption`)."""
+    return scene_from(sample_latent(seed), natural_caption(seed) if fields is None else fields)
+
+
 def scene_from(latent: np.ndarray, fields: CaptionFields | str) -> Scene:
     """Build the scene a latent and a caption describe (the first ``fields.lamps`` slots are shown).
 
@@ -658,7 +669,8 @@ __all__ = [
     "WALL_COLOURS", "MAX_LAMPS", "LIT_RATE", "BED_RATE", "WINDOW_RATE", "GLOW_THRESHOLD", "LAMP_SPACING",
     "NUMBER_WORDS", "N_PARAPHRASES", "LATENT_DIM", "LATENT_NAMES", "Lamp", "Scene", "CaptionFields", "Truth",
     "sample_scene", "render", "truth", "caption", "parse_caption", "fields", "encode_latent", "sample_latent",
-    "scene_from", "with_lamp", "with_wall", "with_fields", "detect_wall", "detect_fields", "detect_lit", "benchmark",
+    "natural_caption", "seed_scene", "scene_from", "with_lamp", "with_wall", "with_fields", "detect_wall",
+    "detect_fields", "detect_lit", "benchmark",
 ]
 
 
