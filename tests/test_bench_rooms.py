@@ -119,13 +119,17 @@ def test_the_verdict_needs_every_target_and_a_gap_closed_by_a_fallen_ceiling_doe
     assert no_pair["other_lamp_kept"] is None and no_pair["all"]
 
 
-def test_the_oracle_knob_with_each_rooms_own_lamp_off_activations_nearly_reaches_the_ceiling(gen, capsys):
+def test_the_oracle_knob_with_each_rooms_own_lamp_off_activations_nearly_reaches_the_ceiling(gen, capsys, tmp_path):
     from studio.bench import rooms_oracle as oracle
 
     scenes = bench.truth_scenes(gen, 3)
     knob = bench.app_knob(gen, "rough")
-    result = oracle.oracle_benchmark(gen, scenes, knob, cells=(6,))
+    result = oracle.oracle_benchmark(gen, scenes, knob, cells=(6,), keep_images=True)
     m = result["methods"]
+    model, knobbed, cells6, own, ceil, unlit = result["images"][0]  # one row per room, in the docstring's order
+    assert len(result["images"]) == 3 and np.array_equal(ceil, bench.model_and_ceiling(gen, scenes[0], [], [], [])[2])
+    r = scenes[0].region
+    assert np.abs(own - unlit)[r].mean() < np.abs(knobbed - unlit)[r].mean() < np.abs(model - unlit)[r].mean()
     assert set(m) == {"knob", "own", "own_cells_6", "others_cells_6"}
     assert sum(result["units"].values()) == sum(len(u) for u in oracle.knob_units(knob).values()) <= knob.unit_count
     # the room's own targets, placed back exactly: within 1 dB of the ceiling (0.8 here; placed back blurred, 1.3;
@@ -135,6 +139,9 @@ def test_the_oracle_knob_with_each_rooms_own_lamp_off_activations_nearly_reaches
     assert m["own_cells_6"]["relight_psnr"] < m["own"]["relight_psnr"]  # the pattern's cells lose the fine shape
     from studio.cli import main
 
-    assert main(["bench", "rooms", "--oracle", "--seeds", "1", "--threads", "1", "--json"]) == 0
+    picture = tmp_path / "oracle.png"
+    assert main(["bench", "rooms", "--oracle", "--seeds", "1", "--threads", "1", "--json", "--picture",
+                 str(picture)]) == 0
     printed = json.loads(capsys.readouterr().out)
+    assert printed["picture"] == str(picture) and picture.stat().st_size > 1000 and "images" not in printed
     assert printed["methods"]["own"]["gap_db"] < printed["methods"]["knob"]["gap_db"]

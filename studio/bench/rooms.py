@@ -646,7 +646,8 @@ def register(benches: argparse._SubParsersAction) -> None:
                         f"{DEFAULT_ROUNDS}; zero ablation only)")
     p.add_argument("--picture", default=None,
                    help="save model | ranked-off | knob | ceiling | unlit truth rows of the first 4 scenes (rough "
-                        "masks) to this PNG")
+                        "masks) to this PNG (with --oracle: model | knob | own targets in 6x6 and 12x12 cells | "
+                        "own targets | ceiling | unlit truth)")
     p.add_argument("--knob-layers", default=",".join(KNOB_LAYERS),
                    help=f"layers the knob is learned on, comma-separated (default: {','.join(KNOB_LAYERS)})")
     p.add_argument("--knob-units", type=int, default=KNOB_UNITS, help=f"units the knob keeps (default: {KNOB_UNITS})")
@@ -756,7 +757,10 @@ def run_oracle(generator, args: argparse.Namespace, first: int, report) -> int:
     from studio.bench.rooms_oracle import oracle_benchmark
 
     knob = app_knob(generator, args.example_masks)
-    result = oracle_benchmark(generator, truth_scenes(generator, args.seeds, first), knob, progress=report)
+    result = oracle_benchmark(generator, truth_scenes(generator, args.seeds, first), knob,
+                              keep_images=bool(args.picture), progress=report)
+    if args.picture:
+        result["picture"] = str(save_strip(result.pop("images")[:4], args.picture))
     if _printed_as_json(result, args, first):
         return 0
     print(f"{result['scenes']} {'tuning' if args.tuning_scenes else 'held-out'} rooms, rough boxes, the app's knob's "

@@ -68,9 +68,11 @@ def oracle_knob(knob: Knob, units: dict[str, torch.Tensor], wanted: dict[str, to
 
 
 def oracle_benchmark(generator, scenes: Sequence, knob: Knob, cells: Sequence[int] = ORACLE_CELLS,
-                     progress=None) -> dict:
+                     keep_images: bool = False, progress=None) -> dict:
     """The figures of ``own``, ``own_cells_P`` and ``others_cells_P`` (rough boxes), beside the knob itself and the
-    ceiling; the per-method keys of :func:`studio.bench.rooms.user_benchmark` (``really_off``, ``relight_psnr``...)."""
+    ceiling; the per-method keys of :func:`studio.bench.rooms.user_benchmark` (``really_off``, ``relight_psnr``...).
+    ``keep_images``: ``images`` holds a row per room: model | knob | own_cells_P for each P | own | ceiling | unlit
+    truth."""
     start = time.perf_counter()
     units = knob_units(knob)
     layers = list(units)
@@ -91,6 +93,7 @@ def oracle_benchmark(generator, scenes: Sequence, knob: Knob, cells: Sequence[in
     others = len(rooms) > 1  # the other rooms' mean needs other rooms
     rows: dict[str, list] = {"knob": [], "own": [], **{f"own_cells_{P}": [] for P in cells},
                              **{f"others_cells_{P}": [] for P in cells if others}}
+    images = []
     live = LiveRenderer(generator)
     try:
         for n, d in enumerate(rooms):
@@ -103,9 +106,13 @@ def oracle_benchmark(generator, scenes: Sequence, knob: Knob, cells: Sequence[in
                     mean = {side: {layer: torch.stack([o[side][layer] for o in rest]).mean(0) for layer in units}
                             for side in ("off", "present")}
                     knobs[f"others_cells_{P}"] = oracle_knob(knob, units, mean["off"], mean["present"])
+            shown = {}
             for name, k in knobs.items():
-                image = _image(live.render(d["scene"].sample, (), None, [KnobEdit(k, d["mask"], 1.0)])[0])
-                rows[name].append(user_figures(d["model"], image, d["scene"], d["room"], d["ceil"]))
+                shown[name] = _image(live.render(d["scene"].sample, (), None, [KnobEdit(k, d["mask"], 1.0)])[0])
+                rows[name].append(user_figures(d["model"], shown[name], d["scene"], d["room"], d["ceil"]))
+            if keep_images:
+                images.append((d["model"], shown["knob"], *[shown[f"own_cells_{P}"] for P in cells], shown["own"],
+                               d["ceil"], d["scene"].unlit))
             if progress is not None:
                 progress(len(rooms) + n + 1, 2 * len(rooms), d["scene"].seed, knob.unit_count)
     finally:
@@ -118,6 +125,9 @@ def oracle_benchmark(generator, scenes: Sequence, knob: Knob, cells: Sequence[in
     ceiling_psnr = round(statistics.mean(ceiling), 2)
     for figures in methods.values():
         figures["gap_db"] = round(ceiling_psnr - figures["relight_psnr"], 2)
-    return {"scenes": len(rooms), "mask": "rough", "ceiling_psnr": ceiling_psnr,
-            "lit_psnr": round(statistics.mean(lit), 2), "units": {layer: len(u) for layer, u in units.items()},
-            "cells": list(cells), "methods": methods, "seconds": round(time.perf_counter() - start, 1)}
+    result = {"scenes": len(rooms), "mask": "rough", "ceiling_psnr": ceiling_psnr,
+              "lit_psnr": round(statistics.mean(lit), 2), "units": {layer: len(u) for layer, u in units.items()},
+              "cells": list(cells), "methods": methods, "seconds": round(time.perf_counter() - start, 1)}
+    if keep_images:
+        result["images"] = images
+    return result
