@@ -717,8 +717,6 @@ def run(args: argparse.Namespace) -> int:
     result["methods"]["knob"]["example_masks"] = args.example_masks
     result["methods"]["knob"]["learned_by"] = ("studio.knob_regions.learn_app_knob" if args.knob_from == "app" else
                                                "studio.knobs.learn_knob with the lamp's truth box as a part")
-    if args.picture:
-        result["picture"] = str(save_strip(result.pop("images")[:4], args.picture))
     if _printed_as_json(result, args, first):
         return 0
     print(f"{result['scenes']} {'tuning' if args.tuning_scenes else 'held-out'} rooms; ceiling (lit flag flipped in "
@@ -759,8 +757,6 @@ def run_oracle(generator, args: argparse.Namespace, first: int, report) -> int:
     knob = app_knob(generator, args.example_masks)
     result = oracle_benchmark(generator, truth_scenes(generator, args.seeds, first), knob,
                               keep_images=bool(args.picture), progress=report)
-    if args.picture:
-        result["picture"] = str(save_strip(result.pop("images")[:4], args.picture))
     if _printed_as_json(result, args, first):
         return 0
     print(f"{result['scenes']} {'tuning' if args.tuning_scenes else 'held-out'} rooms, rough boxes, the app's knob's "
@@ -772,7 +768,10 @@ def run_oracle(generator, args: argparse.Namespace, first: int, report) -> int:
 
 
 def _printed_as_json(result: dict, args: argparse.Namespace, first: int) -> bool:
-    """Adds the run's first seed and threads to ``result``; prints it as one JSON object if ``--json`` asked."""
+    """Saves the first 4 rows of ``result``'s images to ``--picture`` (if asked; the images leave ``result``), adds
+    the run's first seed and threads; prints it as one JSON object if ``--json`` asked."""
+    if args.picture and "images" in result:
+        result["picture"] = str(save_strip(result.pop("images")[:4], args.picture))
     result["first_seed"] = first
     result["threads"] = torch.get_num_threads()
     if args.json:
