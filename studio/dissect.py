@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .core.atomic import atomic_path
 from .core.errors import StudioError
-from .core.hooks import box_grid, mask_box
+from .core.hooks import box_crop, mask_box
 from .core.images import to_uint8
 from .core.progress import ProgressCallback, Ticker
 from .knobs import Knob, KnobError, model_layout
@@ -505,9 +505,7 @@ def knob_from_units(generator, result: Dissection, layer: str, units: Sequence[i
             act = acts[index[seed]:index[seed] + 1, unit:unit + 1]
             box = mask_box((unit_maps(act, size)[0, 0] > levels[unit]).float())
             if box is not None:  # a top sample always fires above the level; an empty one adds nothing
-                grid = box_grid(box, (pattern, pattern))
-                crops.append(F.grid_sample(act, grid, mode="bilinear", padding_mode="border",
-                                           align_corners=False)[0, 0])
+                crops.append(box_crop(act, box, (pattern, pattern))[0, 0])
         present.append(torch.stack(crops).mean(0) if crops else torch.zeros(pattern, pattern))
     present_t = torch.stack(present)
     label = name.strip() if name and name.strip() else f"{layer} units {', '.join(map(str, units[:6]))}" + (

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 import torch.nn.functional as F
 
-from .core.hooks import box_grid, mask_box
+from .core.hooks import box_crop, mask_box
 from .core.progress import ProgressCallback
 from .knobs import Example, Knob, KnobError, learn_knob, place_box
 from .knobs import _check_examples as check_examples
@@ -67,10 +67,8 @@ def _box_image(image: torch.Tensor, mask: torch.Tensor, grid: int) -> tuple[torc
     """(3, G, G) the image over the mask's box measured from the mean colour just around that box, and (G, G) how
     much of each cell the mask covers."""
     box = mask_box(mask)
-    cells = box_grid(box, (grid, grid))
-    crop = F.grid_sample(image[None].float(), cells, mode="bilinear", padding_mode="border", align_corners=False)[0]
-    cover = F.grid_sample(mask[None, None].float(), cells, mode="bilinear", padding_mode="border",
-                          align_corners=False)[0, 0]
+    crop = box_crop(image[None], box, (grid, grid))[0]
+    cover = box_crop(mask[None, None], box, (grid, grid))[0, 0]
     h, w = mask.shape[-2:]
     y0, x0, y1, x1 = box
     pad = max(2, int(0.1 * max(h, w)))

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -37,7 +36,7 @@ from models.base import Sample
 
 from .core.atomic import atomic_path
 from .core.errors import StudioError
-from .core.hooks import UnitTargets, box_grid, check_steps, mask_box, resize_mask, surround_mean
+from .core.hooks import UnitTargets, box_crop, check_steps, mask_box, resize_mask, surround_mean
 from .core.progress import ProgressCallback, Ticker
 from .core.resources import RESOURCES
 
@@ -380,8 +379,7 @@ def _check_examples(generator: "Generator", side: str, examples: Sequence[Exampl
 def _region_stats(act: torch.Tensor, mask: torch.Tensor, pattern: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(C, P, P) pattern of one example's activation (1, C, h, w) over its region's box, absolute and measured from
     the surroundings (:func:`studio.core.hooks.surround_mean`), and its mean over the region."""
-    grid = box_grid(mask_box(mask), (pattern, pattern)).to(act.device)
-    crop = F.grid_sample(act.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    crop = box_crop(act, mask_box(mask), (pattern, pattern))[0]
     around = surround_mean(act.float(), mask.to(act.device))[0]
     m = resize_mask(mask.to(act.device, torch.float32), act.shape[-2:])[0, 0]
     mean = (act[0].float() * m).sum((-1, -2)) / m.sum().clamp(min=1e-6)  # the mask-weighted mean: select="mean"

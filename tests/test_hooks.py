@@ -173,3 +173,19 @@ def test_bad_edits_are_refused_clearly(toy):
 def test_unit_edit_json_round_trip():
     edit = UnitEdit("blocks.1", 3, "set", 0.5, True, (1, 4))
     assert UnitEdit.from_json(edit.to_json()) == edit
+
+
+def test_box_crop_reads_what_place_pattern_puts_back():
+    from studio.core.hooks import box_crop, place_pattern
+
+    box = (0.25, 0.125, 0.75, 0.625)  # rows 4-12, columns 2-10 of a 16 x 16 grid
+    pattern = torch.randn(3, 4, 4)
+    placed = place_pattern(pattern, box, (16, 16))[None]  # (1, 3, 16, 16)
+    assert box_crop(placed, box, (4, 4)).shape == (1, 3, 4, 4)
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    smooth = torch.stack([ys, xs, ys * xs / 16])[None]  # bilinear in each pixel: sampled and placed back exactly
+    fine = box_crop(smooth, box, (64, 64))[0]
+    back = place_pattern(fine, box, (16, 16))
+    torch.testing.assert_close(back[:, 4:12, 2:10], smooth[0, :, 4:12, 2:10], atol=0.02, rtol=0)
+    two = box_crop(torch.cat([smooth, 2 * smooth]), box, (8, 8))  # a batch crops row by row
+    torch.testing.assert_close(two[1], 2 * two[0])

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from studio.bench.rooms import _image, _method_summary, lamp_off_sample, model_and_ceiling, user_figures, user_mask
-from studio.core.hooks import Trace, box_grid, mask_box
+from studio.core.hooks import Trace, box_crop, mask_box
 from studio.knobs import Knob, KnobEdit
 from studio.live import LiveRenderer
 
@@ -51,12 +51,9 @@ def box_patterns(acts: dict[str, torch.Tensor], units: dict[str, torch.Tensor], 
         h, w = act.shape[-2:]
         if cells is None:  # 8 samples per activation pixel: placed back bilinearly they give its values again
             p, q = max(1, round(8 * (box[2] - box[0]) * h)), max(1, round(8 * (box[3] - box[1]) * w))
-            fine = box_grid(box, (p, q))
-            out[layer] = F.grid_sample(act, fine, mode="bilinear", padding_mode="border", align_corners=False)[0]
+            out[layer] = box_crop(act, box, (p, q))[0]
         else:  # 4 x 4 samples per cell, averaged: the cell's mean, not its centre's value
-            fine = box_grid(box, (4 * cells, 4 * cells))
-            crop = F.grid_sample(act, fine, mode="bilinear", padding_mode="border", align_corners=False)
-            out[layer] = F.avg_pool2d(crop, 4)[0]
+            out[layer] = F.avg_pool2d(box_crop(act, box, (4 * cells, 4 * cells)), 4)[0]
     return out
 
 

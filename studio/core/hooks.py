@@ -253,6 +253,14 @@ def box_grid(box: tuple[float, float, float, float], size: Sequence[int]) -> tor
     return torch.stack([gx, gy], dim=-1)[None]
 
 
+def box_crop(x: torch.Tensor, box: tuple[float, float, float, float], size: Sequence[int]) -> torch.Tensor:
+    """(B, C, P, Q): ``x`` (B, C, h, w) sampled bilinearly at the P x Q cell centres of ``box`` (fractions of the
+    grid), the border value repeated outside it: what a pattern of that box reads (:func:`place_pattern` puts it
+    back)."""
+    grid = box_grid(box, size).to(x.device).expand(x.shape[0], -1, -1, -1)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def surround_ring(mask: torch.Tensor, size: Sequence[int], width: int = 1) -> torch.Tensor:
     """(h, w) weights of the cells just outside the box of ``mask`` (``width`` cells wide) on an (h, w) grid.
 
